@@ -1,0 +1,293 @@
+"""The `tsnet` command: check the config, manage solutions and tokens, export.
+
+It opens the same storage the server uses (SQLite in WAL mode takes a second
+process), so it works while the server runs; the server notices token and
+solution changes within ``[tsnet] auth_refresh`` seconds.  Output is JSON, one
+object per line, for scripts.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import sys
+from datetime import datetime, timezone
+from typing import Any
+
+from twisted.internet import defer, task
+
+from tsnet.errors import ConfigError, Conflict
+from tsnet.model import READ, WRITE, valid_solution_name
+from tsnet.records import SolutionRecord
+
+_TAG_CHARS = re.compile(r"[-_./\w]+\Z")
+
+
+class CommandError(Exception):
+    """A user error: printed as one line, exit status 1."""
+
+
+def _tag(text: str) -> tuple[str, str]:
+    k, eq, v = text.partition("=")
+    if not eq or not k or not v or "=" in v:
+        raise argparse.ArgumentTypeError(f"{text!r} is not K=V")
+    for part in (k, v):
+        if not _TAG_CHARS.match(part) or "\\" in part:
+            raise argparse.ArgumentTypeError(
+                f"{text!r}: tag keys and values take letters, digits, '-', '_', '.', '/'")
+    if k == "ovh.auth":
+        raise argparse.ArgumentTypeError("ovh.auth is reserved for authentication")
+    return k, v
+
+
+def _expires(text: str) -> int | None:
+    if text.lower() == "never":
+        return None
+    try:
+        dt = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an ISO 8601 date") from None
+    if dt.tzinfo is None:
+        dt = dt.replace(tzinfo=timezone.utc)
+    return int(dt.timestamp()) * 1_000_000_000 + dt.microsecond * 1000
+
+
+def _scopes(text: str) -> frozenset[str]:
+    scopes = frozenset(s.strip() for s in text.split(",") if s.strip())
+    if not scopes or scopes - {READ, WRITE}:
+        raise argparse.ArgumentTypeError("--scope takes read, write or read,write")
+    return scopes
+
+
+def _iso(ns: int) -> str:
+    return datetime.fromtimestamp(ns / 1e9, tz=timezone.utc).isoformat().replace("+00:00", "Z")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="tsnet", description="Manage a tsnet server: config, solutions, tokens, export.")
+    p.add_argument("--config", "-c", default="etc/tsnet.ini",
+                   help="the server's config file (default: %(default)s)")
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    sub.add_parser("check-config", help="validate the config file without starting anything")
+
+    sol = sub.add_parser("solution", help="create, list, delete solutions (tenants)")
+    ssub = sol.add_subparsers(dest="action", required=True, metavar="ACTION")
+    c = ssub.add_parser("create", help="create a solution")
+    c.add_argument("name")
+    c.add_argument("--description", default="")
+    c.add_argument("--storage", default="default", help="a [storage:NAME] of the config")
+    ssub.add_parser("list", help="one JSON object per solution")
+    d = ssub.add_parser("delete", help="delete a solution and its tokens")
+    d.add_argument("name")
+    d.add_argument("--force", action="store_true", help="also delete the data it holds")
+
+    tok = sub.add_parser("token", help="create, list, update, revoke tokens")
+    tsub = tok.add_subparsers(dest="action", required=True, metavar="ACTION")
+    c = tsub.add_parser("create", help="create a READ/WRITE token pair (secrets shown once)")
+    c.add_argument("solution")
+    c.add_argument("--description", default="")
+    c.add_argument("--expires", type=_expires, default=None, help="ISO 8601 date, or never")
+    c.add_argument("--tag", type=_tag, action="append", default=[], metavar="K=V",
+                   help="added to every point written (WRITE) / every query (READ)")
+    c.add_argument("--scope", type=_scopes, default=frozenset((READ, WRITE)),
+                   help="read, write or read,write (default)")
+    c.add_argument("--single", action="store_true",
+                   help="one token with every scope instead of a pair")
+    c.add_argument("--read-token", default=None, metavar="SECRET",
+                   help="import a READ secret devices already hold")
+    c.add_argument("--write-token", default=None, metavar="SECRET",
+                   help="import a WRITE secret devices already hold")
+    ls = tsub.add_parser("list", help="the tokens of a solution (never their secrets)")
+    ls.add_argument("solution")
+    u = tsub.add_parser("update", help="change description, expiry or tags")
+    u.add_argument("id")
+    u.add_argument("--description", default=None)
+    u.add_argument("--expires", type=_expires, default=False, help="ISO 8601 date, or never")
+    u.add_argument("--tag", type=_tag, action="append", default=None, metavar="K=V",
+                   help="replaces all tags of the token")
+    r = tsub.add_parser("revoke", help="revoke a token (both halves of a pair)")
+    r.add_argument("id")
+
+    e = sub.add_parser("export", help="every stored item as one JSON object per line")
+    e.add_argument("--solution", default=None)
+    return p
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = build_parser().parse_args(argv)
+    from tsnet.config import load_config
+    from tsnet.plugins import load_plugins
+
+    plugins = load_plugins()
+    try:
+        config = load_config(args.config, plugins)
+        if args.command == "check-config":
+            from tsnet.service import TsnetService
+
+            TsnetService(config, plugins, reactor=None)  # builds every listener: full check
+            print(f"{config.path}: OK ({len(config.listeners)} listeners: "
+                  f"{', '.join(config.listeners) or 'none'}; "
+                  f"{len(config.storages)} storages: {', '.join(config.storages)})")
+            return
+    except ConfigError as e:
+        print(f"tsnet: {e}", file=sys.stderr)
+        raise SystemExit(1) from None
+    task.react(lambda reactor: defer.ensureDeferred(_run(reactor, args, config)))
+
+
+async def _run(reactor: Any, args: argparse.Namespace, config: Any) -> None:
+    from tsnet.storages import Storages
+
+    storages = Storages(config, reactor)
+    await storages.open()
+    try:
+        await COMMANDS[(args.command, getattr(args, "action", None))](args, storages, reactor)
+    except (CommandError, ConfigError) as e:
+        print(f"tsnet: {e}", file=sys.stderr)
+        raise SystemExit(1) from None
+    finally:
+        sys.stdout.flush()
+        await storages.close()
+
+
+def _out(obj: dict) -> None:
+    sys.stdout.write(json.dumps(obj, sort_keys=False) + "\n")
+
+
+def _now_ns(reactor: Any) -> int:
+    return int(reactor.seconds() * 1e9)
+
+
+async def solution_create(args: Any, storages: Any, reactor: Any) -> None:
+    if not valid_solution_name(args.name):
+        raise CommandError(f"{args.name!r} is not a solution name (letters, digits, '-', '_', '.')")
+    if args.storage not in storages.backends:
+        raise CommandError(f"--storage: no [storage:{args.storage}] in the config "
+                           f"(have: {', '.join(storages.backends)})")
+    rec = SolutionRecord(name=args.name, description=args.description, storage=args.storage,
+                         created_ns=_now_ns(reactor))
+    try:
+        await storages.catalog.create_solution(rec)
+    except Conflict:
+        raise CommandError(f"solution {args.name!r} exists already") from None
+    _out(_solution_json(rec))
+
+
+def _solution_json(rec: SolutionRecord) -> dict:
+    return {"name": rec.name, "description": rec.description, "storage": rec.storage,
+            "created": _iso(rec.created_ns)}
+
+
+async def solution_list(args: Any, storages: Any, reactor: Any) -> None:
+    for rec in sorted(await storages.catalog.list_solutions(), key=lambda r: r.name):
+        _out(_solution_json(rec))
+
+
+async def solution_delete(args: Any, storages: Any, reactor: Any) -> None:
+    rec = await storages.catalog.get_solution(args.name)
+    if rec is None:
+        raise CommandError(f"no solution {args.name!r}")
+    if args.name == "default":
+        raise CommandError("the default solution always exists and cannot be deleted")
+    backend = storages.backends.get(rec.storage)
+    if backend is not None and await backend.solution_has_data(args.name):
+        if not args.force:
+            raise CommandError(f"solution {args.name!r} holds data: add --force to delete it too")
+        await backend.delete_solution_data(args.name)
+    await storages.catalog.delete_solution(args.name)
+    _out({"name": args.name, "deleted": True})
+
+
+async def token_create(args: Any, storages: Any, reactor: Any) -> None:
+    from tsnet.auth import mint_token
+
+    if await storages.catalog.get_solution(args.solution) is None:
+        raise CommandError(f"no solution {args.solution!r} (create it with: tsnet solution "
+                           f"create {args.solution})")
+    if args.expires is not None and args.expires <= _now_ns(reactor):
+        raise CommandError("--expires is in the past")
+    try:
+        record, shown = mint_token(
+            args.solution, scopes=args.scope, single=args.single,
+            description=args.description, expires_ns=args.expires, tags=dict(args.tag),
+            now_ns=_now_ns(reactor), read_secret=args.read_token, write_secret=args.write_token)
+    except ValueError as e:
+        raise CommandError(str(e)) from None
+    try:
+        await storages.catalog.save_token(record)
+    except Conflict:
+        raise CommandError("that secret is already in use by another token") from None
+    _out({"id": record.id, "solution": record.solution, **shown})
+
+
+def _token_json(rec: Any) -> dict:
+    out = rec.public()
+    if "expires_ns" in out:
+        out["expires"] = _iso(out.pop("expires_ns"))
+    out["created"] = _iso(rec.created_ns)
+    return out
+
+
+async def token_list(args: Any, storages: Any, reactor: Any) -> None:
+    if await storages.catalog.get_solution(args.solution) is None:
+        raise CommandError(f"no solution {args.solution!r}")
+    for rec in await storages.catalog.list_tokens(args.solution):
+        _out(_token_json(rec))
+
+
+async def _get_token(storages: Any, token_id: str) -> Any:
+    rec = await storages.catalog.get_token(token_id)
+    if rec is None:
+        raise CommandError(f"no token {token_id!r}")
+    return rec
+
+
+async def token_update(args: Any, storages: Any, reactor: Any) -> None:
+    rec = await _get_token(storages, args.id)
+    if args.description is not None:
+        rec.description = args.description
+    if args.expires is not False:
+        rec.expires_ns = args.expires
+    if args.tag is not None:
+        rec.tags = dict(args.tag)
+    await storages.catalog.save_token(rec)
+    _out(_token_json(rec))
+
+
+async def token_revoke(args: Any, storages: Any, reactor: Any) -> None:
+    rec = await _get_token(storages, args.id)
+    rec.revoked = True
+    await storages.catalog.save_token(rec)
+    _out({"id": rec.id, "solution": rec.solution, "revoked": True})
+
+
+async def export(args: Any, storages: Any, reactor: Any) -> None:
+    write = sys.stdout.write
+    dumps = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode
+
+    def emit(obj: dict) -> None:
+        write(dumps(obj) + "\n")
+
+    if args.solution is not None:
+        rec = await storages.catalog.get_solution(args.solution)
+        if rec is None:
+            raise CommandError(f"no solution {args.solution!r}")
+        await storages.backend(rec.storage).export(args.solution, emit)
+        return
+    for backend in storages.backends.values():
+        await backend.export(None, emit)
+
+
+COMMANDS = {
+    ("solution", "create"): solution_create,
+    ("solution", "list"): solution_list,
+    ("solution", "delete"): solution_delete,
+    ("token", "create"): token_create,
+    ("token", "list"): token_list,
+    ("token", "update"): token_update,
+    ("token", "revoke"): token_revoke,
+    ("export", None): export,
+}

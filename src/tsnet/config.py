@@ -1,0 +1,384 @@
+"""The config file, read into typed objects and validated before anything listens.
+
+Every error is a `ConfigError` whose message names the file, the section and the
+key, so `tsnet check-config` and `twistd tsnet` can print one clear line.
+Paths (data_dir, unix sockets, certificates) are relative to the config file's
+folder, so a config and its files move together.
+"""
+
+from __future__ import annotations
+
+import configparser
+import os
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from tsnet.errors import ConfigError
+from tsnet.model import valid_solution_name
+
+_REQUIRED = object()
+
+
+@dataclass(frozen=True)
+class Key:
+    """One accepted key: how to parse its text, its default (or required), a doc line."""
+
+    parse: Callable[[str], Any]
+    default: Any = _REQUIRED
+    doc: str = ""
+
+    @property
+    def required(self) -> bool:
+        return self.default is _REQUIRED
+
+
+def as_bool(text: str) -> bool:
+    t = text.strip().lower()
+    if t in ("1", "yes", "true", "on"):
+        return True
+    if t in ("0", "no", "false", "off"):
+        return False
+    raise ValueError(f"expected yes or no, got {text!r}")
+
+
+def positive_float(text: str) -> float:
+    v = float(text)
+    if not v > 0:
+        raise ValueError(f"must be greater than 0, got {text!r}")
+    return v
+
+
+def non_negative_float(text: str) -> float:
+    v = float(text)
+    if v < 0:
+        raise ValueError(f"must be 0 or more, got {text!r}")
+    return v
+
+
+def positive_int(text: str) -> int:
+    v = int(text)
+    if v <= 0:
+        raise ValueError(f"must be a whole number greater than 0, got {text!r}")
+    return v
+
+
+def word_list(text: str) -> list[str]:
+    return text.replace(",", " ").split()
+
+
+def one_of(*choices: str) -> Callable[[str], str]:
+    def parse(text: str) -> str:
+        t = text.strip()
+        if t not in choices:
+            raise ValueError(f"must be one of {', '.join(choices)}, got {text!r}")
+        return t
+
+    return parse
+
+
+def solution_name(text: str) -> str:
+    t = text.strip()
+    if not valid_solution_name(t):
+        raise ValueError(f"{text!r} is not a solution name (letters, digits, '-', '_', '.')")
+    return t
+
+
+TSNET_KEYS: dict[str, Key] = {
+    "data_dir": Key(str, "var", "where the embedded store keeps its files"),
+    "flush_interval": Key(positive_float, 0.5, "seconds an accepted item may wait for commit"),
+    "batch_size": Key(positive_int, 100_000, "items that trigger a storage write at once"),
+    "high_watermark": Key(positive_int, 400_000, "queued items above which streams pause"),
+    "low_watermark": Key(positive_int, 100_000, "queued items below which they resume"),
+    "max_queue": Key(positive_int, 2_000_000, "queued items above which UDP input is dropped"),
+    "auth_refresh": Key(positive_float, 2.0, "seconds between checks for token changes"),
+}
+
+STORAGE_KEYS: dict[str, Key] = {
+    "backend": Key(one_of("sqlite", "redis"), doc="sqlite (embedded) or redis"),
+    "path": Key(str, None, "sqlite: the database file (default DATA_DIR/NAME.sqlite)"),
+    "url": Key(str, None, "redis: redis://HOST:PORT/DB"),
+}
+
+LISTENER_KEYS: dict[str, Key] = {
+    "protocol": Key(str, doc="the protocol family (an installed plugin)"),
+    "endpoint": Key(str, doc="a Twisted endpoint string, or udp:PORT[:interface=IP]"),
+    "auth": Key(one_of("none", "token"), "none", "none, or token: a token is required"),
+    "solution": Key(solution_name, None, "with auth = none, the solution of every item"),
+    "max_connections": Key(positive_int, 1024, "open connections accepted at once"),
+    "idle_timeout": Key(non_negative_float, 300.0, "seconds before an idle connection closes"),
+}
+
+
+@dataclass
+class StorageConfig:
+    name: str
+    backend: str
+    path: str | None = None
+    url: str | None = None
+
+
+@dataclass
+class Listener:
+    """One [listener:NAME] section, validated."""
+
+    name: str
+    protocol: str
+    endpoint: str  # with relative paths made absolute
+    kind: str  # "stream" or "udp"
+    auth: str = "none"
+    solution: str = "default"
+    max_connections: int = 1024
+    idle_timeout: float = 300.0
+    options: dict[str, Any] = field(default_factory=dict)  # the family's own keys
+
+    @property
+    def udp_port(self) -> int:
+        return parse_udp_endpoint(self.endpoint)[0]
+
+    @property
+    def udp_interface(self) -> str:
+        return parse_udp_endpoint(self.endpoint)[1]
+
+
+@dataclass
+class Config:
+    path: str
+    directory: str
+    data_dir: str
+    flush_interval: float = 0.5
+    batch_size: int = 100_000
+    high_watermark: int = 400_000
+    low_watermark: int = 100_000
+    max_queue: int = 2_000_000
+    auth_refresh: float = 2.0
+    storages: dict[str, StorageConfig] = field(default_factory=dict)
+    listeners: dict[str, Listener] = field(default_factory=dict)
+    sections: dict[str, dict[str, Any]] = field(default_factory=dict)  # plugin sections
+
+    def solutions_named(self) -> set[str]:
+        return {ln.solution for ln in self.listeners.values() if ln.auth == "none"}
+
+
+# --- endpoints ------------------------------------------------------------------
+
+_UDP = re.compile(r"udp:(\d{1,5})(?::interface=([^:]+))?\Z")
+
+
+def parse_udp_endpoint(text: str) -> tuple[int, str]:
+    """``udp:PORT[:interface=IP]`` -> (port, interface); interface defaults to 127.0.0.1."""
+    m = _UDP.match(text)
+    if not m or int(m.group(1)) > 65535:
+        raise ValueError(f"{text!r} is not udp:PORT[:interface=IP]")
+    return int(m.group(1)), m.group(2) or "127.0.0.1"
+
+
+def _split_endpoint(text: str) -> list[str]:
+    """Split an endpoint string on unescaped colons, keeping the escapes."""
+    parts, cur, i = [], [], 0
+    while i < len(text):
+        c = text[i]
+        if c == "\\" and i + 1 < len(text):
+            cur.append(text[i : i + 2])
+            i += 2
+            continue
+        if c == ":":
+            parts.append("".join(cur))
+            cur = []
+        else:
+            cur.append(c)
+        i += 1
+    parts.append("".join(cur))
+    return parts
+
+
+_PATH_ARGS = {"privatekey", "certkey", "extracertchain", "dhparameters", "cacertsdir", "address"}
+
+
+def _absolutize(text: str, base: str) -> str:
+    """Make the file arguments of tcp/ssl/unix endpoint strings relative to ``base``."""
+    parts = _split_endpoint(text)
+    kind = parts[0].lower()
+
+    def fix(p: str) -> str:
+        return p if os.path.isabs(p) else os.path.join(base, p).replace(":", "\\:")
+
+    out = [parts[0]]
+    for i, p in enumerate(parts[1:]):
+        k, eq, v = p.partition("=")
+        if eq and k.lower() in _PATH_ARGS and (kind in ("ssl", "unix")):
+            out.append(f"{k}={fix(v)}")
+        elif not eq and kind == "unix" and i == 0:
+            out.append(fix(p))
+        else:
+            out.append(p)
+    return ":".join(out)
+
+
+def check_endpoint(text: str, base: str, reactor: Any = None) -> tuple[str, str]:
+    """Validate an endpoint string; returns (kind, normalised text)."""
+    text = text.strip()
+    if text.lower().startswith("udp:"):
+        parse_udp_endpoint(text)
+        return "udp", text
+    from twisted.internet.endpoints import serverFromString
+
+    kind = text.split(":", 1)[0].lower()
+    if kind not in ("tcp", "ssl", "unix", "tcp6"):
+        raise ValueError(f"{text!r}: the endpoint kinds are tcp:, ssl:, unix: and udp:")
+    text = _absolutize(text, base)
+    # Parsing builds the endpoint (and for ssl: loads the certificate) without
+    # listening; the reactor is only stored, so a placeholder does for checks.
+    serverFromString(reactor if reactor is not None else object(), text)
+    return "stream", text
+
+
+# --- loading --------------------------------------------------------------------
+
+
+def _parse_keys(
+    where: str, items: Mapping[str, str], keys: Mapping[str, Key], source: str
+) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for k, raw in items.items():
+        if k not in keys:
+            known = ", ".join(sorted(keys))
+            raise ConfigError(f"{source}: [{where}] unknown key {k!r} (known keys: {known})")
+        try:
+            out[k] = keys[k].parse(raw)
+        except ValueError as e:
+            raise ConfigError(f"{source}: [{where}] {k}: {e}") from None
+    for k, key in keys.items():
+        if k not in out:
+            if key.required:
+                raise ConfigError(f"{source}: [{where}] missing required key {k!r}")
+            out[k] = key.default
+    return out
+
+
+def read_ini(path: str) -> configparser.ConfigParser:
+    parser = configparser.ConfigParser(
+        interpolation=None, inline_comment_prefixes=(";", "#"), default_section="\0none"
+    )
+    parser.optionxform = str  # type: ignore[assignment,method-assign]  # keys are case-sensitive
+    try:
+        with open(path, encoding="utf-8") as f:
+            parser.read_file(f)
+    except OSError as e:
+        raise ConfigError(f"{path}: cannot read config file: {e.strerror}") from None
+    except (configparser.Error, UnicodeDecodeError) as e:
+        raise ConfigError(f"{path}: not a valid config file: {e}") from None
+    return parser
+
+
+def load_config(path: str, plugins: Mapping[str, Any], reactor: Any = None) -> Config:
+    """Read and validate ``path`` against the installed ``plugins`` (name -> plugin)."""
+    path = os.path.abspath(path)
+    base = os.path.dirname(path)
+    ini = read_ini(path)
+    src = path
+
+    sections = ini.sections()
+    tsnet_items = dict(ini.items("tsnet")) if ini.has_section("tsnet") else {}
+    top = _parse_keys("tsnet", tsnet_items, TSNET_KEYS, src)
+    if top["low_watermark"] >= top["high_watermark"]:
+        raise ConfigError(f"{src}: [tsnet] low_watermark must be below high_watermark")
+    data_dir = os.path.normpath(os.path.join(base, top.pop("data_dir")))
+    cfg = Config(path=path, directory=base, data_dir=data_dir, **top)
+
+    plugin_sections: dict[str, tuple[Any, dict[str, Key]]] = {}
+    for p in plugins.values():
+        for sec, keys in (getattr(p, "config_sections", None) or {}).items():
+            plugin_sections[sec] = (p, keys)
+
+    for sec in sections:
+        kind, _, name = sec.partition(":")
+        items = dict(ini.items(sec))
+        if sec == "tsnet":
+            continue
+        if kind == "storage" and name:
+            st = _parse_keys(sec, items, STORAGE_KEYS, src)
+            if st["backend"] == "sqlite":
+                if st["url"] is not None:
+                    raise ConfigError(f"{src}: [{sec}] url: only for backend = redis")
+                p = st["path"] or os.path.join(data_dir, f"{name}.sqlite")
+                st["path"] = os.path.normpath(os.path.join(base, p))
+            elif st["url"] is None:
+                raise ConfigError(f"{src}: [{sec}] missing required key 'url' for redis")
+            cfg.storages[name] = StorageConfig(name=name, **st)
+        elif kind == "listener" and name:
+            cfg.listeners[name] = _listener(sec, name, items, plugins, base, src, reactor)
+        elif sec in plugin_sections:
+            cfg.sections[sec] = _parse_keys(sec, items, plugin_sections[sec][1], src)
+        else:
+            raise ConfigError(
+                f"{src}: [{sec}] unknown section (expected [tsnet], [storage:NAME], "
+                f"[listener:NAME]{''.join(', [' + s + ']' for s in sorted(plugin_sections))})"
+            )
+    if "default" not in cfg.storages:
+        cfg.storages["default"] = StorageConfig(
+            name="default", backend="sqlite", path=os.path.join(data_dir, "default.sqlite")
+        )
+    for sec, (_p, keys) in plugin_sections.items():
+        if sec not in cfg.sections:
+            try:
+                cfg.sections[sec] = _parse_keys(sec, {}, keys, src)
+            except ConfigError:
+                cfg.sections[sec] = {}  # required keys are checked by the plugin that needs them
+    for ln in cfg.listeners.values():
+        check = getattr(plugins[ln.protocol], "check", None)
+        if check is not None:
+            try:
+                check(ln, cfg, plugins)
+            except ValueError as e:
+                raise ConfigError(f"{src}: [listener:{ln.name}] {e}") from None
+    return cfg
+
+
+def _listener(
+    sec: str,
+    name: str,
+    items: dict[str, str],
+    plugins: Mapping[str, Any],
+    base: str,
+    src: str,
+    reactor: Any,
+) -> Listener:
+    proto = items.get("protocol", "").strip()
+    if not proto:
+        raise ConfigError(f"{src}: [{sec}] missing required key 'protocol'")
+    plugin = plugins.get(proto)
+    if plugin is None or not getattr(plugin, "transports", None):
+        names = ", ".join(sorted(n for n, p in plugins.items() if getattr(p, "transports", None)))
+        raise ConfigError(
+            f"{src}: [{sec}] protocol: no installed plugin provides {proto!r} "
+            f"(installed: {names})"
+        )
+    keys = dict(LISTENER_KEYS)
+    extra = dict(getattr(plugin, "listener_keys", None) or {})
+    keys.update(extra)
+    vals = _parse_keys(sec, items, keys, src)
+    try:
+        kind, endpoint = check_endpoint(vals["endpoint"], base, reactor)
+    except Exception as e:  # serverFromString raises many kinds for bad strings
+        raise ConfigError(f"{src}: [{sec}] endpoint: {e}") from None
+    if kind not in plugin.transports:
+        raise ConfigError(
+            f"{src}: [{sec}] endpoint: protocol {proto!r} cannot listen on {kind} endpoints"
+        )
+    if vals["auth"] == "token" and "solution" in items:
+        raise ConfigError(
+            f"{src}: [{sec}] solution: not allowed with auth = token (the token decides)"
+        )
+    return Listener(
+        name=name,
+        protocol=proto,
+        endpoint=endpoint,
+        kind=kind,
+        auth=vals["auth"],
+        solution=vals["solution"] or "default",
+        max_connections=vals["max_connections"],
+        idle_timeout=vals["idle_timeout"],
+        options={k: vals[k] for k in extra},
+    )

@@ -1,0 +1,266 @@
+"""The one write path: principal enrichment, batching, flow control, acks.
+
+Protocols hand parsed items to `Ingest.submit`; items wait in a per-backend
+queue and are written in one storage transaction per batch, at most one write in
+flight per backend (so batches grow by themselves under load, as in carbon's
+cache).  A batch is written when it reaches ``batch_size`` items, when the flush
+interval passes, or as soon as the previous write finishes if items queued
+behind it.  The Deferred that `submit` returns fires only after the write that
+holds its items has committed: that is what every ack waits for.
+
+Flow control: above ``high_watermark`` queued items every registered stream
+producer is paused, and resumed below ``low_watermark``; what was read is kept.
+UDP cannot be paused, so `offer` refuses items past ``max_queue`` instead.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from twisted.internet import defer
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+from zope.interface import implementer
+
+from tsnet.errors import Overloaded
+from tsnet.interfaces import IIngest
+from tsnet.model import Batch, Principal, SampleSet, WriteBatch
+
+log = Logger(namespace="tsnet.ingest")
+
+#: item kinds counted in tsnet_items_written_total
+ITEM_KINDS = ("properties", "messages", "meta", "records")
+_KIND_LABEL = {"properties": "property", "messages": "message", "meta": "meta", "records": "record"}
+
+
+def apply_token_tags(batch: Batch, tags: tuple[tuple[str, str], ...]) -> Batch:
+    """Merge a WRITE token's tags into series and message tags, the token winning,
+    so a device cannot write on behalf of another.  Properties and meta are kept
+    as sent (DESIGN §7)."""
+    if not tags:
+        return batch
+    token = dict(tags)
+    samples = SampleSet()
+    for (metric, entity, ktags), col in batch.samples.columns.items():
+        merged = dict(ktags)
+        merged.update(token)
+        key = (metric, entity, tuple(sorted(merged.items())))
+        mine = samples.columns.get(key)
+        if mine is None:
+            samples.columns[key] = col
+        else:
+            mine.extend(col)
+    samples.count = batch.samples.count
+    for m in batch.messages:
+        m.tags = {**m.tags, **token}
+    batch.samples = samples
+    return batch
+
+
+class _Queue:
+    """The items waiting for one storage backend."""
+
+    __slots__ = ("by_protocol", "count", "inflight", "pending", "timer", "waiters")
+
+    def __init__(self) -> None:
+        self.pending = WriteBatch()
+        self.count = 0
+        self.by_protocol: dict[str, list[int]] = {}  # protocol -> [points, p, m, meta, r]
+        self.waiters: list[defer.Deferred] = []
+        self.inflight = 0
+        self.timer: Any = None
+
+
+@implementer(IIngest)
+class Ingest:
+    """Batches items per storage backend and writes them; see the module doc."""
+
+    def __init__(
+        self,
+        storages: Any,
+        reactor: Any,
+        metrics: Any,
+        flush_interval: float = 0.5,
+        batch_size: int = 100_000,
+        high_watermark: int = 400_000,
+        low_watermark: int = 100_000,
+        max_queue: int = 2_000_000,
+    ) -> None:
+        self._storages = storages
+        self._reactor = reactor
+        self._metrics = metrics
+        self.flush_interval = flush_interval
+        self.batch_size = batch_size
+        self.high_watermark = high_watermark
+        self.low_watermark = low_watermark
+        self.max_queue = max_queue
+        self._queues: dict[str, _Queue] = {}
+        self._producers: set[Any] = set()
+        self._paused = False
+        self._stopping = False
+        self._running = True
+        self._drained: list[defer.Deferred] = []
+
+    # -- flow control ---------------------------------------------------------
+
+    @property
+    def queued(self) -> int:
+        return sum(q.count + q.inflight for q in self._queues.values())
+
+    @property
+    def paused(self) -> bool:
+        return self._paused
+
+    def registerProducer(self, producer: Any) -> None:
+        self._producers.add(producer)
+        if self._paused:
+            producer.pauseProducing()
+
+    def unregisterProducer(self, producer: Any) -> None:
+        self._producers.discard(producer)
+
+    def _check_watermarks(self) -> None:
+        queued = self.queued
+        if not self._paused and queued > self.high_watermark:
+            self._paused = True
+            log.info("write queue at {queued} items: pausing {n} inputs", queued=queued,
+                     n=len(self._producers))
+            for p in list(self._producers):
+                p.pauseProducing()
+        elif self._paused and queued < self.low_watermark:
+            self._paused = False
+            log.info("write queue at {queued} items: resuming inputs", queued=queued)
+            for p in list(self._producers):
+                p.resumeProducing()
+
+    # -- submitting -----------------------------------------------------------
+
+    def submit(self, batch: Batch, principal: Principal, protocol: str = "") -> defer.Deferred:
+        """Queue ``batch`` for the principal's solution; fires after commit."""
+        n = batch.item_count()
+        if n == 0:
+            return defer.succeed(None)
+        try:
+            q, name = self._enqueue(batch, principal, protocol)
+        except Exception:
+            return defer.fail()
+        d: defer.Deferred = defer.Deferred()
+        q.waiters.append(d)
+        self._schedule(q, name)
+        self._check_watermarks()
+        return d
+
+    def offer(self, batch: Batch, principal: Principal, protocol: str = "") -> bool:
+        """Queue without an ack, for inputs that cannot be paused (UDP).  Returns
+        False, and stores nothing, when the queue is past ``max_queue``."""
+        if self.queued + batch.item_count() > self.max_queue:
+            return False
+        if batch.item_count():
+            q, name = self._enqueue(batch, principal, protocol)
+            self._schedule(q, name)
+            self._check_watermarks()
+        return True
+
+    def _enqueue(self, batch: Batch, principal: Principal, protocol: str) -> tuple[_Queue, str]:
+        if self._stopping and not self._running:
+            raise Overloaded("tsnet is stopping")
+        solution = principal.solution
+        name = self._storages.storage_name_for(solution)
+        batch = apply_token_tags(batch, principal.tags)
+        q = self._queues.get(name)
+        if q is None:
+            q = self._queues[name] = _Queue()
+        target = q.pending.for_solution(solution)
+        target.samples.merge(batch.samples)
+        target.properties.extend(batch.properties)
+        target.messages.extend(batch.messages)
+        target.meta.extend(batch.meta)
+        target.records.extend(batch.records)
+        c = q.by_protocol.get(protocol)
+        if c is None:
+            c = q.by_protocol[protocol] = [0, 0, 0, 0, 0]
+        c[0] += batch.samples.count
+        c[1] += len(batch.properties)
+        c[2] += len(batch.messages)
+        c[3] += len(batch.meta)
+        c[4] += len(batch.records)
+        q.count += batch.item_count()
+        return q, name
+
+    # -- writing --------------------------------------------------------------
+
+    def _schedule(self, q: _Queue, name: str) -> None:
+        if q.inflight:
+            return  # the write in flight starts the next one when it is done
+        if q.count >= self.batch_size or self._stopping:
+            self._write(q, name)
+        elif q.timer is None:
+            q.timer = self._reactor.callLater(self.flush_interval, self._timer_fired, q, name)
+
+    def _timer_fired(self, q: _Queue, name: str) -> None:
+        q.timer = None
+        if not q.inflight and q.count:
+            self._write(q, name)
+
+    def _write(self, q: _Queue, name: str) -> None:
+        if q.timer is not None:
+            if q.timer.active():
+                q.timer.cancel()
+            q.timer = None
+        batch, waiters, counts, n = q.pending, q.waiters, q.by_protocol, q.count
+        q.pending, q.waiters, q.by_protocol, q.count = WriteBatch(), [], {}, 0
+        q.inflight = n
+        d = defer.maybeDeferred(self._storages.backend(name).write, batch)
+        d.addCallbacks(self._written, self._failed, callbackArgs=(q, name, waiters, counts),
+                       errbackArgs=(q, name, waiters, counts))
+
+    def _written(self, _: Any, q: _Queue, name: str, waiters: list, counts: dict) -> None:
+        for protocol, c in counts.items():
+            self._metrics.written(protocol, c[0], dict(zip(ITEM_KINDS, c[1:], strict=True)))
+        self._finish(q, name)
+        for d in waiters:
+            d.callback(None)
+
+    def _failed(self, f: Failure, q: _Queue, name: str, waiters: list, counts: dict) -> None:
+        n = q.inflight
+        log.failure("storage {storage} failed to write {n} items", f, storage=name, n=n)
+        for protocol, c in counts.items():
+            self._metrics.rejected(protocol, "storage", c[0])
+        self._finish(q, name)
+        for d in waiters:
+            d.errback(f)
+
+    def _finish(self, q: _Queue, name: str) -> None:
+        q.inflight = 0
+        if q.count:
+            self._write(q, name)  # what queued behind the write has waited enough
+        self._check_watermarks()
+        if not self.queued:
+            for d in self._drained:
+                d.callback(None)
+            self._drained = []
+
+    def flush(self) -> defer.Deferred:
+        """Write everything queued now; fires when the queue is empty."""
+        if not self.queued:
+            return defer.succeed(None)
+        d: defer.Deferred = defer.Deferred()
+        self._drained.append(d)
+        for name, q in self._queues.items():
+            if q.count and not q.inflight:
+                self._write(q, name)
+        return d
+
+    def stop(self) -> defer.Deferred:
+        """Refuse nothing already read; write it all, then refuse new items."""
+        self._stopping = True
+        d = self.flush()
+
+        def done(r: Any) -> Any:
+            self._running = False
+            for q in self._queues.values():
+                if q.timer is not None and q.timer.active():
+                    q.timer.cancel()
+            return r
+
+        return d.addBoth(done)

@@ -1,0 +1,216 @@
+"""The items tsnet stores, shared by every protocol family and every backend.
+
+Series samples are held column-wise: a `SampleSet` maps each series to the
+timestamps, values and texts received for it.  At hundreds of thousands of points
+per second one Python object per point is the largest cost there is, so parsers
+append straight into these columns and storage packs each column into one chunk.
+Everything else (properties, messages, meta, records) is rare enough to be one
+object per item.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import dataclass, field
+
+#: Integers beyond int64 cannot be stored exactly; parsers reject them.
+INT64_MIN = -(2**63)
+INT64_MAX = 2**63 - 1
+
+#: metric, entity (ATSD only, else None), tags sorted by key.
+SeriesKey = tuple[str, str | None, tuple[tuple[str, str], ...]]
+
+Value = int | float | None
+
+_SOLUTION_NAME = re.compile(r"[A-Za-z0-9._-]{1,64}\Z")
+
+
+def valid_solution_name(name: str) -> bool:
+    """Solution names: letters, digits, `-`, `_`, `.` (DESIGN §5), at most 64."""
+    return bool(_SOLUTION_NAME.match(name))
+
+
+def series_key(metric: str, tags: dict[str, str], entity: str | None = None) -> SeriesKey:
+    return (metric, entity, tuple(sorted(tags.items())))
+
+
+class Column:
+    """The samples of one series received in one batch, in arrival order."""
+
+    __slots__ = ("texts", "times", "values")
+
+    def __init__(self) -> None:
+        self.times: list[int] = []  # integer nanoseconds since the epoch
+        self.values: list[Value] = []
+        self.texts: list[str | None] | None = None  # only when some sample has text
+
+    def add(self, time_ns: int, value: Value, text: str | None = None) -> None:
+        self.times.append(time_ns)
+        self.values.append(value)
+        if text is not None or self.texts is not None:
+            if self.texts is None:
+                self.texts = [None] * (len(self.times) - 1)
+            self.texts.append(text)
+
+    def extend(self, other: Column) -> None:
+        if other.texts is not None or self.texts is not None:
+            mine = self.texts if self.texts is not None else [None] * len(self.times)
+            theirs = other.texts if other.texts is not None else [None] * len(other.times)
+            self.texts = mine + theirs
+        self.times.extend(other.times)
+        self.values.extend(other.values)
+
+    def __len__(self) -> int:
+        return len(self.times)
+
+
+class SampleSet:
+    """Series samples grouped by series key; what parsers produce for storage.
+
+    ``columns`` is public so that hot parsers can append without a method call
+    per point; ``count`` must then be kept by the caller via `recount`.
+    """
+
+    __slots__ = ("columns", "count")
+
+    def __init__(self) -> None:
+        self.columns: dict[SeriesKey, Column] = {}
+        self.count = 0
+
+    def add(self, key: SeriesKey, time_ns: int, value: Value, text: str | None = None) -> None:
+        col = self.columns.get(key)
+        if col is None:
+            col = self.columns[key] = Column()
+        col.add(time_ns, value, text)
+        self.count += 1
+
+    def merge(self, other: SampleSet) -> None:
+        for key, col in other.columns.items():
+            mine = self.columns.get(key)
+            if mine is None:
+                self.columns[key] = col
+            else:
+                mine.extend(col)
+        self.count += other.count
+
+    def recount(self) -> int:
+        self.count = sum(len(c.times) for c in self.columns.values())
+        return self.count
+
+    def __len__(self) -> int:
+        return self.count
+
+    def __bool__(self) -> bool:
+        return self.count > 0
+
+
+@dataclass
+class Property:
+    """An ATSD property: typed, keyed tags of an entity at one time."""
+
+    entity: str
+    type: str
+    key: dict[str, str]
+    tags: dict[str, str]
+    time_ns: int
+
+
+@dataclass
+class Message:
+    """An ATSD message: a text event of an entity."""
+
+    entity: str
+    time_ns: int
+    message: str = ""
+    type: str | None = None
+    source: str | None = None
+    severity: str | None = None
+    tags: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass
+class Meta:
+    """Metric or entity metadata (ATSD `metric` / `entity` commands).
+
+    ``kind`` is ``"metric"`` or ``"entity"``; ``fields`` uses the snake_case
+    names of the export format (data_type, label, units, ...).
+    """
+
+    kind: str
+    name: str
+    fields: dict = field(default_factory=dict)
+
+
+@dataclass
+class Record:
+    """A ts-store record: opaque data of a store at a nanosecond time."""
+
+    time_ns: int
+    data: bytes
+    data_type: str = "json"  # json | text | binary | schema
+
+
+@dataclass
+class Batch:
+    """Everything one `ingest.submit` call carries, before a solution is attached."""
+
+    samples: SampleSet = field(default_factory=SampleSet)
+    properties: list[Property] = field(default_factory=list)
+    messages: list[Message] = field(default_factory=list)
+    meta: list[Meta] = field(default_factory=list)
+    records: list[Record] = field(default_factory=list)
+
+    def item_count(self) -> int:
+        return (
+            self.samples.count
+            + len(self.properties)
+            + len(self.messages)
+            + len(self.meta)
+            + len(self.records)
+        )
+
+
+@dataclass
+class WriteBatch:
+    """What a storage backend commits in one transaction: items per solution."""
+
+    by_solution: dict[str, Batch] = field(default_factory=dict)
+
+    def for_solution(self, solution: str) -> Batch:
+        b = self.by_solution.get(solution)
+        if b is None:
+            b = self.by_solution[solution] = Batch()
+        return b
+
+    def item_count(self) -> int:
+        return sum(b.item_count() for b in self.by_solution.values())
+
+    def point_count(self) -> int:
+        return sum(b.samples.count for b in self.by_solution.values())
+
+
+@dataclass(frozen=True)
+class Principal:
+    """Who is writing or reading: a solution, the scopes granted, the token's tags."""
+
+    solution: str
+    scopes: frozenset[str]
+    tags: tuple[tuple[str, str], ...] = ()
+    token_id: str | None = None
+
+    def can(self, scope: str) -> bool:
+        return scope in self.scopes
+
+
+READ = "read"
+WRITE = "write"
+
+
+def anonymous(solution: str) -> Principal:
+    """The principal of an `auth = none` listener: everything, in one solution."""
+    return Principal(solution=solution, scopes=frozenset((READ, WRITE)))
+
+
+def is_finite_number(v: Value) -> bool:
+    return v is None or isinstance(v, int) or math.isfinite(v)

@@ -1,0 +1,1 @@
+"""Wire protocol families: each subpackage turns one family's bytes into tsnet items."""

@@ -1,0 +1,377 @@
+"""OpenTSDB's telnet-style line protocol: framing, command dispatch, replies.
+
+Framing splits a whole received buffer at once (a per-line LineReceiver costs
+several times more at these rates); parsing is `telnet_parse`; storage is
+`ingest`.  Lines are handled strictly in order: when a line needs a token looked
+up (an `auth` command, or an `ovh.auth` tag not seen recently) the lines behind
+it wait, and the transport is paused, until the answer is in.  Successful puts
+are silent; each failing line gets one reply line, in order (specs/opentsdb.md
+§1 and §6).
+"""
+
+from __future__ import annotations
+
+import socket
+from typing import Any
+
+from twisted.internet import defer
+from twisted.internet.protocol import Protocol
+from twisted.logger import Logger
+from twisted.protocols.policies import TimeoutMixin
+
+from tsnet.errors import Forbidden, Unauthorized
+from tsnet.listeners import ConnectionTracker
+from tsnet.model import WRITE, Batch, Column, Principal, SampleSet, anonymous
+from tsnet.protocols.opentsdb.telnet_parse import PutError, PutParser
+
+log = Logger(namespace="tsnet.opentsdb")
+
+PROTOCOL = "opentsdb"
+MAX_LINE = 8192
+COMMANDS = ("put", "auth", "version", "help", "exit", "stats", "dropcaches")
+OPENTSDB_VERSION = "2.4.0"
+UNAUTHENTICATED = "put: illegal argument: Unauthenticated command: put"
+INVALID_TOKEN = "auth: invalid token"
+
+
+def version_reply(tsnet_version: str) -> str:
+    return (
+        f"net.opentsdb.tools {OPENTSDB_VERSION} built at revision tsnet-{tsnet_version} (MINT)\n"
+        f"Built on 2026/11/22 00:00:00 +0000 by tsnet@{socket.gethostname()}:tsnet\n"
+    )
+
+
+def help_reply() -> str:
+    return "available commands: " + "".join(c + " " for c in COMMANDS) + "\n"
+
+
+def unknown_command(word: str) -> str:
+    return f"unknown command: {word}.  Try `help'."
+
+
+def no_tags_error(metric: str) -> str:
+    return f"put: illegal argument: Need at least one tag (metric={metric}, tags={{}})"
+
+
+class TelnetFactory(ConnectionTracker):
+    """One per listener: the shared parser (and its cache) and settings."""
+
+    def __init__(self, listener: Any, core: Any) -> None:
+        super().__init__(listener, core, PROTOCOL)
+        self.parser = PutParser()
+        self.close_on_error = bool(listener.options.get("close_on_error", False))
+        self.token_auth = listener.auth == "token"
+        self.anonymous = None if self.token_auth else anonymous(listener.solution)
+        from tsnet import __version__
+
+        self.version_text = version_reply(__version__)
+
+    def buildProtocol(self, addr: Any) -> TelnetProtocol:
+        p = TelnetProtocol()
+        p.factory = self
+        return p
+
+    def stats_lines(self) -> str:
+        m = self.core.metrics
+        now = int(self.core.reactor.seconds())
+        host = socket.gethostname()
+
+        def total(counter: Any) -> int:
+            return int(sum(s.value for mf in counter.collect() for s in mf.samples
+                           if s.name.endswith("_total")))
+
+        rows = [
+            ("tsd.connectionmgr.connections", len(self.connections), "type=open"),
+            ("tsd.rpc.received", total(m.points_received), "type=put"),
+            ("tsd.rpc.errors", total(m.points_rejected), "type=invalid_values"),
+            ("tsd.datapoints.added", total(m.points_written), "type=all"),
+            ("tsd.write.queue", self.core.ingest.queued, "type=items"),
+        ]
+        return "".join(f"{name} {now} {v} {tag} host={host}\n" for name, v, tag in rows)
+
+
+class TelnetProtocol(Protocol, TimeoutMixin):
+    factory: TelnetFactory
+
+    def __init__(self) -> None:
+        self._buf = b""
+        self._lines: list[str] = []
+        self._pos = 0
+        self._waiting = False  # a token lookup is in progress
+        self._closing = False
+        self._ingest_paused = False
+        self._transport_paused = False
+        self._principal: Principal | None = None
+        self._secret: str | None = None
+        self._pending_secret: str | None = None
+
+    # -- connection ------------------------------------------------------------
+
+    def connectionMade(self) -> None:
+        f = self.factory
+        if not f.admit(self):
+            self._closing = True
+            self.transport.loseConnection()
+            return
+        self._principal = f.anonymous
+        self.setTimeout(f.listener.idle_timeout or None)
+        f.core.ingest.registerProducer(self)
+
+    def connectionLost(self, reason: Any = None) -> None:
+        self.setTimeout(None)
+        self.factory.forget(self)
+        self.factory.core.ingest.unregisterProducer(self)
+
+    def timeoutConnection(self) -> None:
+        log.debug("closing idle connection")
+        self.transport.loseConnection()
+
+    # -- flow control: ingest pauses us; we pause the transport -------------------
+
+    def pauseProducing(self) -> None:
+        self._ingest_paused = True
+        self._update_flow()
+
+    def resumeProducing(self) -> None:
+        self._ingest_paused = False
+        self._update_flow()
+
+    def stopProducing(self) -> None:
+        self.transport.loseConnection()
+
+    def _update_flow(self) -> None:
+        want = self._ingest_paused or self._waiting
+        if want and not self._transport_paused:
+            self._transport_paused = True
+            self.setTimeout(None)
+            self.transport.pauseProducing()
+        elif not want and self._transport_paused:
+            self._transport_paused = False
+            self.setTimeout(self.factory.listener.idle_timeout or None)
+            self.transport.resumeProducing()
+
+    # -- framing -----------------------------------------------------------------
+
+    def dataReceived(self, data: bytes) -> None:
+        if self._closing:
+            return
+        self.resetTimeout()
+        buf = self._buf + data if self._buf else data
+        nl = buf.rfind(b"\n")
+        if nl < 0:
+            self._buf = buf
+            if len(buf) > MAX_LINE:
+                self._close_too_long()
+            return
+        self._buf = buf[nl + 1 :]
+        chunk = buf[:nl]
+        try:
+            lines = chunk.decode("utf-8").split("\n")
+        except UnicodeDecodeError:
+            lines = [_decode(b) for b in chunk.split(b"\n")]
+        if b"\r" in chunk:
+            lines = [ln[:-1] if ln.endswith("\r") else ln for ln in lines]
+        if self._pos < len(self._lines):
+            self._lines = self._lines[self._pos :] + lines
+        else:
+            self._lines = lines
+        self._pos = 0
+        if not self._waiting:
+            self._process()
+        if len(self._buf) > MAX_LINE and not self._closing:
+            self._close_too_long()
+
+    def _close_too_long(self) -> None:
+        log.info("closing connection: a line is longer than {max} bytes", max=MAX_LINE)
+        self.factory.core.metrics.rejected(PROTOCOL, "line_too_long")
+        self._close()
+
+    def _close(self) -> None:
+        self._closing = True
+        self._buf = b""
+        self.transport.loseConnection()
+
+    # -- processing ----------------------------------------------------------------
+
+    def _process(self) -> None:
+        """Handle queued lines in order until done, closing, or waiting on a token."""
+        f = self.factory
+        core = f.core
+        parse = f.parser.parse
+        lines = self._lines
+        n = len(lines)
+        i = self._pos
+        out: list[str] = []
+        sets: dict[Principal, SampleSet] = {}
+        rejected = 0
+
+        session = self._principal
+        if self._secret is not None:
+            try:
+                session = core.auth.cached(self._secret, WRITE)
+            except (Unauthorized, Forbidden):
+                session = self._principal = None
+                self._secret = None
+            else:
+                if session is None:  # cache dropped: look the session token up again
+                    return self._wait(core.auth.authenticate(self._secret, WRITE), i,
+                                      self._session_checked)
+        token_auth = f.token_auth
+        allow_no_tags = token_auth or bool(session and session.tags)
+        cols = sets.setdefault(session, SampleSet()).columns if session else None
+        close = False
+
+        while i < n:
+            line = lines[i]
+            i += 1
+            if len(line) > MAX_LINE:
+                close = True
+                self.factory.core.metrics.rejected(PROTOCOL, "line_too_long")
+                break
+            cmd = line[:4]
+            if cmd == "put " or line == "put":
+                try:
+                    key, t, v, tok = parse(line, allow_no_tags)
+                except PutError as e:
+                    out.append(str(e))
+                    rejected += 1
+                    if f.close_on_error:
+                        close = True
+                        break
+                    continue
+                target = cols
+                if tok is not None and token_auth:
+                    try:
+                        p = core.auth.cached(tok, WRITE)
+                    except (Unauthorized, Forbidden):
+                        p = None
+                        out.append(UNAUTHENTICATED)
+                        rejected += 1
+                        if session is None or f.close_on_error:
+                            close = True
+                            break
+                        continue
+                    if p is None:  # not seen recently: look it up, then redo this line
+                        self._flush(out, sets, rejected)
+                        return self._wait(core.auth.authenticate(tok, WRITE), i - 1,
+                                          self._line_token_checked)
+                    target = sets.setdefault(p, SampleSet()).columns
+                    if not key[2] and not p.tags:
+                        out.append(no_tags_error(key[0]))
+                        rejected += 1
+                        continue
+                elif target is None:
+                    out.append(UNAUTHENTICATED)
+                    rejected += 1
+                    close = True
+                    break
+                elif not key[2] and not session.tags:  # type: ignore[union-attr]
+                    out.append(no_tags_error(key[0]))
+                    rejected += 1
+                    continue
+                col = target.get(key)
+                if col is None:
+                    col = target[key] = Column()
+                col.times.append(t)
+                col.values.append(v)
+                continue
+            word = line.split(" ", 1)[0]
+            if word == "auth":
+                if not token_auth:
+                    out.append("ok")  # auth = none: every write goes to the listener's solution
+                    continue
+                secret = line[5:].strip()
+                self._flush(out, sets, rejected)
+                self._pending_secret = secret
+                return self._wait(core.auth.authenticate(secret, WRITE), i, self._authed)
+            if word == "version":
+                out.append(f.version_text[:-1])
+            elif word == "help":
+                out.append(help_reply()[:-1])
+            elif word == "exit":
+                close = True
+                break
+            elif word == "stats":
+                out.append(f.stats_lines()[:-1])
+            elif word == "dropcaches":
+                f.parser = PutParser()
+                parse = f.parser.parse
+                out.append("Caches dropped.")
+            else:
+                out.append(unknown_command(word))
+        self._pos = i
+        self._flush(out, sets, rejected)
+        if close:
+            self._close()
+
+    def _flush(self, out: list[str], sets: dict[Principal, SampleSet], rejected: int) -> None:
+        core = self.factory.core
+        if out:
+            self.transport.write(("\n".join(out) + "\n").encode("utf-8"))
+            out.clear()
+        if rejected:
+            core.metrics.rejected(PROTOCOL, "invalid", rejected)
+        for principal, samples in sets.items():
+            if samples.recount():
+                core.metrics.received(PROTOCOL, samples.count)
+                d = core.ingest.submit(Batch(samples=samples), principal, PROTOCOL)
+                d.addErrback(self._write_failed, samples.count)
+        sets.clear()
+
+    def _write_failed(self, f: Any, n: int) -> None:
+        log.error("{n} points could not be stored: {reason}", n=n, reason=f.getErrorMessage())
+
+    # -- waiting on token lookups ----------------------------------------------------
+
+    def _wait(self, d: defer.Deferred, resume_at: int, then: Any) -> None:
+        self._pos = resume_at
+        self._waiting = True
+        self._update_flow()
+
+        def done(result: Any) -> None:
+            self._waiting = False
+            self._update_flow()
+            if self._closing:
+                return
+            try:
+                then(result)
+            except Exception:
+                log.failure("handling a token lookup failed")
+                self._close()
+                return
+            if not self._closing and not self._waiting:
+                self._process()
+
+        d.addBoth(done)
+
+    def _authed(self, result: Any) -> None:
+        if isinstance(result, Principal):
+            self._principal = result
+            self._secret = self._pending_secret
+            self.transport.write(b"ok\n")
+        else:
+            if not result.check(Unauthorized, Forbidden):
+                log.failure("token lookup failed", result)
+            self.transport.write(INVALID_TOKEN.encode() + b"\n")
+            self._close()
+
+    def _session_checked(self, result: Any) -> None:
+        if not isinstance(result, Principal):
+            self._principal = None
+            self._secret = None
+
+    def _line_token_checked(self, result: Any) -> None:
+        """The token is now in the auth cache either way, and the line is redone;
+        if the catalog could not be read at all, give up on the connection."""
+        if not isinstance(result, Principal) and not result.check(Unauthorized, Forbidden):
+            log.failure("token lookup failed", result)
+            self.transport.write(UNAUTHENTICATED.encode() + b"\n")
+            self._close()
+
+
+def _decode(b: bytes) -> str:
+    """UTF-8, else ISO-8859-1 (specs/opentsdb.md §6.4)."""
+    try:
+        return b.decode("utf-8")
+    except UnicodeDecodeError:
+        return b.decode("latin-1")

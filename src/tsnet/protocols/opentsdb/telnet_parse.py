@@ -1,0 +1,344 @@
+"""The OpenTSDB telnet `put` line, parsed the way OpenTSDB 2.2-2.4 parses it.
+
+Clients match on the reply texts, so every rejection reproduces OpenTSDB's exact
+message and OpenTSDB's order of checks (shared/specs/opentsdb.md §1.3-§1.6): the
+first failing check wins.  Nothing here touches Twisted; the protocol calls
+`PutParser.parse` once per line and writes ``str(err) + "\\n"`` for a `PutError`.
+
+Speed: `PutParser.parse` is the ingest hot path.  It splits the line once,
+looks the (metric, tag text) pair up in a cache of already validated series and
+only checks the timestamp and value itself; anything unusual falls back to
+`PutParser.parse_slow`, the single source of truth for what is accepted and for
+every error text.  The fast path only accepts what the slow path accepts, with the
+same result (tests/test_opentsdb_parse.py proves it with hypothesis).
+"""
+
+from __future__ import annotations
+
+import math
+import re
+import struct
+
+from tsnet.model import INT64_MAX, INT64_MIN, SeriesKey, series_key
+
+#: Reply prefixes: OpenTSDB catches NumberFormatException ("invalid value") before
+#: its superclass IllegalArgumentException ("illegal argument").
+ILLEGAL = "put: illegal argument: "
+INVALID = "put: invalid value: "
+
+#: The RunAbove / OVH IoT pseudo-tag carrying a write token (spec §4, §6.6).
+AUTH_TAG = "ovh.auth"
+
+#: Timestamps below 2**32 are seconds, above are milliseconds (not a digit count).
+SECONDS_LIMIT = 1 << 32
+#: The largest millisecond timestamp OpenTSDB accepts (13 digits).
+MAX_MS = 9_999_999_999_999
+
+# Distinct timestamp texts remembered by the fast path before it starts afresh.
+_TS_CACHE_LIMIT = 4096
+
+#: What `help` lists (OpenTSDB 2.4 order, minus what tsnet does not register).
+HELP_COMMANDS: tuple[str, ...] = ("stats", "dropcaches", "version", "exit", "help", "put")
+#: The `iot` profile adds the RunAbove `auth` command.
+IOT_HELP_COMMANDS: tuple[str, ...] = (*HELP_COMMANDS, "auth")
+
+#: The reply to a put without authentication in the `iot` profile (spec §6.6).
+UNAUTHENTICATED_PUT = ILLEGAL + "Unauthenticated command: put"
+
+_NAME_ASCII = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_./")
+_ASCII_NAME = re.compile(r"[A-Za-z0-9._/-]+")
+# What Java's Double.parseDouble accepts in decimal form, minus its oddities
+# (surrounding whitespace, trailing f/F/d/D, hex floats) which tsnet rejects.
+_DECIMAL = re.compile(r"[+-]?(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][+-]?[0-9]+)?")
+# The run of digits and points Java scans before it looks for an exponent; a
+# second point inside it is reported as "multiple points".
+_MANTISSA_RUN = re.compile(r"[+-]?([0-9.]*)")
+
+
+class PutError(ValueError):
+    """A rejected `put` line.
+
+    ``str(err)`` is the exact reply line without the trailing newline, e.g.
+    ``put: illegal argument: not enough arguments (need least 4, got 3)``.
+    """
+
+
+def split_words(line: str) -> list[str]:
+    """Split like OpenTSDB's WordSplitter: on each single space, keeping empty words.
+
+    Empty words are significant: before the metric, timestamp or value they shift
+    the positions and cause errors; in the tag area they are skipped.
+    """
+    return line.split(" ")
+
+
+def unknown_command_reply(word: str) -> str:
+    """The reply to an unregistered command (two spaces, backquote + apostrophe)."""
+    return f"unknown command: {word}.  Try `help'."
+
+
+def help_reply(commands: tuple[str, ...] = HELP_COMMANDS) -> str:
+    """The `help` reply: every name is followed by a space, even the last one."""
+    return "available commands: " + "".join(c + " " for c in commands)
+
+
+def parse_long(text: str) -> int:
+    """OpenTSDB's strict ``Tags.parseLong``: optional sign, ASCII digits, int64.
+
+    Python's int() is too lenient (``_``, whitespace, non-ASCII digits), so the
+    checks are explicit and in Java's order: length before characters.
+    """
+    n = len(text)
+    if n == 0:
+        raise PutError(INVALID + "Empty string")
+    digits = text
+    if text[0] in "+-":
+        if n == 1:
+            raise PutError(f"{INVALID}Just a sign, no value: {text}")
+        if n > 20:
+            raise PutError(f"{INVALID}Value too long: {text}")
+        digits = text[1:]
+    elif n > 19:
+        raise PutError(f"{INVALID}Value too long: {text}")
+    if not (digits.isascii() and digits.isdigit()):
+        for c in digits:
+            if not "0" <= c <= "9":
+                raise PutError(f"{INVALID}Invalid character '{c}' in {text}")
+    v = int(digits)
+    if text[0] == "-":
+        v = -v
+    if v > INT64_MAX or v < INT64_MIN:
+        raise PutError(f"{INVALID}Overflow in {text}")
+    return v
+
+
+def parse_double(text: str) -> float:
+    """Java's ``Double.parseDouble`` for decimal literals, with Java's messages.
+
+    Overflow gives ±inf as in Java; the caller rejects it, because that message
+    needs the metric and timestamp.
+    """
+    if _DECIMAL.fullmatch(text):
+        return float(text)
+    if _MANTISSA_RUN.match(text).group(1).count(".") > 1:  # type: ignore[union-attr]
+        raise PutError(INVALID + "multiple points")
+    raise PutError(f'{INVALID}For input string: "{text}"')
+
+
+def parse_value(text: str) -> int | float:
+    """A `put` value: integer unless it has a ``.``, ``e`` or ``E`` (OpenTSDB's test).
+
+    So ``NaN``, ``inf``, ``0x10`` fail as integers with ``Invalid character``.
+    Returns ±inf for a float overflow (see `parse_double`).
+    """
+    if "." in text or "e" in text or "E" in text:
+        return parse_double(text)
+    return parse_long(text)
+
+
+def _parse_ts(text: str) -> int:
+    """Steps 3-4: every ``.`` removed (the documented ``s.mmm`` form, and the A1
+    quirk), strict integer, must be positive.  Returns OpenTSDB's raw number."""
+    ts = parse_long(text.replace(".", "") if "." in text else text)
+    if ts <= 0:
+        raise PutError(f"{ILLEGAL}invalid timestamp: {ts}")
+    return ts
+
+
+def parse_timestamp_ms(text: str) -> int:
+    """A telnet timestamp in milliseconds: seconds below 2**32, else milliseconds.
+
+    Standalone helper; beyond 13 digits it raises a short ``bad timestamp=N``
+    (`PutParser` gives the full OpenTSDB text, which names the value and tags).
+    """
+    ts = _parse_ts(text)
+    if ts < SECONDS_LIMIT:
+        return ts * 1000
+    if ts > MAX_MS:
+        raise PutError(f"{ILLEGAL}bad timestamp={ts}")
+    return ts
+
+
+def _name_ok(s: str) -> bool:
+    if _ASCII_NAME.fullmatch(s):
+        return True
+    return bool(s) and all(c in _NAME_ASCII or (c <= "\uffff" and c.isalpha()) for c in s)
+
+
+def name_error(what: str, s: str) -> str | None:
+    """OpenTSDB's ``Tags.validateString`` message, without prefix (HTTP uses it raw).
+
+    Legal: ``a-z A-Z 0-9 - _ . /`` and Unicode letters.  Java tests UTF-16 code
+    units, so letters outside the BMP fail; the message shows the whole character.
+    """
+    if _name_ok(s):
+        return None
+    if not s:
+        return f"Invalid {what}: empty string"
+    bad = next(c for c in s if c not in _NAME_ASCII and not (c <= "\uffff" and c.isalpha()))
+    return f'Invalid {what} ("{s}"): illegal character: {bad}'
+
+
+def _java_map(tags: dict[str, str]) -> str:
+    """Java's HashMap.toString; insertion order, and the auth token is never shown."""
+    return "{" + ", ".join(f"{k}={v}" for k, v in tags.items() if k != AUTH_TAG) + "}"
+
+
+def _java_double(v: float) -> str:
+    return "NaN" if v != v else ("Infinity" if v > 0 else "-Infinity")
+
+
+def _value_dump(value: int | float) -> str:
+    """``Arrays.toString(bytes) + '/' + flags`` as TSDB.addPoint encodes the value."""
+    if isinstance(value, int):
+        width = next(w for w in (1, 2, 4, 8) if -(1 << (8 * w - 1)) <= value < 1 << (8 * w - 1))
+        raw, flags = value.to_bytes(width, "big", signed=True), width - 1
+    else:
+        try:  # OpenTSDB 2.4 stores single precision when that is exact
+            raw, flags = struct.pack(">f", value), 0x8 | 0x3
+            if struct.unpack(">f", raw)[0] != value:
+                raise OverflowError
+        except OverflowError:
+            raw, flags = struct.pack(">d", value), 0x8 | 0x7
+    return "[" + ", ".join(str(b - 256 if b > 127 else b) for b in raw) + f"]/{flags}"
+
+
+def _add_tag(tags: dict[str, str], word: str) -> None:
+    """``Tags.parse``: exactly one ``=``, both sides non-empty; a repeat with the
+    same value is silently accepted."""
+    kv = word.split("=")
+    if len(kv) != 2 or not kv[0] or not kv[1]:
+        raise PutError(f"{ILLEGAL}invalid tag: {word}")
+    k, v = kv
+    old = tags.get(k)
+    if old is None:
+        tags[k] = v
+    elif old != v:
+        raise PutError(f"{ILLEGAL}duplicate tag: {word}, tags={_java_map(tags)}")
+
+
+class PutParser:
+    """Parses telnet `put` lines; one per connection factory, caches validated series.
+
+    ``max_tags`` is OpenTSDB's ``tsd.storage.max_tags``.  ``cache_limit`` bounds
+    the cache of validated (metric, tag text) pairs; 0 disables the fast path.
+    """
+
+    __slots__ = ("_cache", "_cache_limit", "_notag_cache", "_ts_cache", "max_tags")
+
+    def __init__(self, max_tags: int = 8, cache_limit: int = 100_000) -> None:
+        self.max_tags = max_tags
+        self._cache_limit = cache_limit
+        # (metric, tag text) -> (series key, token); lines with >= 1 client tag
+        self._cache: dict[tuple[str, str], tuple[SeriesKey, str | None]] = {}
+        # the same for lines without client tags, valid only with allow_no_tags
+        self._notag_cache: dict[tuple[str, str], tuple[SeriesKey, str | None]] = {}
+        # timestamp text -> ns: many series share a timestamp in one batch
+        self._ts_cache: dict[str, int] = {}
+
+    def parse(
+        self, line: str, allow_no_tags: bool = False
+    ) -> tuple[SeriesKey, int, int | float, str | None]:
+        """Parse one whole line, ``"put sys.cpu 1356998400 42 host=a"``.
+
+        Returns (series_key, time_ns, value, ovh_auth_token_or_None); the key is
+        (metric, None, sorted tags) without the ``ovh.auth`` tag.  Raises
+        `PutError` with the exact OpenTSDB reply text.  ``allow_no_tags`` accepts
+        a line without client tags (the `iot` profile, where a token adds tags).
+        """
+        parts = line.split(" ", 4)
+        if len(parts) == 5:
+            _, metric, ts, value, tagtext = parts
+            hit = self._cache.get((metric, tagtext))
+            if hit is None and allow_no_tags:
+                hit = self._notag_cache.get((metric, tagtext))
+            if hit is not None:  # metric and tags known good: check ts and value
+                t = self._ts_cache.get(ts)
+                if t is None and len(ts) < 14 and ts.isascii() and ts.isdigit():
+                    n = int(ts)  # plain digits only: no sign, no dot, <= 13 digits
+                    if n:
+                        t = n * 1_000_000 if n >= SECONDS_LIMIT else n * 1_000_000_000
+                        if len(self._ts_cache) >= _TS_CACHE_LIMIT:
+                            self._ts_cache.clear()
+                        self._ts_cache[ts] = t
+                if t is not None and value.isascii():
+                    if value.isdigit():
+                        if len(value) < 19:
+                            return hit[0], t, int(value), hit[1]
+                    elif "." in value:
+                        # With a point, no `_` and no whitespace, float() accepts
+                        # exactly Java's decimal syntax; inf is left to parse_slow.
+                        if value.isprintable() and "_" not in value:
+                            try:
+                                v = float(value)
+                            except ValueError:
+                                pass
+                            else:
+                                if v - v == 0.0:
+                                    return hit[0], t, v, hit[1]
+                    elif len(value) < 19 and value.removeprefix("-").isdigit():
+                        return hit[0], t, int(value), hit[1]
+        result = self.parse_slow(line, allow_no_tags)
+        if self._cache_limit > 0:
+            self._remember(line, result)
+        return result
+
+    def _remember(self, line: str, result: tuple[SeriesKey, int, int | float, str | None]) -> None:
+        _, metric, _, _, tagtext = line.split(" ", 4)
+        key = result[0]
+        cache = self._cache if key[2] else self._notag_cache
+        if len(cache) >= self._cache_limit:
+            cache.clear()
+        cache[(metric, tagtext)] = (key, result[3])
+
+    def parse_slow(
+        self, line: str, allow_no_tags: bool = False
+    ) -> tuple[SeriesKey, int, int | float, str | None]:
+        """Every check of OpenTSDB's importDataPoint / addPoint, in its order.
+
+        The reference for `parse`; it neither reads nor fills the cache.
+        """
+        words = line.split(" ")
+        if len(words) < 5:
+            raise PutError(f"{ILLEGAL}not enough arguments (need least 4, got {len(words) - 1})")
+        metric = words[1]
+        if not metric:
+            raise PutError(ILLEGAL + "empty metric name")
+        ts = _parse_ts(words[2])
+        value_text = words[3]
+        if not value_text:
+            raise PutError(ILLEGAL + "empty value")
+        tags: dict[str, str] = {}
+        for word in words[4:]:
+            if word:
+                _add_tag(tags, word)
+        value = parse_value(value_text)
+        if isinstance(value, float) and not math.isfinite(value):
+            raise PutError(
+                f"{ILLEGAL}value is NaN or Infinite: {_java_double(value)}"
+                f" for metric={metric} timestamp={ts}"
+            )
+        if ts > MAX_MS:
+            raise PutError(
+                f"{ILLEGAL}bad timestamp={ts} when trying to add value={_value_dump(value)}"
+                f" to metric={metric}, tags={_java_map(tags)}"
+            )
+        # The token is not a tag: it is neither counted nor validated (`:`).
+        token = tags.pop(AUTH_TAG, None)
+        if not tags:
+            if not allow_no_tags:
+                raise PutError(f"{ILLEGAL}Need at least one tag (metric={metric}, tags={{}})")
+        elif len(tags) > self.max_tags:
+            raise PutError(
+                f"{ILLEGAL}Too many tags: {len(tags)} maximum allowed: {self.max_tags},"
+                f" tags: {_java_map(tags)}"
+            )
+        if not _name_ok(metric):
+            raise PutError(ILLEGAL + str(name_error("metric name", metric)))
+        for k, v in tags.items():
+            if not _name_ok(k):
+                raise PutError(ILLEGAL + str(name_error(f"tag name with value [{v}]", k)))
+            if not _name_ok(v):
+                raise PutError(ILLEGAL + str(name_error(f"tag value with key [{k}]", v)))
+        time_ns = ts * 1_000_000_000 if ts < SECONDS_LIMIT else ts * 1_000_000
+        return series_key(metric, tags), time_ns, value, token

@@ -1,0 +1,124 @@
+"""The root service: open storage, then auth, then listeners; stop in reverse.
+
+Start-up is asynchronous (storage opens in its own thread), so listeners are
+bound only once everything they write into is ready.  A listener that cannot
+bind stops the server with exit status 1: a half-started server that looks
+healthy is worse than none.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from twisted.application.service import MultiService, Service
+from twisted.internet import defer
+from twisted.logger import Logger
+
+from tsnet.auth import TokenAuthenticator
+from tsnet.config import Config
+from tsnet.ingest import Ingest
+from tsnet.metrics import Metrics
+from tsnet.storages import Storages
+
+log = Logger(namespace="tsnet.service")
+
+
+@dataclass
+class Core:
+    """What every plugin is handed: the shared services, nothing global."""
+
+    config: Config
+    reactor: Any
+    storages: Storages
+    auth: TokenAuthenticator
+    ingest: Ingest
+    metrics: Metrics
+    plugins: Mapping[str, Any]
+
+    @property
+    def storage(self) -> Storages:
+        """The read side: ``storage.backend_for(solution).read_series(...)``."""
+        return self.storages
+
+    @property
+    def catalog(self) -> Any:
+        return self.storages.catalog
+
+
+def build_core(config: Config, plugins: Mapping[str, Any], reactor: Any) -> Core:
+    storages = Storages(config, reactor)
+    metrics = Metrics()
+    ingest = Ingest(
+        storages, reactor, metrics,
+        flush_interval=config.flush_interval, batch_size=config.batch_size,
+        high_watermark=config.high_watermark, low_watermark=config.low_watermark,
+        max_queue=config.max_queue,
+    )
+    metrics.watch_queue(ingest)
+    auth = TokenAuthenticator(storages.catalog, reactor, refresh=config.auth_refresh)
+    return Core(config=config, reactor=reactor, storages=storages, auth=auth, ingest=ingest,
+                metrics=metrics, plugins=plugins)
+
+
+class TsnetService(MultiService):
+    """The whole server; children are the listener services, in config order."""
+
+    def __init__(self, config: Config, plugins: Mapping[str, Any], reactor: Any) -> None:
+        super().__init__()
+        self.setName("tsnet")
+        self.reactor = reactor
+        self.core = build_core(config, plugins, reactor)
+        self.started: defer.Deferred = defer.Deferred()
+        for ln in config.listeners.values():
+            svc = plugins[ln.protocol].makeService(ln, self.core)
+            svc.setServiceParent(self)
+
+    def startService(self) -> None:
+        Service.startService(self)  # children start once storage and auth are ready
+        d = defer.ensureDeferred(self._start())
+        d.addCallbacks(self.started.callback, self._start_failed)
+
+    async def _start(self) -> None:
+        core = self.core
+        await core.storages.open()
+        now = int(self.reactor.seconds() * 1e9)
+        for name in sorted({"default"} | core.config.solutions_named()):
+            await core.storages.ensure_solution(name, now_ns=now)
+        core.auth.on_change = core.storages.refresh
+        await core.auth.start()
+        for svc in self:
+            svc.startService()
+            listening = getattr(svc, "whenListening", None)
+            if listening is not None:
+                await listening()
+        log.info("tsnet running: {n} listeners, data in {data_dir}", n=len(self.services),
+                 data_dir=core.config.data_dir)
+
+    def _start_failed(self, f: Any) -> None:
+        log.critical("tsnet cannot start: {reason}", reason=f.getErrorMessage(), failure=f)
+        self.started.errback(f)
+        self.reactor.addSystemEventTrigger("after", "shutdown", os._exit, 1)
+        if self.reactor.running:
+            self.reactor.stop()
+        else:
+            self.reactor.callWhenRunning(self.reactor.stop)
+
+    @defer.inlineCallbacks
+    def stopService(self) -> Any:
+        """Stop accepting, commit everything read, close storage."""
+        Service.stopService(self)
+        for svc in reversed(list(self)):
+            if svc.running:
+                try:
+                    yield svc.stopService()
+                except Exception:
+                    log.failure("stopping {name} failed", name=svc.name)
+        core = self.core
+        queued = core.ingest.queued
+        yield core.ingest.stop()
+        core.auth.stop()
+        yield core.storages.close()
+        log.info("tsnet stopped cleanly; committed {queued} items queued at stop", queued=queued)

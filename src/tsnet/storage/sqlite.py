@@ -1,0 +1,911 @@
+"""The embedded storage backend: one SQLite file, written from one dedicated thread.
+
+`SqliteEngine` is the synchronous database code; the ``tsnet`` command can use it
+directly.  `SqliteStorage` is what the server uses: the same engine behind
+IStorage/ICatalog, every call run in a one-thread pool and returned as a Deferred,
+so the reactor never waits for the disk and writes are never concurrent.
+
+Samples are stored as chunks (`tsnet.storage.chunks`): one row per series per
+batch, so a write costs a few SQL statements per series, not per point.
+Properties, messages, meta and records have their own tables and are written in
+the same transaction as the samples: one transaction per batch.
+
+Durability: WAL with ``synchronous=NORMAL``.  A commit is in the WAL file when it
+returns, so an acked batch survives ``kill -9`` of the process; only a power loss or
+OS crash can lose the last commits, which DESIGN §6 does not ask for, and
+``synchronous=FULL`` would cost an fsync per batch.
+
+Several processes may open the file (the server and the ``tsnet`` command): writes
+take the lock with ``BEGIN IMMEDIATE`` and wait up to ``busy_timeout`` for it, and
+counters in the ``info`` table tell each process when another one changed the
+catalog (`catalog_generation`) or deleted data (the series-id cache is dropped).
+"""
+
+from __future__ import annotations
+
+import hmac
+import itertools
+import json
+import sqlite3
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Any
+
+from twisted.internet import defer
+from twisted.internet.threads import deferToThreadPool
+from twisted.python.threadpool import ThreadPool
+from zope.interface import implementer
+
+from tsnet import export
+from tsnet.errors import Conflict, NotFound
+from tsnet.interfaces import ICatalog, IStorage
+from tsnet.model import Message, Meta, Property, Record, SeriesKey, Value, WriteBatch
+from tsnet.records import Credential, SolutionRecord, TokenRecord
+from tsnet.storage import chunks
+
+SCHEMA_VERSION = 1
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS info (
+    key TEXT PRIMARY KEY,
+    value INTEGER NOT NULL
+);
+INSERT OR IGNORE INTO info (key, value) VALUES
+    ('schema_version', 1), ('catalog_generation', 0), ('data_generation', 0);
+
+CREATE TABLE IF NOT EXISTS series (
+    id INTEGER PRIMARY KEY,
+    solution TEXT NOT NULL,
+    metric TEXT NOT NULL,
+    entity TEXT,
+    tags TEXT NOT NULL,
+    skey TEXT NOT NULL UNIQUE
+);
+CREATE INDEX IF NOT EXISTS series_metric ON series (solution, metric);
+
+CREATE TABLE IF NOT EXISTS chunks (
+    id INTEGER PRIMARY KEY,
+    series_id INTEGER NOT NULL,
+    min_time INTEGER NOT NULL,
+    max_time INTEGER NOT NULL,
+    count INTEGER NOT NULL,
+    times BLOB NOT NULL,
+    vals BLOB NOT NULL,
+    texts BLOB
+);
+CREATE INDEX IF NOT EXISTS chunks_series ON chunks (series_id);
+
+CREATE TABLE IF NOT EXISTS properties (
+    solution TEXT NOT NULL,
+    entity TEXT NOT NULL,
+    type TEXT NOT NULL,
+    pkey TEXT NOT NULL,
+    tags TEXT NOT NULL,
+    time_ns INTEGER NOT NULL,
+    PRIMARY KEY (solution, entity, type, pkey)
+);
+
+CREATE TABLE IF NOT EXISTS messages (
+    id INTEGER PRIMARY KEY,
+    solution TEXT NOT NULL,
+    entity TEXT NOT NULL,
+    time_ns INTEGER NOT NULL,
+    type TEXT,
+    source TEXT,
+    severity TEXT,
+    tags TEXT NOT NULL,
+    message TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS messages_time ON messages (solution, time_ns);
+
+CREATE TABLE IF NOT EXISTS meta (
+    solution TEXT NOT NULL,
+    kind TEXT NOT NULL,
+    name TEXT NOT NULL,
+    fields TEXT NOT NULL,
+    PRIMARY KEY (solution, kind, name)
+);
+
+CREATE TABLE IF NOT EXISTS records (
+    id INTEGER PRIMARY KEY,
+    solution TEXT NOT NULL,
+    time_ns INTEGER NOT NULL,
+    data BLOB NOT NULL,
+    data_type TEXT NOT NULL,
+    deleted INTEGER NOT NULL DEFAULT 0
+);
+CREATE INDEX IF NOT EXISTS records_time ON records (solution, time_ns);
+
+CREATE TABLE IF NOT EXISTS solutions (
+    name TEXT PRIMARY KEY,
+    description TEXT NOT NULL,
+    storage TEXT NOT NULL,
+    created_ns INTEGER NOT NULL,
+    attributes TEXT NOT NULL
+);
+
+CREATE TABLE IF NOT EXISTS tokens (
+    id TEXT PRIMARY KEY,
+    solution TEXT NOT NULL,
+    description TEXT NOT NULL,
+    expires_ns INTEGER,
+    tags TEXT NOT NULL,
+    revoked INTEGER NOT NULL,
+    created_ns INTEGER NOT NULL
+);
+CREATE INDEX IF NOT EXISTS tokens_solution ON tokens (solution);
+
+CREATE TABLE IF NOT EXISTS credentials (
+    id TEXT PRIMARY KEY,
+    token_id TEXT NOT NULL,
+    scopes TEXT NOT NULL,
+    secret_hash TEXT NOT NULL UNIQUE
+);
+CREATE INDEX IF NOT EXISTS credentials_token ON credentials (token_id);
+"""
+
+_DATA_TABLES = ("series", "properties", "messages", "meta", "records")
+
+
+def _dumps(obj: Any) -> str:
+    return json.dumps(obj, separators=(",", ":"), sort_keys=True)
+
+
+def _blank(v: Any) -> bool:
+    """An empty or whitespace-only value: ATSD's way of deleting a tag or field."""
+    return v is None or (isinstance(v, str) and not v.strip())
+
+
+def merge_tags(stored: dict[str, str], new: dict[str, str]) -> dict[str, str]:
+    """ATSD tag merge (§4.2, §4.4): new tags overwrite, blank values delete, others stay."""
+    out = dict(stored)
+    for k, v in new.items():
+        if _blank(v):
+            out.pop(k, None)
+        else:
+            out[k] = v
+    return dict(sorted(out.items()))
+
+
+def merge_meta_fields(stored: dict, new: dict) -> dict:
+    """Meta upsert (ATSD §4.4/4.5): only the fields given change; a None or ``""``
+    field resets it; ``tags`` merge tag by tag like property tags."""
+    out = dict(stored)
+    for k, v in new.items():
+        if k == "tags":
+            out["tags"] = merge_tags(out.get("tags") or {}, v or {})
+        elif v is None or v == "":
+            out.pop(k, None)
+        else:
+            out[k] = v
+    return out
+
+
+def _series_skey(solution: str, key: SeriesKey) -> tuple[str, SeriesKey]:
+    """The unique text key of a series, and its canonical SeriesKey (tags sorted)."""
+    metric, entity, tags = key
+    canon = (metric, entity, tuple(sorted(tags)))
+    return _dumps([solution, metric, entity, [list(p) for p in canon[2]]]), canon
+
+
+def _key_from_row(metric: str, entity: str | None, tags: str) -> SeriesKey:
+    return (metric, entity, tuple(sorted(json.loads(tags).items())))
+
+
+class SqliteEngine:
+    """The synchronous database code.  Not thread-safe: one thread calls it."""
+
+    def __init__(self, path: str, busy_timeout: float = 5.0) -> None:
+        self.path = path
+        self.busy_timeout = busy_timeout
+        self._db: sqlite3.Connection | None = None
+        # solution -> SeriesKey -> series id; dropped when data_generation moves.
+        self._ids: dict[str, dict[SeriesKey, int]] = {}
+        self._data_generation: int | None = None
+
+    # -- connection ----------------------------------------------------------
+
+    def _connect(self) -> sqlite3.Connection:
+        db = sqlite3.connect(
+            self.path,
+            timeout=self.busy_timeout,
+            isolation_level=None,  # transactions are explicit
+            check_same_thread=False,  # opened by whichever pool thread runs open()
+        )
+        db.execute(f"PRAGMA busy_timeout = {int(self.busy_timeout * 1000)}")
+        return db
+
+    def open(self) -> None:
+        """Open or create the file in WAL mode and create missing tables."""
+        db = self._connect()
+        try:
+            mode = db.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+            if mode.lower() != "wal" and self.path != ":memory:":
+                raise RuntimeError(f"{self.path}: cannot use WAL mode (got {mode})")
+            # NORMAL: durable across a process crash in WAL mode (see module docstring).
+            db.execute("PRAGMA synchronous = NORMAL")
+            # executescript() would commit on its own; run the statements in one transaction.
+            db.execute("BEGIN IMMEDIATE")
+            for statement in _SCHEMA.split(";"):
+                if statement.strip():
+                    db.execute(statement)
+            version = db.execute("SELECT value FROM info WHERE key='schema_version'").fetchone()
+            if version[0] != SCHEMA_VERSION:
+                raise RuntimeError(f"{self.path}: unknown schema version {version[0]}")
+            db.execute("COMMIT")
+        except BaseException:
+            if db.in_transaction:
+                db.execute("ROLLBACK")
+            db.close()
+            raise
+        self._db = db
+
+    def close(self) -> None:
+        if self._db is not None:
+            self._db.close()
+            self._db = None
+        self._ids.clear()
+
+    @property
+    def db(self) -> sqlite3.Connection:
+        if self._db is None:
+            raise RuntimeError("storage is not open")
+        return self._db
+
+    @contextmanager
+    def _transaction(self) -> Iterator[sqlite3.Connection]:
+        db = self.db
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            yield db
+            db.execute("COMMIT")
+        except BaseException:
+            if db.in_transaction:
+                db.execute("ROLLBACK")
+            raise
+
+    def _bump(self, db: sqlite3.Connection, counter: str) -> None:
+        db.execute("UPDATE info SET value = value + 1 WHERE key = ?", (counter,))
+
+    def _generation(self, db: sqlite3.Connection, counter: str) -> int:
+        return db.execute("SELECT value FROM info WHERE key = ?", (counter,)).fetchone()[0]
+
+    # -- writing -------------------------------------------------------------
+
+    def write(self, batch: WriteBatch) -> None:
+        """Commit everything in ``batch`` in one transaction."""
+        if not batch.item_count():
+            return
+        try:
+            with self._transaction() as db:
+                self._check_data_generation(db)
+                for solution, b in batch.by_solution.items():
+                    if b.samples.columns:
+                        self._write_samples(db, solution, b.samples.columns)
+                    for p in b.properties:
+                        self._write_property(db, solution, p)
+                    if b.messages:
+                        self._write_messages(db, solution, b.messages)
+                    for m in b.meta:
+                        self._write_meta(db, solution, m.kind, m.name, m.fields)
+                    if b.records:
+                        self._write_records(db, solution, b.records)
+        except BaseException:
+            # Series rows created in the rolled-back transaction are gone.
+            self._ids.clear()
+            raise
+
+    def _check_data_generation(self, db: sqlite3.Connection) -> None:
+        """Drop the series-id cache if any process deleted data since we last looked."""
+        gen = self._generation(db, "data_generation")
+        if gen != self._data_generation:
+            self._ids.clear()
+            self._data_generation = gen
+
+    def _write_samples(self, db: sqlite3.Connection, solution: str, columns: dict) -> None:
+        ids = self._ids.get(solution)
+        if ids is None:
+            ids = self._ids[solution] = {}
+        rows = []
+        for key, col in columns.items():
+            if not col.times:
+                continue
+            sid = ids.get(key)
+            if sid is None:
+                sid = ids[key] = self._series_id(db, solution, key)
+            rows.append((sid, *chunks.encode_chunk(col.times, col.values, col.texts)))
+        db.executemany(
+            "INSERT INTO chunks (series_id, min_time, max_time, count, times, vals, texts)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?)",
+            rows,
+        )
+
+    def _series_id(self, db: sqlite3.Connection, solution: str, key: SeriesKey) -> int:
+        skey, (metric, entity, tags) = _series_skey(solution, key)
+        row = db.execute("SELECT id FROM series WHERE skey = ?", (skey,)).fetchone()
+        if row is not None:
+            return row[0]
+        cur = db.execute(
+            "INSERT INTO series (solution, metric, entity, tags, skey) VALUES (?, ?, ?, ?, ?)",
+            (solution, metric, entity, _dumps(dict(tags)), skey),
+        )
+        if entity is not None:
+            # ATSD registers the metric and entity of a series implicitly (§7).
+            self._register(db, solution, "metric", metric)
+            self._register(db, solution, "entity", entity)
+        return cur.lastrowid
+
+    def _register(self, db: sqlite3.Connection, solution: str, kind: str, name: str) -> None:
+        db.execute(
+            "INSERT OR IGNORE INTO meta (solution, kind, name, fields) VALUES (?, ?, ?, '{}')",
+            (solution, kind, name),
+        )
+
+    def _write_property(self, db: sqlite3.Connection, solution: str, p: Property) -> None:
+        if p.type == "$entity_tags":  # ATSD §4.2: these are the entity's own tags
+            self._write_meta(db, solution, "entity", p.entity, {"tags": p.tags})
+            return
+        pkey = _dumps(p.key)
+        row = db.execute(
+            "SELECT tags FROM properties WHERE solution=? AND entity=? AND type=? AND pkey=?",
+            (solution, p.entity, p.type, pkey),
+        ).fetchone()
+        tags = merge_tags(json.loads(row[0]) if row else {}, p.tags)
+        db.execute(
+            "INSERT OR REPLACE INTO properties (solution, entity, type, pkey, tags, time_ns)"
+            " VALUES (?, ?, ?, ?, ?, ?)",
+            (solution, p.entity, p.type, pkey, _dumps(tags), p.time_ns),
+        )
+        self._register(db, solution, "entity", p.entity)
+
+    def _write_messages(
+        self, db: sqlite3.Connection, solution: str, messages: list[Message]
+    ) -> None:
+        db.executemany(
+            "INSERT INTO messages (solution, entity, time_ns, type, source, severity, tags,"
+            " message) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            [
+                (
+                    solution,
+                    m.entity,
+                    m.time_ns,
+                    m.type,
+                    m.source,
+                    m.severity,
+                    _dumps(m.tags or {}),
+                    m.message or "",
+                )
+                for m in messages
+            ],
+        )
+        for entity in {m.entity for m in messages}:
+            self._register(db, solution, "entity", entity)
+
+    def _write_meta(
+        self, db: sqlite3.Connection, solution: str, kind: str, name: str, fields: dict
+    ) -> None:
+        if kind not in ("metric", "entity"):
+            raise ValueError(f"unknown meta kind {kind!r}")
+        row = db.execute(
+            "SELECT fields FROM meta WHERE solution=? AND kind=? AND name=?",
+            (solution, kind, name),
+        ).fetchone()
+        merged = merge_meta_fields(json.loads(row[0]) if row else {}, fields)
+        db.execute(
+            "INSERT OR REPLACE INTO meta (solution, kind, name, fields) VALUES (?, ?, ?, ?)",
+            (solution, kind, name, _dumps(merged)),
+        )
+
+    def _write_records(self, db: sqlite3.Connection, solution: str, records: list[Record]) -> None:
+        db.executemany(
+            "INSERT INTO records (solution, time_ns, data, data_type) VALUES (?, ?, ?, ?)",
+            [
+                (
+                    solution,
+                    r.time_ns,
+                    r.data.encode("utf-8") if isinstance(r.data, str) else bytes(r.data),
+                    r.data_type,
+                )
+                for r in records
+            ],
+        )
+
+    # -- reading -------------------------------------------------------------
+
+    def read_series(
+        self,
+        solution: str,
+        metric: str | None = None,
+        start_ns: int | None = None,
+        end_ns: int | None = None,
+    ) -> list[tuple[SeriesKey, list[int], list[Value], list[str | None] | None]]:
+        """Merged samples per series, sorted by key then time; see IStorage."""
+        where = ["s.solution = ?"]
+        args: list[Any] = [solution]
+        if metric is not None:
+            where.append("s.metric = ?")
+            args.append(metric)
+        if start_ns is not None:
+            where.append("c.max_time >= ?")
+            args.append(start_ns)
+        if end_ns is not None:
+            where.append("c.min_time <= ?")
+            args.append(end_ns)
+        rows = self.db.execute(
+            "SELECT c.series_id, s.metric, s.entity, s.tags, c.times, c.vals, c.texts"
+            " FROM chunks c JOIN series s ON s.id = c.series_id"
+            f" WHERE {' AND '.join(where)} ORDER BY c.series_id, c.id",
+            args,
+        )
+        out = []
+        for _, group in itertools.groupby(rows, key=lambda r: r[0]):
+            group = list(group)
+            _, m, e, tags, *_ = group[0]
+            merged = chunks.merge(chunks.decode_chunk(r[4], r[5], r[6]) for r in group)
+            times, values, texts = chunks.time_slice(merged, start_ns, end_ns)
+            if times:
+                out.append((_key_from_row(m, e, tags), times, values, texts))
+        out.sort(key=lambda item: chunks.series_sort_key(item[0]))
+        return out
+
+    def count_points(self, solution: str | None = None) -> int:
+        """Distinct (series, time) pairs of one solution, or of all when None."""
+        sql = "SELECT c.series_id, c.times FROM chunks c"
+        args: tuple = ()
+        if solution is not None:
+            sql += " JOIN series s ON s.id = c.series_id WHERE s.solution = ?"
+            args = (solution,)
+        rows = self.db.execute(sql + " ORDER BY c.series_id", args)
+        return sum(
+            chunks.count_distinct(chunks.decode_times(r[1]) for r in group)
+            for _, group in itertools.groupby(rows, key=lambda r: r[0])
+        )
+
+    def data_solutions(self, db: sqlite3.Connection | None = None) -> list[str]:
+        """Every solution that has data in this file, sorted."""
+        db = db or self.db
+        union = " UNION ".join(f"SELECT DISTINCT solution FROM {t}" for t in _DATA_TABLES)
+        return sorted(r[0] for r in db.execute(union))
+
+    def solution_has_data(self, solution: str) -> bool:
+        return any(
+            self.db.execute(f"SELECT 1 FROM {t} WHERE solution = ? LIMIT 1", (solution,)).fetchone()
+            for t in _DATA_TABLES
+        )
+
+    def delete_solution_data(self, solution: str) -> None:
+        """Remove every item of the solution; other processes drop their series ids."""
+        with self._transaction() as db:
+            db.execute(
+                "DELETE FROM chunks WHERE series_id IN (SELECT id FROM series WHERE solution=?)",
+                (solution,),
+            )
+            for table in _DATA_TABLES:
+                db.execute(f"DELETE FROM {table} WHERE solution = ?", (solution,))
+            self._bump(db, "data_generation")
+        self._ids.pop(solution, None)
+
+    def compact(self, solution: str | None = None) -> int:
+        """Rewrite each series that has several chunks as one; returns how many.
+
+        Reads merge every chunk of a series, and with a short flush interval a
+        series gains a chunk per flush, so a long-lived file wants this now and then.
+        """
+        sql = "SELECT c.series_id FROM chunks c"
+        args: tuple = ()
+        if solution is not None:
+            sql += " JOIN series s ON s.id = c.series_id WHERE s.solution = ?"
+            args = (solution,)
+        sql += " GROUP BY c.series_id HAVING count(*) > 1"
+        done = 0
+        for (sid,) in self.db.execute(sql, args).fetchall():
+            with self._transaction() as db:
+                rows = db.execute(
+                    "SELECT id, times, vals, texts FROM chunks WHERE series_id = ? ORDER BY id",
+                    (sid,),
+                ).fetchall()
+                if len(rows) < 2:
+                    continue
+                merged = chunks.merge(chunks.decode_chunk(r[1], r[2], r[3]) for r in rows)
+                db.execute("DELETE FROM chunks WHERE series_id = ? AND id <= ?", (sid, rows[-1][0]))
+                db.execute(
+                    "INSERT INTO chunks (series_id, min_time, max_time, count, times, vals,"
+                    " texts) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                    (sid, *chunks.encode_chunk(*merged)),
+                )
+                done += 1
+        return done
+
+    # -- export --------------------------------------------------------------
+
+    def export_pages(self, solution: str | None = None, page_size: int = 5000) -> Iterator[list]:
+        """Export lines (DESIGN §7) in pages, from one consistent snapshot.
+
+        A second connection holds a read transaction for the whole export, so the
+        export is consistent while the main connection keeps committing between
+        pages.  Call ``next`` on it from the engine's thread only.
+        """
+        own = self.path != ":memory:"
+        db = self._connect() if own else self.db
+        try:
+            if own:
+                db.execute("BEGIN")
+            solutions = [solution] if solution is not None else self.data_solutions(db)
+            page: list[dict] = []
+            for sol in solutions:
+                for line in self._export_solution(db, sol):
+                    page.append(line)
+                    if len(page) >= page_size:
+                        yield page
+                        page = []
+            if page:
+                yield page
+        finally:
+            if own:
+                db.close()
+
+    def iter_export(self, solution: str | None = None) -> Iterator[dict]:
+        """Every export line, one by one (for the ``tsnet export`` command)."""
+        for page in self.export_pages(solution):
+            yield from page
+
+    def _export_solution(self, db: sqlite3.Connection, solution: str) -> Iterator[dict]:
+        series = [
+            (_key_from_row(m, e, t), sid)
+            for sid, m, e, t in db.execute(
+                "SELECT id, metric, entity, tags FROM series WHERE solution = ?", (solution,)
+            )
+        ]
+        series.sort(key=lambda item: chunks.series_sort_key(item[0]))
+        for key, sid in series:
+            rows = db.execute(
+                "SELECT times, vals, texts FROM chunks WHERE series_id = ? ORDER BY id", (sid,)
+            )
+            merged = chunks.merge(chunks.decode_chunk(*r) for r in rows)
+            yield from export.series_lines(solution, key, *merged)
+        for entity, ptype, pkey, tags, t in db.execute(
+            "SELECT entity, type, pkey, tags, time_ns FROM properties WHERE solution = ?"
+            " ORDER BY entity, type, pkey",
+            (solution,),
+        ):
+            prop = Property(entity, ptype, json.loads(pkey), json.loads(tags), t)
+            yield export.property_line(solution, prop)
+        for entity, t, mtype, source, severity, tags, text in db.execute(
+            "SELECT entity, time_ns, type, source, severity, tags, message FROM messages"
+            " WHERE solution = ? ORDER BY time_ns, id",
+            (solution,),
+        ):
+            msg = Message(entity, t, text, mtype, source, severity, json.loads(tags))
+            yield export.message_line(solution, msg)
+        for kind, name, fields in db.execute(
+            "SELECT kind, name, fields FROM meta WHERE solution = ? ORDER BY kind = 'entity', name",
+            (solution,),
+        ):
+            yield export.meta_line(solution, Meta(kind, name, json.loads(fields)))
+        for t, data, data_type in db.execute(
+            "SELECT time_ns, data, data_type FROM records WHERE solution = ? AND deleted = 0"
+            " ORDER BY time_ns, id",
+            (solution,),
+        ):
+            yield export.record_line(solution, Record(t, data, data_type))
+
+    # -- catalog -------------------------------------------------------------
+
+    def create_solution(self, solution: SolutionRecord) -> SolutionRecord:
+        """Insert a solution; Conflict if the name exists.  Returns it as stored."""
+        if not solution.created_ns:
+            solution = SolutionRecord(
+                solution.name,
+                solution.description,
+                solution.storage,
+                time.time_ns(),
+                dict(solution.attributes),
+            )
+        with self._transaction() as db:
+            if db.execute("SELECT 1 FROM solutions WHERE name = ?", (solution.name,)).fetchone():
+                raise Conflict(f"solution {solution.name!r} exists")
+            db.execute(
+                "INSERT INTO solutions (name, description, storage, created_ns, attributes)"
+                " VALUES (?, ?, ?, ?, ?)",
+                (
+                    solution.name,
+                    solution.description,
+                    solution.storage,
+                    solution.created_ns,
+                    _dumps(solution.attributes),
+                ),
+            )
+            self._bump(db, "catalog_generation")
+        return solution
+
+    def update_solution(self, solution: SolutionRecord) -> None:
+        """Replace a solution's description and attributes (not in ICatalog yet:
+        a ts-store store keeps its schema versions and connections there)."""
+        with self._transaction() as db:
+            cur = db.execute(
+                "UPDATE solutions SET description = ?, attributes = ? WHERE name = ?",
+                (solution.description, _dumps(solution.attributes), solution.name),
+            )
+            if not cur.rowcount:
+                raise NotFound(f"no solution {solution.name!r}")
+            self._bump(db, "catalog_generation")
+
+    def get_solution(self, name: str) -> SolutionRecord | None:
+        row = self.db.execute(
+            "SELECT name, description, storage, created_ns, attributes FROM solutions"
+            " WHERE name = ?",
+            (name,),
+        ).fetchone()
+        return _solution(row) if row else None
+
+    def list_solutions(self) -> list[SolutionRecord]:
+        return [
+            _solution(row)
+            for row in self.db.execute(
+                "SELECT name, description, storage, created_ns, attributes FROM solutions"
+                " ORDER BY name"
+            )
+        ]
+
+    def delete_solution(self, name: str) -> None:
+        """Remove the solution and its tokens (not its data); NotFound if absent."""
+        with self._transaction() as db:
+            if not db.execute("DELETE FROM solutions WHERE name = ?", (name,)).rowcount:
+                raise NotFound(f"no solution {name!r}")
+            db.execute(
+                "DELETE FROM credentials WHERE token_id IN"
+                " (SELECT id FROM tokens WHERE solution = ?)",
+                (name,),
+            )
+            db.execute("DELETE FROM tokens WHERE solution = ?", (name,))
+            self._bump(db, "catalog_generation")
+
+    def save_token(self, token: TokenRecord) -> None:
+        """Insert or replace a token and its credentials.
+
+        NotFound if its solution does not exist; Conflict if a credential id or
+        secret hash belongs to another token.
+        """
+        with self._transaction() as db:
+            if not db.execute(
+                "SELECT 1 FROM solutions WHERE name = ?", (token.solution,)
+            ).fetchone():
+                raise NotFound(f"no solution {token.solution!r}")
+            db.execute("DELETE FROM credentials WHERE token_id = ?", (token.id,))
+            db.execute(
+                "INSERT OR REPLACE INTO tokens (id, solution, description, expires_ns, tags,"
+                " revoked, created_ns) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                (
+                    token.id,
+                    token.solution,
+                    token.description,
+                    token.expires_ns,
+                    _dumps(token.tags),
+                    int(token.revoked),
+                    token.created_ns or time.time_ns(),
+                ),
+            )
+            try:
+                db.executemany(
+                    "INSERT INTO credentials (id, token_id, scopes, secret_hash)"
+                    " VALUES (?, ?, ?, ?)",
+                    [
+                        (c.id, token.id, ",".join(sorted(c.scopes)), c.secret_hash)
+                        for c in token.credentials
+                    ],
+                )
+            except sqlite3.IntegrityError as e:
+                raise Conflict(f"credential of token {token.id!r} exists: {e}") from None
+            self._bump(db, "catalog_generation")
+
+    def get_token(self, token_id: str) -> TokenRecord | None:
+        row = self.db.execute(
+            "SELECT id, solution, description, expires_ns, tags, revoked, created_ns"
+            " FROM tokens WHERE id = ?",
+            (token_id,),
+        ).fetchone()
+        return self._token(row) if row else None
+
+    def list_tokens(self, solution: str) -> list[TokenRecord]:
+        rows = self.db.execute(
+            "SELECT id, solution, description, expires_ns, tags, revoked, created_ns"
+            " FROM tokens WHERE solution = ? ORDER BY created_ns, id",
+            (solution,),
+        ).fetchall()
+        return [self._token(row) for row in rows]
+
+    def _token(self, row: tuple) -> TokenRecord:
+        tid, solution, description, expires_ns, tags, revoked, created_ns = row
+        creds = [
+            Credential(cid, frozenset(s for s in scopes.split(",") if s), secret_hash)
+            for cid, scopes, secret_hash in self.db.execute(
+                "SELECT id, scopes, secret_hash FROM credentials WHERE token_id = ? ORDER BY id",
+                (tid,),
+            )
+        ]
+        return TokenRecord(
+            tid,
+            solution,
+            creds,
+            description,
+            expires_ns,
+            json.loads(tags),
+            bool(revoked),
+            created_ns,
+        )
+
+    def find_credential(self, credential_id: str | None, secret_hash: str) -> TokenRecord | None:
+        """The token owning a credential, by credential id when given, else by hash.
+
+        The stored hash is always compared with `hmac.compare_digest`, so the
+        answer takes the same time however much of a wrong hash matches.
+        """
+        if credential_id is not None:
+            row = self.db.execute(
+                "SELECT token_id, secret_hash FROM credentials WHERE id = ?", (credential_id,)
+            ).fetchone()
+        else:
+            row = self.db.execute(
+                "SELECT token_id, secret_hash FROM credentials WHERE secret_hash = ?",
+                (secret_hash,),
+            ).fetchone()
+        if row is None or not hmac.compare_digest(
+            row[1].encode("utf-8"), secret_hash.encode("utf-8")
+        ):
+            return None
+        return self.get_token(row[0])
+
+    def catalog_generation(self) -> int:
+        return self._generation(self.db, "catalog_generation")
+
+
+def _solution(row: tuple) -> SolutionRecord:
+    name, description, storage, created_ns, attributes = row
+    return SolutionRecord(name, description, storage, created_ns, json.loads(attributes))
+
+
+@implementer(IStorage, ICatalog)
+class SqliteStorage:
+    """`SqliteEngine` behind Deferreds: every call runs in one dedicated thread.
+
+    One thread means one writer and a strict order: a read issued after a write's
+    Deferred fired sees that write, and ``close`` runs after everything queued.
+    Objects handed to `write` belong to the storage until its Deferred fires.
+    """
+
+    def __init__(self, name: str, path: str, reactor: Any, busy_timeout: float = 5.0) -> None:
+        self.name = name
+        self.path = path
+        self._reactor = reactor
+        self._engine = SqliteEngine(path, busy_timeout)
+        self._pool: ThreadPool | None = None
+        self._closing: defer.Deferred | None = None
+        self._trigger: Any = None
+
+    def _run(self, f: Callable, *args: Any, **kwargs: Any) -> defer.Deferred:
+        if self._pool is None or self._closing is not None:
+            return defer.fail(RuntimeError(f"storage {self.name!r} is not open"))
+        return deferToThreadPool(self._reactor, self._pool, f, *args, **kwargs)
+
+    def open(self) -> defer.Deferred:
+        """Start the writer thread and open the file in it."""
+        if self._pool is not None:
+            return defer.fail(RuntimeError(f"storage {self.name!r} is open already"))
+        self._closing = None
+        pool = self._pool = ThreadPool(1, 1, name=f"tsnet-sqlite-{self.name}")
+        pool.start()
+        # If the reactor stops without close(), still end the thread so the process exits.
+        self._trigger = self._reactor.addSystemEventTrigger("after", "shutdown", self._stop_pool)
+
+        def failed(f: Any) -> Any:
+            self._stop_pool()
+            return f
+
+        return self._run(self._engine.open).addErrback(failed)
+
+    def _stop_pool(self) -> None:
+        pool, self._pool = self._pool, None
+        if self._trigger is not None:
+            self._reactor.removeSystemEventTrigger(self._trigger)
+            self._trigger = None
+        if pool is not None:
+            pool.stop()  # the queue is empty by now: joins at once
+
+    def close(self) -> defer.Deferred:
+        """Run everything already queued, close the file, stop the thread."""
+        if self._closing is not None:
+            waiter: defer.Deferred = defer.Deferred()
+
+            def done(result: Any) -> Any:
+                waiter.callback(None)
+                return result
+
+            self._closing.addBoth(done)
+            return waiter
+        if self._pool is None:
+            return defer.succeed(None)
+        d = deferToThreadPool(self._reactor, self._pool, self._engine.close)
+        self._closing = d
+
+        def stopped(result: Any) -> Any:
+            self._stop_pool()
+            self._closing = None
+            return result
+
+        return d.addBoth(stopped)
+
+    # IStorage
+
+    def write(self, batch: WriteBatch) -> defer.Deferred:
+        return self._run(self._engine.write, batch)
+
+    def read_series(
+        self,
+        solution: str,
+        metric: str | None = None,
+        start_ns: int | None = None,
+        end_ns: int | None = None,
+    ) -> defer.Deferred:
+        return self._run(self._engine.read_series, solution, metric, start_ns, end_ns)
+
+    def count_points(self, solution: str | None = None) -> defer.Deferred:
+        return self._run(self._engine.count_points, solution)
+
+    def export(self, solution: str | None, emit: Callable[[dict], object]) -> defer.Deferred:
+        """Call ``emit`` in the reactor thread, a page of lines at a time."""
+        return defer.ensureDeferred(self._export(solution, emit))
+
+    async def _export(self, solution: str | None, emit: Callable[[dict], object]) -> None:
+        pages = self._engine.export_pages(solution)
+        try:
+            while True:
+                page = await self._run(next, pages, None)
+                if page is None:
+                    return
+                for line in page:
+                    emit(line)
+        finally:
+            if self._pool is not None:
+                await deferToThreadPool(self._reactor, self._pool, pages.close)
+
+    def solution_has_data(self, solution: str) -> defer.Deferred:
+        return self._run(self._engine.solution_has_data, solution)
+
+    def delete_solution_data(self, solution: str) -> defer.Deferred:
+        return self._run(self._engine.delete_solution_data, solution)
+
+    def compact(self, solution: str | None = None) -> defer.Deferred:
+        return self._run(self._engine.compact, solution)
+
+    # ICatalog
+
+    def create_solution(self, solution: SolutionRecord) -> defer.Deferred:
+        return self._run(self._engine.create_solution, solution)
+
+    def update_solution(self, solution: SolutionRecord) -> defer.Deferred:
+        return self._run(self._engine.update_solution, solution)
+
+    def get_solution(self, name: str) -> defer.Deferred:
+        return self._run(self._engine.get_solution, name)
+
+    def list_solutions(self) -> defer.Deferred:
+        return self._run(self._engine.list_solutions)
+
+    def delete_solution(self, name: str) -> defer.Deferred:
+        return self._run(self._engine.delete_solution, name)
+
+    def save_token(self, token: TokenRecord) -> defer.Deferred:
+        return self._run(self._engine.save_token, token)
+
+    def get_token(self, token_id: str) -> defer.Deferred:
+        return self._run(self._engine.get_token, token_id)
+
+    def list_tokens(self, solution: str) -> defer.Deferred:
+        return self._run(self._engine.list_tokens, solution)
+
+    def find_credential(self, credential_id: str | None, secret_hash: str) -> defer.Deferred:
+        return self._run(self._engine.find_credential, credential_id, secret_hash)
+
+    def catalog_generation(self) -> defer.Deferred:
+        return self._run(self._engine.catalog_generation)

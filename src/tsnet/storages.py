@@ -1,0 +1,89 @@
+"""The storage backends of one server, and which solution lives in which.
+
+The ``default`` storage also holds the catalog (solutions and tokens), so every
+node configured with the same default storage shares tokens and revocations.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from twisted.internet import defer
+from twisted.logger import Logger
+
+from tsnet.config import Config, StorageConfig
+from tsnet.errors import ConfigError, NotFound
+from tsnet.records import SolutionRecord
+
+log = Logger(namespace="tsnet.storage")
+
+
+def make_backend(sc: StorageConfig, reactor: Any) -> Any:
+    """Build (not open) the backend a [storage:NAME] section describes."""
+    if sc.backend == "sqlite":
+        from tsnet.storage.sqlite import SqliteStorage
+
+        return SqliteStorage(sc.name, sc.path, reactor)
+    raise ConfigError(f"[storage:{sc.name}] backend: {sc.backend!r} is not available")
+
+
+class Storages:
+    """Named backends plus a cache of solution -> storage name."""
+
+    def __init__(self, config: Config, reactor: Any) -> None:
+        self.config = config
+        self.backends = {n: make_backend(sc, reactor) for n, sc in config.storages.items()}
+        self.catalog = self.backends["default"]
+        self._solutions: dict[str, SolutionRecord] = {}
+
+    @defer.inlineCallbacks
+    def open(self) -> Any:
+        for name, b in self.backends.items():
+            sc = self.config.storages[name]
+            if sc.path:
+                os.makedirs(os.path.dirname(sc.path), exist_ok=True)
+            yield b.open()
+        yield self.refresh()
+
+    @defer.inlineCallbacks
+    def close(self) -> Any:
+        for b in reversed(list(self.backends.values())):
+            try:
+                yield b.close()
+            except Exception:
+                log.failure("closing storage failed")
+
+    @defer.inlineCallbacks
+    def refresh(self) -> Any:
+        """Reload the solution list (called when the catalog generation moves)."""
+        records = yield self.catalog.list_solutions()
+        self._solutions = {r.name: r for r in records}
+
+    def backend(self, name: str) -> Any:
+        return self.backends[name]
+
+    def solution(self, name: str) -> SolutionRecord | None:
+        return self._solutions.get(name)
+
+    def storage_name_for(self, solution: str) -> str:
+        rec = self._solutions.get(solution)
+        if rec is None:
+            raise NotFound(f"no solution {solution!r}")
+        if rec.storage not in self.backends:
+            raise NotFound(f"solution {solution!r} lives in unknown storage {rec.storage!r}")
+        return rec.storage
+
+    def backend_for(self, solution: str) -> Any:
+        return self.backends[self.storage_name_for(solution)]
+
+    @defer.inlineCallbacks
+    def ensure_solution(self, name: str, description: str = "", now_ns: int = 0) -> Any:
+        """Create the solution in the default storage unless it exists."""
+        rec = yield self.catalog.get_solution(name)
+        if rec is None:
+            rec = SolutionRecord(name=name, description=description, created_ns=now_ns)
+            yield self.catalog.create_solution(rec)
+            log.info("created solution {solution}", solution=name)
+        self._solutions[name] = rec
+        return rec

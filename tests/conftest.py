@@ -1,0 +1,11 @@
+"""Shared fixtures: real servers on free loopback ports, real clients."""
+
+from __future__ import annotations
+
+import pytest
+
+pytest_plugins = ["tests.helpers.fixtures"]
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", "subprocess: starts real twistd/tsnet processes")
