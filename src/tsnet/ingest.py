@@ -22,7 +22,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
-from tsnet.errors import Overloaded
+from tsnet.errors import NotFound, Overloaded
 from tsnet.interfaces import IIngest
 from tsnet.model import Batch, Principal, SampleSet, WriteBatch
 
@@ -142,8 +142,19 @@ class Ingest:
             return defer.succeed(None)
         try:
             q, name = self._enqueue(batch, principal, protocol)
+        except NotFound:
+            # A solution created since the last catalog poll: reload once, retry.
+            return self._storages.refresh().addCallback(
+                lambda _: self._submit_known(batch, principal, protocol))
         except Exception:
             return defer.fail()
+        return self._wait_commit(q, name)
+
+    def _submit_known(self, batch: Batch, principal: Principal, protocol: str) -> defer.Deferred:
+        q, name = self._enqueue(batch, principal, protocol)
+        return self._wait_commit(q, name)
+
+    def _wait_commit(self, q: _Queue, name: str) -> defer.Deferred:
         d: defer.Deferred = defer.Deferred()
         q.waiters.append(d)
         self._schedule(q, name)

@@ -21,6 +21,9 @@ def load_plugins() -> dict[str, Any]:
     import tsnet.plugins as package
     from tsnet.interfaces import IProtocolPlugin
 
+    for path in pluginPackagePaths(package.__name__):  # sys.path may have grown
+        if path not in package.__path__:
+            package.__path__.append(path)
     found: dict[str, Any] = {}
     plugins = sorted(getPlugins(IProtocolPlugin, package),
                      key=lambda p: (type(p).__module__ != "tsnet.plugins.builtin", p.name))

@@ -275,8 +275,11 @@ class SqliteEngine:
 
     def write(self, batch: WriteBatch) -> None:
         """Commit everything in ``batch`` in one transaction."""
-        if not batch.item_count():
-            return
+        if not any(
+            b.samples.columns or b.properties or b.messages or b.meta or b.records
+            for b in batch.by_solution.values()
+        ):
+            return  # (not item_count(): a parser may fill columns without recounting)
         try:
             with self._transaction() as db:
                 self._check_data_generation(db)

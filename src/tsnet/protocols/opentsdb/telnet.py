@@ -15,9 +15,11 @@ import socket
 from typing import Any
 
 from twisted.internet import defer
+from twisted.internet.interfaces import IHalfCloseableProtocol
 from twisted.internet.protocol import Protocol
 from twisted.logger import Logger
 from twisted.protocols.policies import TimeoutMixin
+from zope.interface import implementer
 
 from tsnet.errors import Forbidden, Unauthorized
 from tsnet.listeners import ConnectionTracker
@@ -90,7 +92,11 @@ class TelnetFactory(ConnectionTracker):
         return "".join(f"{name} {now} {v} {tag} host={host}\n" for name, v, tag in rows)
 
 
+@implementer(IHalfCloseableProtocol)
 class TelnetProtocol(Protocol, TimeoutMixin):
+    """One connection.  A client that half-closes (``printf ... | nc -N``) gets its
+    remaining lines handled and every reply before the server closes."""
+
     factory: TelnetFactory
 
     def __init__(self) -> None:
@@ -104,6 +110,7 @@ class TelnetProtocol(Protocol, TimeoutMixin):
         self._principal: Principal | None = None
         self._secret: str | None = None
         self._pending_secret: str | None = None
+        self._eof = False
 
     # -- connection ------------------------------------------------------------
 
@@ -121,6 +128,14 @@ class TelnetProtocol(Protocol, TimeoutMixin):
         self.setTimeout(None)
         self.factory.forget(self)
         self.factory.core.ingest.unregisterProducer(self)
+
+    def readConnectionLost(self) -> None:
+        self._eof = True
+        if not self._waiting:
+            self._close()
+
+    def writeConnectionLost(self) -> None:
+        self._close()
 
     def timeoutConnection(self) -> None:
         log.debug("closing idle connection")
@@ -187,6 +202,8 @@ class TelnetProtocol(Protocol, TimeoutMixin):
         self._close()
 
     def _close(self) -> None:
+        if self._closing:
+            return
         self._closing = True
         self._buf = b""
         self.transport.loseConnection()
@@ -341,6 +358,8 @@ class TelnetProtocol(Protocol, TimeoutMixin):
                 return
             if not self._closing and not self._waiting:
                 self._process()
+            if self._eof and not self._waiting:
+                self._close()
 
         d.addBoth(done)
 

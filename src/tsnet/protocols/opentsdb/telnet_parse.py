@@ -224,15 +224,17 @@ class PutParser:
     the cache of validated (metric, tag text) pairs; 0 disables the fast path.
     """
 
-    __slots__ = ("_cache", "_cache_limit", "_notag_cache", "_ts_cache", "max_tags")
+    __slots__ = ("_cache", "_cache_limit", "_cached", "_notag_cache", "_ts_cache", "max_tags")
 
     def __init__(self, max_tags: int = 8, cache_limit: int = 100_000) -> None:
         self.max_tags = max_tags
         self._cache_limit = cache_limit
-        # (metric, tag text) -> (series key, token); lines with >= 1 client tag
-        self._cache: dict[tuple[str, str], tuple[SeriesKey, str | None]] = {}
+        # tag text -> metric -> (series key, token), for lines with >= 1 client
+        # tag; nested rather than keyed by a tuple, which is faster to look up.
+        self._cache: dict[str, dict[str, tuple[SeriesKey, str | None]]] = {}
         # the same for lines without client tags, valid only with allow_no_tags
-        self._notag_cache: dict[tuple[str, str], tuple[SeriesKey, str | None]] = {}
+        self._notag_cache: dict[str, dict[str, tuple[SeriesKey, str | None]]] = {}
+        self._cached = 0  # entries in both caches
         # timestamp text -> ns: many series share a timestamp in one batch
         self._ts_cache: dict[str, int] = {}
 
@@ -249,26 +251,29 @@ class PutParser:
         parts = line.split(" ", 4)
         if len(parts) == 5:
             _, metric, ts, value, tagtext = parts
-            hit = self._cache.get((metric, tagtext))
+            hit = None
+            by_metric = self._cache.get(tagtext)
+            if by_metric is not None:
+                hit = by_metric.get(metric)
             if hit is None and allow_no_tags:
-                hit = self._notag_cache.get((metric, tagtext))
+                by_metric = self._notag_cache.get(tagtext)
+                if by_metric is not None:
+                    hit = by_metric.get(metric)
             if hit is not None:  # metric and tags known good: check ts and value
                 t = self._ts_cache.get(ts)
-                if t is None and len(ts) < 14 and ts.isascii() and ts.isdigit():
+                if t is None and len(ts) < 14 and ts.isdigit() and ts.isascii():
                     n = int(ts)  # plain digits only: no sign, no dot, <= 13 digits
                     if n:
                         t = n * 1_000_000 if n >= SECONDS_LIMIT else n * 1_000_000_000
                         if len(self._ts_cache) >= _TS_CACHE_LIMIT:
                             self._ts_cache.clear()
                         self._ts_cache[ts] = t
-                if t is not None and value.isascii():
-                    if value.isdigit():
-                        if len(value) < 19:
-                            return hit[0], t, int(value), hit[1]
-                    elif "." in value:
-                        # With a point, no `_` and no whitespace, float() accepts
-                        # exactly Java's decimal syntax; inf is left to parse_slow.
-                        if value.isprintable() and "_" not in value:
+                if t is not None:
+                    if "." in value:
+                        # With a point, ASCII, no `_` and no whitespace, float()
+                        # accepts exactly Java's decimal syntax; inf is left to
+                        # parse_slow for its message.
+                        if value.isascii() and value.isprintable() and "_" not in value:
                             try:
                                 v = float(value)
                             except ValueError:
@@ -276,20 +281,31 @@ class PutParser:
                             else:
                                 if v - v == 0.0:
                                     return hit[0], t, v, hit[1]
-                    elif len(value) < 19 and value.removeprefix("-").isdigit():
-                        return hit[0], t, int(value), hit[1]
+                    elif len(value) < 19 and value.isascii():
+                        # Up to 18 digits always fit in int64.
+                        if value.isdigit() or value.removeprefix("-").isdigit():
+                            return hit[0], t, int(value), hit[1]
         result = self.parse_slow(line, allow_no_tags)
         if self._cache_limit > 0:
             self._remember(line, result)
         return result
 
     def _remember(self, line: str, result: tuple[SeriesKey, int, int | float, str | None]) -> None:
+        """Cache what parse_slow accepted: the series part of a line is validated
+        once, whatever its timestamp and value."""
         _, metric, _, _, tagtext = line.split(" ", 4)
+        if self._cached >= self._cache_limit:
+            self._cache.clear()
+            self._notag_cache.clear()
+            self._cached = 0
         key = result[0]
         cache = self._cache if key[2] else self._notag_cache
-        if len(cache) >= self._cache_limit:
-            cache.clear()
-        cache[(metric, tagtext)] = (key, result[3])
+        by_metric = cache.get(tagtext)
+        if by_metric is None:
+            by_metric = cache[tagtext] = {}
+        if metric not in by_metric:
+            self._cached += 1
+        by_metric[metric] = (key, result[3])
 
     def parse_slow(
         self, line: str, allow_no_tags: bool = False

@@ -1,0 +1,657 @@
+#!/usr/bin/env python3
+"""tsnet's ingest benchmark (stdlib only): first byte sent -> every point committed.
+
+For each run: write a private config in a fresh temp dir (every listener on
+127.0.0.1, port 0), start ``twistd -n tsnet`` on it, read the bound ports from its
+log, run the shared load generator against the OpenTSDB listener, poll
+``GET /metrics`` until ``tsnet_points_written_total{protocol="opentsdb"}`` reaches
+the point count, sample the server's CPU time and peak RSS, stop it with SIGTERM
+and check with ``tsnet export`` that storage holds exactly the points sent.
+
+Prints one JSON line per run and one summary line on stdout (progress goes to
+stderr).  Exit status: 0 every run passed its checks (with ``--strict``: and the
+bar was met), 1 a run failed (count mismatch, timeout, crash, ...), 2 usage or
+environment problem (loadgen missing, HTTP /api/put not served), 3 the bar was
+missed with ``--strict``.  See bench/README.rst.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import urllib.error
+import urllib.request
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+DEFAULT_LOADGEN = os.path.normpath(os.path.join(REPO, "..", "shared", "bench", "loadgen.py"))
+BIN = os.path.dirname(sys.executable)
+CLK = os.sysconf("SC_CLK_TCK")
+LOOPBACK = "127.0.0.1"
+BOUND = re.compile(r"listener (\S+) bound tcp:([0-9.]+):(\d+)")
+FORMATS = ("opentsdb-telnet", "opentsdb-http")
+HTTP_BATCH = 50
+FLUSH_INTERVAL = 0.5
+
+#: The bar (DESIGN §10), for the default telnet run.
+BAR_PPS = 300_000
+BAR_RSS_MIB = 300
+BAR_PARAMS = {"format": "opentsdb-telnet", "points": 2_000_000, "conns": 4, "series": 1000,
+              "tags": 2}
+
+
+class BenchError(Exception):
+    """A run that cannot be measured or whose result is wrong; ``code`` is the exit status."""
+
+    def __init__(self, msg: str, code: int = 1) -> None:
+        super().__init__(msg)
+        self.code = code
+
+
+def log(msg: str) -> None:
+    print(f"[bench {time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
+
+
+# ------------------------------------------------------------------ process probes
+
+def proc_cpu(pid: int) -> float:
+    """utime+stime of ``pid`` in seconds, all threads (/proc/PID/stat)."""
+    with open(f"/proc/{pid}/stat") as f:
+        rest = f.read().rsplit(")", 1)[1].split()
+    return (int(rest[11]) + int(rest[12])) / CLK
+
+
+def proc_status(pid: int, key: str) -> int | None:
+    """A numeric field of /proc/PID/status (VmHWM and VmRSS are in kB)."""
+    with open(f"/proc/{pid}/status") as f:
+        for ln in f:
+            if ln.startswith(key + ":"):
+                return int(ln.split()[1])
+    return None
+
+
+def mib(kib: int | None) -> float:
+    return round((kib or 0) / 1024, 1)
+
+
+def machine_cpu() -> tuple[float, float]:
+    """(busy, total) CPU seconds summed over every CPU since boot (/proc/stat)."""
+    with open("/proc/stat") as f:
+        v = [int(x) for x in f.readline().split()[1:]]
+    idle = v[3] + v[4]
+    return (sum(v) - idle) / CLK, sum(v) / CLK
+
+
+def tail(path: str, n: int = 20) -> str:
+    try:
+        with open(path, "rb") as f:
+            f.seek(0, 2)
+            f.seek(max(0, f.tell() - 16000))
+            return "\n".join(f.read().decode("utf-8", "replace").splitlines()[-n:])
+    except OSError:
+        return ""
+
+
+def dir_mib(path: str) -> float:
+    total = 0
+    for dp, _dn, fn in os.walk(path):
+        for name in fn:
+            try:
+                total += os.lstat(os.path.join(dp, name)).st_blocks * 512
+            except OSError:
+                pass
+    return round(total / 2**20, 1)
+
+
+# ------------------------------------------------------------------ commands
+
+def script_cmd(name: str, module: str, func: str) -> list[str]:
+    """The console script ``name`` next to sys.executable, run by this interpreter."""
+    path = os.path.join(BIN, name)
+    if os.path.isfile(path):
+        return [sys.executable, path]
+    return [sys.executable, "-c", f"import sys; from {module} import {func}; sys.exit({func}())"]
+
+
+def twistd_cmd() -> list[str]:
+    return script_cmd("twistd", "twisted.scripts.twistd", "run")
+
+
+def tsnet_cmd() -> list[str]:
+    return script_cmd("tsnet", "tsnet.cli", "main")
+
+
+def write_config(workdir: str, fmt: str) -> str:
+    # The telnet run mounts only /metrics on the http listener.  The HTTP run leaves
+    # `apis` out, which mounts every installed API: /metrics and, once a plugin
+    # provides it, OpenTSDB's /api/put.
+    apis = "apis = metrics\n" if fmt == "opentsdb-telnet" else ""
+    text = (
+        "; written by bench/run.py: every listener on 127.0.0.1, free ports\n"
+        "[tsnet]\n"
+        "data_dir = var\n"
+        f"flush_interval = {FLUSH_INTERVAL}\n"
+        "[storage:default]\n"
+        "backend = sqlite\n"
+        "[listener:opentsdb]\n"
+        "protocol = opentsdb\n"
+        "endpoint = tcp:0:interface=127.0.0.1\n"
+        "[listener:http]\n"
+        "protocol = http\n"
+        "endpoint = tcp:0:interface=127.0.0.1\n"
+        f"{apis}"
+    )
+    path = os.path.join(workdir, "tsnet.ini")
+    with open(path, "w") as f:
+        f.write(text)
+    return path
+
+
+# ------------------------------------------------------------------ the server
+
+class Server:
+    """One ``twistd -n tsnet`` child; only ever signalled by its own PID."""
+
+    def __init__(self, workdir: str, cfg: str, cprofile: str | None = None) -> None:
+        self.workdir = workdir
+        self.logf = os.path.join(workdir, "server.log")
+        self.cmd = [*twistd_cmd(), "-n", "--pidfile="]
+        if cprofile:
+            self.cmd += [f"--profile={cprofile}", "--profiler=cprofile", "--savestats"]
+        self.cmd += ["tsnet", "--config", cfg]
+        self.proc: subprocess.Popen | None = None
+        self.ports: dict[str, int] = {}
+
+    @property
+    def pid(self) -> int:
+        assert self.proc is not None
+        return self.proc.pid
+
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    @property
+    def returncode(self) -> int | None:
+        return self.proc.returncode if self.proc else None
+
+    def start(self, timeout: float, names: tuple[str, ...] = ("opentsdb", "http")) -> None:
+        """Start; return once every listener in ``names`` logged its bound port."""
+        with open(self.logf, "wb") as lf:
+            self.proc = subprocess.Popen(self.cmd, stdout=lf, stderr=subprocess.STDOUT,
+                                         stdin=subprocess.DEVNULL, cwd=self.workdir,
+                                         start_new_session=True)
+        deadline = time.time() + timeout
+        while time.time() < deadline:
+            with open(self.logf, encoding="utf-8", errors="replace") as f:
+                for m in BOUND.finditer(f.read()):
+                    name, host, port = m.groups()
+                    if host != LOOPBACK:
+                        raise BenchError(f"listener {name} bound {host}, not {LOOPBACK}: "
+                                         "refusing to load it")
+                    self.ports[name] = int(port)
+            if all(n in self.ports for n in names):
+                return
+            if not self.alive():
+                raise BenchError(f"server exited with status {self.returncode} before "
+                                 f"binding; log tail:\n{tail(self.logf)}")
+            time.sleep(0.05)
+        missing = ", ".join(n for n in names if n not in self.ports)
+        raise BenchError(f"server did not log 'listener NAME bound' for {missing} within "
+                         f"{timeout:.0f} s; log tail:\n{tail(self.logf)}")
+
+    def stop(self, timeout: float) -> int | None:
+        """SIGTERM and wait up to ``timeout`` s; raises (after SIGKILL) if it hangs."""
+        if not self.alive():
+            return self.returncode
+        os.kill(self.pid, signal.SIGTERM)
+        try:
+            return self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.kill()
+            raise BenchError(f"server did not exit within {timeout:.0f} s of SIGTERM "
+                             "(killed)") from None
+
+    def kill(self) -> None:
+        if self.alive():
+            os.kill(self.pid, signal.SIGKILL)
+            self.proc.wait(30)
+
+
+# ------------------------------------------------------------------ HTTP helpers
+
+def http(url: str, data: bytes | None = None, timeout: float = 5.0,
+         headers: dict | None = None) -> tuple[int, bytes]:
+    req = urllib.request.Request(url, data=data, headers=headers or {},
+                                 method="POST" if data is not None else "GET")
+    try:
+        with urllib.request.urlopen(req, timeout=timeout) as r:
+            return r.status, r.read()
+    except urllib.error.HTTPError as e:
+        return e.code, e.read()
+
+
+def metric_sum(text: str, name: str, protocol: str = "*") -> float:
+    """Sum of the ``name{...}`` samples with label protocol="P" (``*``: every sample)."""
+    total = 0.0
+    want = f'protocol="{protocol}"'
+    for ln in text.splitlines():
+        if ln.startswith(name) and ln[len(name):len(name) + 1] in ("{", " "):
+            head, _, val = ln.rpartition(" ")
+            if protocol == "*" or want in head:
+                total += float(val)
+    return total
+
+
+def points_lines(text: str) -> str:
+    """The counter lines worth showing when a run times out."""
+    return "\n".join(ln for ln in text.splitlines()
+                     if ln.startswith(("tsnet_points_", "tsnet_write_queue_items"))
+                     and not ln.split("{")[0].split(" ")[0].endswith("_created"))
+
+
+def preflight_http_put(port: int) -> None:
+    """POST an empty batch: 404 means this server has no OpenTSDB HTTP /api/put."""
+    st, body = http(f"http://{LOOPBACK}:{port}/api/put", data=b"[]",
+                    headers={"Content-Type": "application/json"})
+    if st == 404:
+        raise BenchError(
+            f"--format opentsdb-http: the server answered 404 to POST /api/put on its http "
+            f"listener (port {port}): this tsnet does not serve OpenTSDB's HTTP /api/put "
+            f"yet (body: {body[:200].decode('utf-8', 'replace')})", code=2)
+
+
+# ------------------------------------------------------------------ export check
+
+def count_export(cmd: list[str], cwd: str, timeout: float) -> dict:
+    """Stream ``tsnet export``: series lines and distinct series, bounded by ``timeout``."""
+    t0 = time.time()
+    errf = os.path.join(cwd, "export.err")
+    with open(errf, "wb") as ef:
+        p = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=ef, stdin=subprocess.DEVNULL,
+                             cwd=cwd)
+    timed_out = threading.Event()
+
+    def on_timeout() -> None:
+        if p.poll() is None:
+            timed_out.set()
+            os.kill(p.pid, signal.SIGKILL)  # our own child, by PID
+
+    timer = threading.Timer(timeout, on_timeout)
+    timer.start()
+    lines = other = 0
+    series: set[bytes] = set()
+    try:
+        assert p.stdout is not None
+        for ln in p.stdout:
+            if b'"kind":"series"' in ln:
+                lines += 1
+                cut = ln.find(b',"time_ms"')
+                series.add(ln[:cut] if cut > 0 else ln)
+            elif ln.strip():
+                other += 1
+        rc = p.wait(30)
+    finally:
+        timer.cancel()
+        if p.poll() is None:
+            os.kill(p.pid, signal.SIGKILL)
+            p.wait(10)
+    if timed_out.is_set():
+        raise BenchError(f"tsnet export did not finish within {timeout:.0f} s")
+    if rc != 0:
+        raise BenchError(f"tsnet export exited {rc}: {tail(errf)}")
+    return {"export_series_lines": lines, "export_distinct_series": len(series),
+            "export_other_lines": other, "export_seconds": round(time.time() - t0, 2)}
+
+
+# ------------------------------------------------------------------ profilers
+
+def numbered(path: str, run: int, runs: int) -> str:
+    """``path`` for one run: ``x.txt`` -> ``x.run2.txt`` when there are several runs."""
+    root, ext = os.path.splitext(os.path.abspath(path))
+    return root + ext if runs == 1 else f"{root}.run{run}{ext}"
+
+
+class PySpy:
+    """``py-spy record --pid`` attached to the server from before the load to the commit."""
+
+    def __init__(self, out: str, pid: int, rate: int, workdir: str) -> None:
+        self.out = out
+        fmt = {".json": "speedscope", ".svg": "flamegraph"}.get(
+            os.path.splitext(out)[1].lower(), "raw")
+        exe = shutil.which("py-spy") or os.path.join(BIN, "py-spy")
+        cmd = [exe, "record", "--pid", str(pid), "--output", out, "--format", fmt,
+               "--rate", str(rate), "--threads"]
+        self.logf = os.path.join(workdir, "py-spy.log")
+        with open(self.logf, "wb") as lf:
+            self.proc = subprocess.Popen(cmd, stdout=lf, stderr=subprocess.STDOUT,
+                                         stdin=subprocess.DEVNULL)
+        time.sleep(1.0)  # let it attach before the load starts
+        if self.proc.poll() is not None:
+            raise BenchError(f"py-spy exited {self.proc.returncode} at once: {tail(self.logf)}")
+
+    def stop(self) -> None:
+        """SIGINT makes py-spy write its output and exit."""
+        if self.proc.poll() is None:
+            os.kill(self.proc.pid, signal.SIGINT)  # our own child, by PID
+            try:
+                self.proc.wait(120)
+            except subprocess.TimeoutExpired:
+                os.kill(self.proc.pid, signal.SIGKILL)
+                self.proc.wait(10)
+
+
+# ------------------------------------------------------------------ one run
+
+def loadgen_cmd(a: argparse.Namespace, port: int) -> list[str]:
+    cmd = [sys.executable, a.loadgen, "--host", LOOPBACK, "--port", str(port),
+           "--format", a.format, "--points", str(a.points), "--conns", str(a.conns),
+           "--series", str(a.series), "--tags", str(a.tags),
+           "--duration-limit", str(a.timeout), "--drain-timeout", "60"]
+    if a.format == "opentsdb-http":
+        cmd += ["--batch", str(HTTP_BATCH)]
+    return cmd
+
+
+def wait_committed(a: argparse.Namespace, server: Server, lg: subprocess.Popen,
+                   metrics_url: str, t_launch: float) -> dict:
+    """Poll /metrics until the committed count reaches --points; bounded by --timeout."""
+    n = a.points
+    deadline = t_launch + a.timeout
+    written = -1.0
+    text = ""
+    t_prev = None
+    polls = errors = 0
+    lg_gone = False
+    while True:
+        tq = time.time()
+        if tq > deadline:
+            raise BenchError(
+                f"timeout: {deadline - t_launch:.0f} s after launching loadgen only "
+                f"{written:.0f} of {n} points were committed; last /metrics:\n"
+                f"{points_lines(text)}\nloadgen exit status: {lg.poll()}")
+        if not server.alive():
+            raise BenchError(f"server exited with status {server.returncode} during the "
+                             f"load; log tail:\n{tail(server.logf)}")
+        try:
+            _st, body = http(metrics_url, timeout=10)
+            text = body.decode("utf-8", "replace")
+            written = metric_sum(text, "tsnet_points_written_total", a.protocol_label)
+        except (OSError, ValueError):
+            errors += 1
+        polls += 1
+        if written >= n:
+            return {"t_commit": time.time(), "t_prev": t_prev, "polls": polls,
+                    "poll_errors": errors, "text": text, "written": written}
+        if not lg_gone and lg.poll() is not None:
+            lg_gone = True
+            if lg.returncode != 0:
+                # loadgen gave up (refused, rejected, ...): wait only as long as it takes
+                # to commit what the server did read.
+                deadline = min(deadline, time.time() + 2 * FLUSH_INTERVAL + 5)
+        t_prev = tq
+        time.sleep(a.poll_interval)
+
+
+def read_loadgen(lg: subprocess.Popen, out: str, err: str, timeout: float) -> dict:
+    try:
+        lg.wait(timeout)
+    except subprocess.TimeoutExpired:
+        raise BenchError(f"loadgen did not exit within {timeout:.0f} s") from None
+    with open(out, encoding="utf-8", errors="replace") as f:
+        lines = [ln for ln in f.read().splitlines() if ln.startswith("{")]
+    if not lines:
+        raise BenchError(f"loadgen printed no JSON (exit {lg.returncode}): {tail(err)}")
+    return json.loads(lines[-1])
+
+
+def one_run(a: argparse.Namespace, run: int) -> dict:
+    n = a.points
+    rec: dict = {"run": run, "format": a.format, "points": n, "conns": a.conns,
+                 "series": a.series, "tags": a.tags, "ok": False}
+    workdir = tempfile.mkdtemp(prefix="tsnet-bench-")
+    server: Server | None = None
+    lg: subprocess.Popen | None = None
+    spy: PySpy | None = None
+    t_start = time.time()
+    try:
+        cfg = write_config(workdir, a.format)
+        cprof = numbered(a.cprofile, run, a.runs) if a.cprofile else None
+        server = Server(workdir, cfg, cprof)
+        server.start(a.startup_timeout)
+        pid = server.pid
+        rec["startup_s"] = round(time.time() - t_start, 2)
+        rec["ports"] = dict(server.ports)
+        http_port = server.ports["http"]
+        target = server.ports["opentsdb" if a.format == "opentsdb-telnet" else "http"]
+        metrics_url = f"http://{LOOPBACK}:{http_port}/metrics"
+        st, body = http(metrics_url)
+        if st != 200:
+            raise BenchError(f"GET /metrics answered {st}: {body[:200]!r}")
+        if a.format == "opentsdb-http":
+            preflight_http_put(http_port)
+        rec["rss_before_mib"] = mib(proc_status(pid, "VmRSS"))
+
+        if a.py_spy:
+            spy = PySpy(numbered(a.py_spy, run, a.runs), pid, a.py_spy_rate, workdir)
+            rec["py_spy_output"] = spy.out
+        if cprof:
+            rec["cprofile_output"] = cprof
+        lg_out = os.path.join(workdir, "loadgen.out")
+        lg_err = os.path.join(workdir, "loadgen.err")
+        cmd = loadgen_cmd(a, target)
+        rec["loadgen_cmd"] = " ".join(cmd[1:])
+        cpu0 = proc_cpu(pid)
+        m0 = machine_cpu()
+        t_launch = time.time()
+        with open(lg_out, "wb") as fo, open(lg_err, "wb") as fe:
+            lg = subprocess.Popen(cmd, stdout=fo, stderr=fe, stdin=subprocess.DEVNULL)
+
+        c = wait_committed(a, server, lg, metrics_url, t_launch)
+        cpu1 = proc_cpu(pid)
+        m1 = machine_cpu()
+        rec["peak_rss_mib"] = mib(proc_status(pid, "VmHWM"))
+        rec["rss_end_mib"] = mib(proc_status(pid, "VmRSS"))
+        rec["threads"] = proc_status(pid, "Threads")
+        rec["server_cpu_total_s"] = round(cpu1, 2)
+        if spy is not None:
+            spy.stop()
+
+        r = read_loadgen(lg, lg_out, lg_err, max(10.0, t_launch + a.timeout + 90 - time.time()))
+        rec["loadgen"] = {k: r.get(k) for k in (
+            "points_sent", "points_accepted", "points_rejected", "seconds", "points_per_sec",
+            "send_seconds", "setup_seconds", "loadgen_cpu_seconds", "bytes", "requests",
+            "http_status", "all_drained", "server_said", "errors")}
+        rec["loadgen"]["rc"] = lg.returncode
+        if (r.get("http_status") or {}).get("404"):
+            raise BenchError(f"--format opentsdb-http: /api/put answered 404 to "
+                             f"{r['http_status']['404']} requests: this tsnet does not "
+                             "serve it", code=2)
+        if lg.returncode != 0 or r.get("points_sent") != n or r.get("errors"):
+            raise BenchError(f"loadgen failed (exit {lg.returncode}, {r.get('points_sent')} "
+                             f"of {n} sent): {r.get('errors')}")
+        t0 = r["t_first_byte"]
+        e2e = c["t_commit"] - t0
+        rec["points_per_sec"] = round(n / e2e, 1)
+        rec["e2e_seconds"] = round(e2e, 3)
+        # the counter reached N between the previous poll and this one
+        rec["e2e_seconds_lower_bound"] = round(max(c["t_prev"] or t0, r["t_done"]) - t0, 3)
+        rec["commit_after_read_s"] = round(c["t_commit"] - r["t_done"], 3)
+        rec["loadgen_start_s"] = round(t0 - t_launch, 3)
+        rec["server_cpu_s"] = round(cpu1 - cpu0, 2)
+        rec["server_cpu_us_per_point"] = round((cpu1 - cpu0) / n * 1e6, 2)
+        busy, total = m1[0] - m0[0], m1[1] - m0[1]
+        rec["machine_busy_pct"] = round(100.0 * busy / total, 1) if total > 0 else None
+        rec["polls"] = c["polls"]
+        rec["poll_errors"] = c["poll_errors"]
+        rec["points_written"] = int(c["written"])
+        rec["points_received"] = int(metric_sum(c["text"], "tsnet_points_received_total"))
+        rec["points_rejected"] = int(metric_sum(c["text"], "tsnet_points_rejected_total"))
+
+        t_stop = time.time()
+        rec["stop_rc"] = server.stop(a.stop_timeout)
+        rec["stop_s"] = round(time.time() - t_stop, 2)
+        # twistd re-raises the signal it stopped on, so a clean stop exits -SIGTERM (0
+        # is accepted too); the service logs "tsnet stopped cleanly" once all is committed.
+        if rec["stop_rc"] not in (0, -signal.SIGTERM) or "tsnet stopped cleanly" not in \
+                tail(server.logf, 40):
+            raise BenchError(f"server did not stop cleanly (exit {rec['stop_rc']}); log "
+                             f"tail:\n{tail(server.logf)}")
+        rec["data_dir_mib"] = dir_mib(os.path.join(workdir, "var"))
+        rec.update(count_export([*tsnet_cmd(), "--config", cfg, "export"], workdir,
+                                a.export_timeout))
+        want_series = min(a.series, n)
+        if rec["export_series_lines"] != n or rec["export_distinct_series"] != want_series:
+            raise BenchError(
+                f"STORAGE MISMATCH: tsnet export has {rec['export_series_lines']} series "
+                f"lines (sent {n}) in {rec['export_distinct_series']} distinct series "
+                f"(sent {want_series})")
+        if rec["points_written"] != n:
+            raise BenchError(f"tsnet_points_written_total is {rec['points_written']}, "
+                             f"want exactly {n}")
+        rec["ok"] = True
+    except BenchError as e:
+        rec["error"] = str(e)
+        rec["error_code"] = e.code
+    except Exception as e:  # any other failure is a failed run, never a hang
+        rec["error"] = f"{type(e).__name__}: {e}"
+        rec["error_code"] = 1
+    finally:
+        if lg is not None and lg.poll() is None:
+            os.kill(lg.pid, signal.SIGTERM)  # our own child, by PID
+            try:
+                lg.wait(10)
+            except subprocess.TimeoutExpired:
+                os.kill(lg.pid, signal.SIGKILL)
+                lg.wait(10)
+        if spy is not None:
+            spy.stop()
+        if server is not None and server.alive():
+            server.kill()
+        if server is not None and not rec["ok"]:
+            rec["server_log_tail"] = tail(server.logf, 12).splitlines()
+        rec["wall_s"] = round(time.time() - t_start, 1)
+        if a.keep or (a.keep_failed and not rec["ok"]):
+            rec["kept_dir"] = workdir
+        else:
+            shutil.rmtree(workdir, ignore_errors=True)
+    return rec
+
+
+# ------------------------------------------------------------------ main
+
+def summarize(a: argparse.Namespace, runs: list[dict]) -> dict:
+    ok = [r for r in runs if r["ok"]]
+    summ: dict = {"summary": True, "format": a.format, "points": a.points, "conns": a.conns,
+                  "series": a.series, "tags": a.tags, "runs": len(runs), "runs_ok": len(ok),
+                  "ok": len(ok) == a.runs}
+    if ok:
+        pps = [r["points_per_sec"] for r in ok]
+        summ.update({
+            "median_points_per_sec": round(statistics.median(pps), 1),
+            "min_points_per_sec": min(pps),
+            "max_points_per_sec": max(pps),
+            "median_e2e_seconds": round(statistics.median(r["e2e_seconds"] for r in ok), 3),
+            "median_server_cpu_s": round(statistics.median(r["server_cpu_s"] for r in ok), 2),
+            "median_server_cpu_us_per_point": round(
+                statistics.median(r["server_cpu_us_per_point"] for r in ok), 2),
+            "max_peak_rss_mib": max(r["peak_rss_mib"] for r in ok),
+        })
+    applies = all(getattr(a, k) == v for k, v in BAR_PARAMS.items()) and not (
+        a.py_spy or a.cprofile)
+    met = (summ["ok"] and summ["median_points_per_sec"] >= BAR_PPS
+           and summ["max_peak_rss_mib"] < BAR_RSS_MIB)
+    summ["bar"] = {"points_per_sec_min": BAR_PPS, "peak_rss_mib_below": BAR_RSS_MIB,
+                   "applies": applies, "pass": met if applies else None, "would_pass": met}
+    if not summ["ok"]:
+        summ["errors"] = [r.get("error", "")[:300] for r in runs if not r["ok"]]
+    return summ
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--points", type=int, default=2_000_000, help="points per run (N)")
+    p.add_argument("--conns", type=int, default=4, help="client connections")
+    p.add_argument("--series", type=int, default=1000, help="distinct series")
+    p.add_argument("--tags", type=int, default=2, help="tags per point")
+    p.add_argument("--format", choices=FORMATS, default="opentsdb-telnet")
+    p.add_argument("--runs", type=int, default=3, help="fresh-server runs (median reported)")
+    p.add_argument("--loadgen", default=DEFAULT_LOADGEN,
+                   help="path of loadgen.py (default: ../shared/bench/loadgen.py from the repo)")
+    p.add_argument("--timeout", type=float, default=300.0,
+                   help="seconds from launching loadgen until every point must be committed")
+    p.add_argument("--poll-interval", type=float, default=0.05, help="seconds between polls")
+    p.add_argument("--startup-timeout", type=float, default=60.0)
+    p.add_argument("--stop-timeout", type=float, default=120.0)
+    p.add_argument("--export-timeout", type=float, default=600.0)
+    p.add_argument("--protocol-label", default="opentsdb",
+                   help='protocol label of tsnet_points_written_total to wait on ("*": all)')
+    p.add_argument("--py-spy", metavar="OUT", default=None,
+                   help="attach `py-spy record --threads` to the server during the load; "
+                        "OUT.txt: raw collapsed stacks, .json: speedscope, .svg: flamegraph "
+                        "(several runs: .runN before the extension)")
+    p.add_argument("--py-spy-rate", type=int, default=100, help="py-spy samples per second")
+    p.add_argument("--cprofile", metavar="OUT", default=None,
+                   help="run twistd --profiler=cprofile --savestats --profile=OUT (reactor "
+                        "thread only; slows the server a lot)")
+    p.add_argument("--keep", action="store_true", help="keep every run's temp dir")
+    p.add_argument("--keep-failed", action="store_true", help="keep a failed run's temp dir")
+    p.add_argument("--strict", action="store_true",
+                   help="exit 3 when the bar applies and is missed")
+    a = p.parse_args(argv)
+    if min(a.points, a.conns, a.series, a.runs) < 1 or a.tags < 0:
+        p.error("points, conns, series and runs must be >= 1, tags >= 0")
+    if a.poll_interval <= 0 or a.timeout <= 0:
+        p.error("--poll-interval and --timeout must be > 0")
+    a.loadgen = os.path.abspath(a.loadgen)
+    if not os.path.isfile(a.loadgen):
+        print(f"bench: load generator not found at {a.loadgen}; pass --loadgen PATH "
+              "(it is loadgen.py in the shared bench folder)", file=sys.stderr)
+        return 2
+    if a.py_spy and not (shutil.which("py-spy") or os.path.isfile(os.path.join(BIN, "py-spy"))):
+        print("bench: --py-spy needs py-spy (pip install py-spy)", file=sys.stderr)
+        return 2
+    if not os.path.isfile("/proc/self/stat"):
+        print("bench: needs Linux /proc for CPU and RSS", file=sys.stderr)
+        return 2
+
+    runs = []
+    for i in range(1, a.runs + 1):
+        log(f"run {i}/{a.runs}: {a.format}, {a.points} points, {a.conns} conns, "
+            f"{a.series} series, {a.tags} tags")
+        rec = one_run(a, i)
+        runs.append(rec)
+        print(json.dumps(rec), flush=True)
+        if rec["ok"]:
+            log(f"run {i}: {rec['points_per_sec']:.0f} points/s ({rec['e2e_seconds']:.2f} s), "
+                f"server CPU {rec['server_cpu_s']:.2f} s, peak RSS {rec['peak_rss_mib']} MiB")
+        else:
+            log(f"RUN {i} FAILED: {rec['error']}")
+            if rec.get("error_code") == 2:
+                break  # environment problem: the next runs would fail the same way
+
+    summ = summarize(a, runs)
+    print(json.dumps(summ), flush=True)
+    bar = summ["bar"]
+    verdict = ("PASS" if bar["pass"] else "FAIL") if bar["applies"] else \
+        "n/a (only the default telnet run, unprofiled, is held to it)"
+    log(f"median {summ.get('median_points_per_sec')} points/s, server CPU "
+        f"{summ.get('median_server_cpu_s')} s, peak RSS {summ.get('max_peak_rss_mib')} MiB; "
+        f"bar (>= {BAR_PPS} points/s, RSS < {BAR_RSS_MIB} MiB): {verdict}")
+    if not summ["ok"]:
+        return max(r.get("error_code", 1) for r in runs if not r["ok"])
+    if a.strict and bar["applies"] and not bar["pass"]:
+        return 3
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,794 @@
+"""The storage conformance suite: what every IStorage/ICatalog backend must do.
+
+A backend's test module subclasses `StorageConformance` (the name does not start
+with ``Test``, so it is collected only through subclasses) and supplies one fixture::
+
+    from tests.storage_conformance import StorageConformance
+
+    class TestSqliteConformance(StorageConformance):
+        @pytest.fixture
+        def storage_factory(self, tmp_path):
+            from twisted.internet import reactor
+            return lambda: SqliteStorage("default", str(tmp_path / "db"), reactor)
+
+``storage_factory()`` returns a new, unopened backend over the same underlying
+store each time it is called within one test (the reopen tests call it twice).
+Every test writes through the public interface only and compares results with
+exact values and types, so a new backend passes by behaving, not by resembling.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+import pytest_twisted
+
+from tsnet import export
+from tsnet.errors import Conflict, NotFound
+from tsnet.interfaces import ICatalog, IStorage
+from tsnet.model import (
+    INT64_MAX,
+    INT64_MIN,
+    Message,
+    Meta,
+    Property,
+    Record,
+    SeriesKey,
+    Value,
+    WriteBatch,
+    series_key,
+)
+from tsnet.records import Credential, SolutionRecord, TokenRecord, hash_secret
+
+S = "default"
+T0 = 1_425_482_080_000_000_000  # 2015-03-04, in ns
+MS = 1_000_000
+CPU: SeriesKey = series_key("cpu", {"host": "a"})
+
+
+def make_batch(solution: str = S, samples: Any = (), **items: Any) -> WriteBatch:
+    """A WriteBatch from (key, time_ns, value[, text]) tuples and item lists."""
+    wb = WriteBatch()
+    b = wb.for_solution(solution)
+    for sample in samples:
+        b.samples.add(*sample)
+    for kind, values in items.items():
+        getattr(b, kind).extend(values)
+    return wb
+
+
+def typed(values: Any) -> list:
+    """Values with their exact type, NaN and -0.0 included, for equality checks."""
+    return [(type(v).__name__, repr(v)) for v in values]
+
+
+async def collect(storage: Any, solution: str | None) -> list[dict]:
+    lines: list[dict] = []
+    await storage.export(solution, lines.append)
+    return lines
+
+
+class StorageConformance:
+    """Subclass and provide the ``storage_factory`` fixture (see module docstring)."""
+
+    @pytest.fixture
+    def storage_factory(self) -> Callable[[], Any]:  # pragma: no cover - overridden
+        raise NotImplementedError("a backend's test class provides storage_factory")
+
+    @pytest_twisted.async_yield_fixture
+    async def storage(self, storage_factory: Callable[[], Any]) -> Any:
+        s = storage_factory()
+        await s.open()
+        yield s
+        await s.close()
+
+    @pytest.fixture
+    def catalog(self, storage: Any) -> Any:
+        if not ICatalog.providedBy(storage):
+            pytest.skip("this backend holds no catalog")
+        return storage
+
+    # -- interfaces ----------------------------------------------------------
+
+    def test_provides_istorage(self, storage: Any) -> None:
+        assert IStorage.providedBy(storage)
+        assert isinstance(storage.name, str)
+
+    # -- samples: values -----------------------------------------------------
+
+    @pytest_twisted.ensureDeferred
+    async def test_ints_round_trip_exactly(self, storage: Any) -> None:
+        values = [0, 1, -1, 2**53 + 1, INT64_MAX, INT64_MIN, 42]
+        await storage.write(make_batch(samples=[(CPU, T0 + i, v) for i, v in enumerate(values)]))
+        [(key, times, got, texts)] = await storage.read_series(S, "cpu", None, None)
+        assert key == CPU
+        assert times == [T0 + i for i in range(len(values))]
+        assert typed(got) == typed(values)
+        assert texts is None
+
+    @pytest_twisted.ensureDeferred
+    async def test_floats_and_nan_round_trip(self, storage: Any) -> None:
+        values = [72.5, 0.1, -0.0, 1e300, 5e-324, float("nan"), 3.0]
+        await storage.write(make_batch(samples=[(CPU, T0 + i, v) for i, v in enumerate(values)]))
+        [(_, _, got, _)] = await storage.read_series(S, "cpu", None, None)
+        assert typed(got) == typed(values)
+        assert math.isnan(got[5])
+
+    @pytest_twisted.ensureDeferred
+    async def test_mixed_values_texts_and_none(self, storage: Any) -> None:
+        key = series_key("temp", {}, entity="srv1")
+        samples = [
+            (key, T0, 1),
+            (key, T0 + 1, 1.5, "warm"),
+            (key, T0 + 2, None, "text only"),
+            (key, T0 + 3, float("nan"), ""),
+            (key, T0 + 4, INT64_MAX),
+        ]
+        await storage.write(make_batch(samples=samples))
+        [(got_key, times, values, texts)] = await storage.read_series(S, None, None, None)
+        assert got_key == ("temp", "srv1", ())
+        assert times == [T0 + i for i in range(5)]
+        assert typed(values) == typed([1, 1.5, None, float("nan"), INT64_MAX])
+        assert texts == [None, "warm", "text only", "", None]
+
+    @pytest_twisted.ensureDeferred
+    async def test_unicode_texts(self, storage: Any) -> None:
+        key = series_key("note", {}, entity="e")
+        text = 'ünïcode "quoted"\nnew line; \u2603 \U0001f600'
+        await storage.write(make_batch(samples=[(key, T0, None, text)]))
+        [(_, _, values, texts)] = await storage.read_series(S, "note", None, None)
+        assert values == [None]
+        assert texts == [text]
+
+    @pytest_twisted.ensureDeferred
+    async def test_unsorted_tags_are_the_same_series(self, storage: Any) -> None:
+        unsorted = ("cpu", None, (("z", "1"), ("a", "2")))
+        await storage.write(make_batch(samples=[(unsorted, T0, 1)]))
+        await storage.write(make_batch(samples=[(series_key("cpu", {"a": "2", "z": "1"}), T0, 2)]))
+        [(key, times, values, _)] = await storage.read_series(S, "cpu", None, None)
+        assert key == ("cpu", None, (("a", "2"), ("z", "1")))
+        assert (times, values) == ([T0], [2])
+
+    # -- samples: last write wins --------------------------------------------
+
+    @pytest_twisted.ensureDeferred
+    async def test_last_write_wins_within_a_batch(self, storage: Any) -> None:
+        samples = [(CPU, T0 + 2, 1), (CPU, T0, 10), (CPU, T0 + 2, 2.5), (CPU, T0, 11)]
+        await storage.write(make_batch(samples=samples))
+        [(_, times, values, _)] = await storage.read_series(S, "cpu", None, None)
+        assert times == [T0, T0 + 2]
+        assert typed(values) == typed([11, 2.5])
+        assert await storage.count_points(S) == 2
+
+    @pytest_twisted.ensureDeferred
+    async def test_last_write_wins_across_batches(self, storage: Any) -> None:
+        await storage.write(make_batch(samples=[(CPU, T0 + i, i) for i in range(10)]))
+        await storage.write(make_batch(samples=[(CPU, T0 + 5, 500.0), (CPU, T0 + 20, 20)]))
+        await storage.write(make_batch(samples=[(CPU, T0 + 5, -5), (CPU, T0 + 9, float("nan"))]))
+        [(_, times, values, _)] = await storage.read_series(S, "cpu", None, None)
+        assert times == [T0 + i for i in range(10)] + [T0 + 20]
+        assert typed(values) == typed([0, 1, 2, 3, 4, -5, 6, 7, 8, float("nan"), 20])
+        assert await storage.count_points(S) == 11
+
+    @pytest_twisted.ensureDeferred
+    async def test_later_value_keeps_earlier_text_and_vice_versa(self, storage: Any) -> None:
+        """ATSD §4.1: a numeric-only sample keeps the text stored at that time; a
+        text-only sample (value None) keeps the value."""
+        key = series_key("m", {}, entity="e")
+        await storage.write(make_batch(samples=[(key, T0, 1.0, "first"), (key, T0 + 1, 7)]))
+        await storage.write(make_batch(samples=[(key, T0, 2.0), (key, T0 + 1, None, "note")]))
+        [(_, times, values, texts)] = await storage.read_series(S, "m", None, None)
+        assert times == [T0, T0 + 1]
+        assert typed(values) == typed([2.0, 7])
+        assert texts == ["first", "note"]
+        await storage.write(make_batch(samples=[(key, T0, None, "second")]))
+        [(_, _, values, texts)] = await storage.read_series(S, "m", None, None)
+        assert typed(values) == typed([2.0, 7])
+        assert texts == ["second", "note"]
+
+    # -- samples: selection --------------------------------------------------
+
+    @pytest_twisted.ensureDeferred
+    async def test_many_series_sorted_by_key_then_time(self, storage: Any) -> None:
+        keys = [series_key(f"m{i % 3}", {"host": f"h{i:03d}"}) for i in range(300)]
+        keys.append(series_key("m0", {}, entity="e1"))
+        keys.append(series_key("m0", {}, entity="e0"))
+        wb = make_batch(samples=[(k, T0 + 100 - j, j) for k in keys for j in range(3)])
+        await storage.write(wb)
+        got = await storage.read_series(S, None, None, None)
+        assert len(got) == len(keys)
+        got_keys = [g[0] for g in got]
+        assert got_keys[:3] == [
+            ("m0", None, (("host", "h000"),)),
+            ("m0", None, (("host", "h003"),)),
+            ("m0", None, (("host", "h006"),)),
+        ]
+        assert got_keys[100:102] == [("m0", "e0", ()), ("m0", "e1", ())]
+        assert [g[0][0] for g in got] == sorted(g[0][0] for g in got)
+        for _, times, values, _ in got:
+            assert times == [T0 + 98, T0 + 99, T0 + 100]
+            assert values == [2, 1, 0]
+        m1 = await storage.read_series(S, "m1", None, None)
+        assert [g[0] for g in m1] == sorted(k for k in keys if k[0] == "m1")
+        assert await storage.read_series(S, "nope", None, None) == []
+        assert await storage.count_points(S) == 3 * len(keys)
+
+    @pytest_twisted.ensureDeferred
+    async def test_time_range_is_inclusive(self, storage: Any) -> None:
+        await storage.write(make_batch(samples=[(CPU, T0 + i * MS, i) for i in range(10)]))
+        await storage.write(make_batch(samples=[(CPU, T0 + i * MS, i * 10) for i in range(10, 20)]))
+        other = series_key("cpu", {"host": "b"})
+        await storage.write(make_batch(samples=[(other, T0 + 100 * MS, 1)]))
+
+        async def times(start: int | None, end: int | None) -> dict:
+            got = await storage.read_series(S, "cpu", start, end)
+            return {k[2][0][1]: [(t - T0) // MS for t in ts] for k, ts, _, _ in got}
+
+        assert await times(T0 + 3 * MS, T0 + 5 * MS) == {"a": [3, 4, 5]}
+        assert await times(T0 + 8 * MS, T0 + 11 * MS) == {"a": [8, 9, 10, 11]}
+        assert await times(None, T0 + 1 * MS) == {"a": [0, 1]}
+        assert await times(T0 + 19 * MS, None) == {"a": [19], "b": [100]}
+        assert await times(T0 + 20 * MS, T0 + 99 * MS) == {}
+        assert await times(T0 + 3 * MS + 1, T0 + 4 * MS - 1) == {}
+        [(_, _, values, _)] = await storage.read_series(S, "cpu", T0 + 9 * MS, T0 + 10 * MS)
+        assert values == [9, 100]
+
+    @pytest_twisted.ensureDeferred
+    async def test_solutions_are_separate(self, storage: Any) -> None:
+        wb = make_batch("one", samples=[(CPU, T0, 1), (CPU, T0 + 1, 2)])
+        wb.for_solution("two").samples.add(CPU, T0, 3.0)
+        await storage.write(wb)
+        [(_, _, values, _)] = await storage.read_series("two", "cpu", None, None)
+        assert typed(values) == typed([3.0])
+        assert await storage.count_points("one") == 2
+        assert await storage.count_points("two") == 1
+        assert await storage.count_points(None) == 3
+        assert await storage.count_points("three") == 0
+
+    @pytest_twisted.ensureDeferred
+    async def test_writes_queued_together_all_commit_in_order(self, storage: Any) -> None:
+        from twisted.internet import defer
+
+        ds = [storage.write(make_batch(samples=[(CPU, T0, i)])) for i in range(20)]
+        await defer.gatherResults(ds)
+        [(_, _, values, _)] = await storage.read_series(S, "cpu", None, None)
+        assert values == [19]
+
+    @pytest_twisted.ensureDeferred
+    async def test_empty_batch(self, storage: Any) -> None:
+        await storage.write(WriteBatch())
+        await storage.write(make_batch())
+        assert await storage.count_points(None) == 0
+        assert not await storage.solution_has_data(S)
+
+    @pytest_twisted.ensureDeferred
+    async def test_columns_filled_directly_are_written(self, storage: Any) -> None:
+        """Hot parsers append to ``SampleSet.columns`` without keeping ``count``."""
+        from tsnet.model import Column
+
+        col = Column()
+        col.times.extend([T0, T0 + 1])
+        col.values.extend([1, 2])
+        wb = WriteBatch()
+        wb.for_solution(S).samples.columns[CPU] = col
+        await storage.write(wb)
+        assert await storage.count_points(S) == 2
+
+    @pytest_twisted.ensureDeferred
+    async def test_failed_batch_commits_nothing(self, storage: Any) -> None:
+        wb = make_batch(
+            samples=[(CPU, T0, 1)],
+            messages=[Message("e", T0, "m")],
+            records=[Record(T0, b"{}")],
+        )
+        wb.for_solution(S).samples.add(series_key("bad", {}), T0, 2**64)  # beyond int64
+        with pytest.raises((ValueError, OverflowError)):
+            await storage.write(wb)
+        assert not await storage.solution_has_data(S)
+        await storage.write(make_batch(samples=[(CPU, T0, 1)]))
+        assert await storage.count_points(S) == 1
+
+    # -- export --------------------------------------------------------------
+
+    @pytest_twisted.ensureDeferred
+    async def test_export_series_lines(self, storage: Any) -> None:
+        atsd = series_key("cpu", {"host": "a"}, entity="srv1")
+        samples = [
+            (atsd, T0, 72.0, "optional"),
+            (atsd, T0 + 1 * MS, float("nan")),
+            (atsd, T0 + 2 * MS, None, "only text"),
+            (CPU, T0 + 123_456, 7),
+        ]
+        await storage.write(make_batch(samples=samples))
+        lines = [ln for ln in await collect(storage, S) if ln["kind"] == "series"]
+        assert lines == [
+            {
+                "kind": "series",
+                "solution": "default",
+                "metric": "cpu",
+                "tags": {"host": "a"},
+                "time_ms": 1425482080000,
+                "value": 7,
+            },
+            {
+                "kind": "series",
+                "solution": "default",
+                "metric": "cpu",
+                "entity": "srv1",
+                "tags": {"host": "a"},
+                "time_ms": 1425482080000,
+                "value": 72.0,
+                "text": "optional",
+            },
+            {
+                "kind": "series",
+                "solution": "default",
+                "metric": "cpu",
+                "entity": "srv1",
+                "tags": {"host": "a"},
+                "time_ms": 1425482080001,
+                "value": "NaN",
+            },
+            {
+                "kind": "series",
+                "solution": "default",
+                "metric": "cpu",
+                "entity": "srv1",
+                "tags": {"host": "a"},
+                "time_ms": 1425482080002,
+                "text": "only text",
+            },
+        ]
+        assert isinstance(lines[0]["value"], int)
+        assert isinstance(lines[1]["value"], float)
+        assert export.dumps(lines[1]) == (
+            '{"kind":"series","solution":"default","metric":"cpu","entity":"srv1",'
+            '"tags":{"host":"a"},"time_ms":1425482080000,"value":72.0,"text":"optional"}'
+        )
+
+    @pytest_twisted.ensureDeferred
+    async def test_export_property_merges_tags(self, storage: Any) -> None:
+        p1 = Property("srv1", "disk", {"mount": "/"}, {"fs": "ext4", "status": "Err"}, T0)
+        p2 = Property("srv1", "disk", {"mount": "/"}, {"status": "OK", "fs": ""}, T0 + MS)
+        other = Property("srv1", "disk", {"mount": "/home"}, {"fs": "xfs"}, T0)
+        await storage.write(make_batch(properties=[p1, other]))
+        await storage.write(make_batch(properties=[p2]))
+        lines = [ln for ln in await collect(storage, S) if ln["kind"] == "property"]
+        assert lines == [
+            {
+                "kind": "property",
+                "solution": "default",
+                "entity": "srv1",
+                "type": "disk",
+                "key": {"mount": "/"},
+                "tags": {"status": "OK"},
+                "time_ms": 1425482080001,
+            },
+            {
+                "kind": "property",
+                "solution": "default",
+                "entity": "srv1",
+                "type": "disk",
+                "key": {"mount": "/home"},
+                "tags": {"fs": "xfs"},
+                "time_ms": 1425482080000,
+            },
+        ]
+
+    @pytest_twisted.ensureDeferred
+    async def test_export_message_lines(self, storage: Any) -> None:
+        full = Message("srv1", T0, "text", "security", "auth", "WARNING", {"k": "v"})
+        bare = Message("srv1", T0 + MS, tags={"only": "tags"})
+        await storage.write(make_batch(messages=[full, bare, full]))
+        lines = [ln for ln in await collect(storage, S) if ln["kind"] == "message"]
+        expected_full = {
+            "kind": "message",
+            "solution": "default",
+            "entity": "srv1",
+            "type": "security",
+            "source": "auth",
+            "severity": "WARNING",
+            "tags": {"k": "v"},
+            "message": "text",
+            "time_ms": 1425482080000,
+        }
+        assert lines == [
+            expected_full,
+            expected_full,
+            {
+                "kind": "message",
+                "solution": "default",
+                "entity": "srv1",
+                "tags": {"only": "tags"},
+                "time_ms": 1425482080001,
+            },
+        ]
+
+    @pytest_twisted.ensureDeferred
+    async def test_export_meta_lines_upsert_and_implicit(self, storage: Any) -> None:
+        await storage.write(
+            make_batch(
+                meta=[
+                    Meta("metric", "cpu", {"data_type": "INTEGER", "label": "CPU", "units": "%"}),
+                    Meta("entity", "srv1", {"label": "Server", "tags": {"dc": "x", "rack": "1"}}),
+                ]
+            )
+        )
+        await storage.write(
+            make_batch(
+                samples=[(series_key("mem", {}, entity="srv2"), T0, 1)],
+                meta=[
+                    Meta("metric", "cpu", {"label": None, "enabled": False, "max_value": 100}),
+                    Meta("entity", "srv1", {"tags": {"rack": "", "row": "2"}}),
+                ],
+            )
+        )
+        lines = [ln for ln in await collect(storage, S) if ln["kind"] in ("metric", "entity")]
+        assert lines == [
+            {
+                "kind": "metric",
+                "solution": "default",
+                "metric": "cpu",
+                "data_type": "integer",
+                "enabled": False,
+                "units": "%",
+                "max_value": 100,
+            },
+            {
+                "kind": "metric",
+                "solution": "default",
+                "metric": "mem",
+                "data_type": "float",
+                "enabled": True,
+            },
+            {
+                "kind": "entity",
+                "solution": "default",
+                "entity": "srv1",
+                "enabled": True,
+                "label": "Server",
+                "tags": {"dc": "x", "row": "2"},
+            },
+            {
+                "kind": "entity",
+                "solution": "default",
+                "entity": "srv2",
+                "enabled": True,
+                "tags": {},
+            },
+        ]
+
+    @pytest_twisted.ensureDeferred
+    async def test_properties_and_messages_register_entities(self, storage: Any) -> None:
+        await storage.write(
+            make_batch(
+                properties=[Property("e1", "t", {}, {"a": "b"}, T0)],
+                messages=[Message("e2", T0, "hi")],
+            )
+        )
+        lines = [ln for ln in await collect(storage, S) if ln["kind"] == "entity"]
+        assert [ln["entity"] for ln in lines] == ["e1", "e2"]
+
+    @pytest_twisted.ensureDeferred
+    async def test_entity_tags_property_sets_entity_tags(self, storage: Any) -> None:
+        await storage.write(
+            make_batch(properties=[Property("e1", "$entity_tags", {}, {"loc": "here"}, T0)])
+        )
+        lines = await collect(storage, S)
+        assert lines == [
+            {
+                "kind": "entity",
+                "solution": "default",
+                "entity": "e1",
+                "enabled": True,
+                "tags": {"loc": "here"},
+            }
+        ]
+
+    @pytest_twisted.ensureDeferred
+    async def test_export_record_lines(self, storage: Any) -> None:
+        records = [
+            Record(T0 + 2, b"plain text", "text"),
+            Record(T0, b'{"temp": 72.5}', "json"),
+            Record(T0 + 1, b"\x00\xff\x10", "binary"),
+            Record(T0 + 3, b'{"1":72.5}', "schema"),
+        ]
+        await storage.write(make_batch("my-store", records=records))
+        assert await collect(storage, "my-store") == [
+            {
+                "kind": "record",
+                "solution": "my-store",
+                "time_ns": T0,
+                "size": 14,
+                "data": {"temp": 72.5},
+            },
+            {
+                "kind": "record",
+                "solution": "my-store",
+                "time_ns": T0 + 1,
+                "size": 3,
+                "data": "AP8Q",
+                "encoding": "base64",
+            },
+            {
+                "kind": "record",
+                "solution": "my-store",
+                "time_ns": T0 + 2,
+                "size": 10,
+                "data": "plain text",
+            },
+            {
+                "kind": "record",
+                "solution": "my-store",
+                "time_ns": T0 + 3,
+                "size": 10,
+                "data": {"1": 72.5},
+            },
+        ]
+
+    @pytest_twisted.ensureDeferred
+    async def test_export_order_and_all_solutions(self, storage: Any) -> None:
+        wb = make_batch(
+            "b",
+            samples=[(CPU, T0, 1)],
+            properties=[Property("e", "t", {}, {"a": "1"}, T0)],
+            messages=[Message("e", T0, "m")],
+            meta=[Meta("metric", "cpu", {})],
+            records=[Record(T0, b"1")],
+        )
+        wb.for_solution("a").samples.add(CPU, T0, 2)
+        await storage.write(wb)
+        lines = await collect(storage, None)
+        assert [(ln["solution"], ln["kind"]) for ln in lines] == [
+            ("a", "series"),
+            ("b", "series"),
+            ("b", "property"),
+            ("b", "message"),
+            ("b", "metric"),
+            ("b", "entity"),
+            ("b", "record"),
+        ]
+        assert [ln["solution"] for ln in await collect(storage, "a")] == ["a"]
+        assert await collect(storage, "nothing") == []
+        for ln in lines:
+            export.dumps(ln)  # every line is strict JSON
+
+    @pytest_twisted.ensureDeferred
+    async def test_export_many_lines(self, storage: Any) -> None:
+        keys = [series_key("m", {"i": str(i)}) for i in range(50)]
+        await storage.write(make_batch(samples=[(k, T0 + j, j) for k in keys for j in range(300)]))
+        lines = await collect(storage, S)
+        assert len(lines) == 50 * 300
+        assert lines[0]["tags"] == {"i": "0"} and lines[-1]["tags"] == {"i": "9"}
+
+    # -- data lifecycle ------------------------------------------------------
+
+    @pytest_twisted.ensureDeferred
+    async def test_delete_solution_data(self, storage: Any) -> None:
+        def everything(solution: str) -> WriteBatch:
+            return make_batch(
+                solution,
+                samples=[(CPU, T0, 1), (series_key("x", {}, entity="e"), T0, 1)],
+                properties=[Property("e", "t", {}, {"a": "1"}, T0)],
+                messages=[Message("e", T0, "m")],
+                meta=[Meta("metric", "cpu", {"label": "L"})],
+                records=[Record(T0, b"1")],
+            )
+
+        await storage.write(everything("gone"))
+        await storage.write(everything("kept"))
+        assert await storage.solution_has_data("gone")
+        kept_before = await collect(storage, "kept")
+        await storage.delete_solution_data("gone")
+        assert not await storage.solution_has_data("gone")
+        assert await collect(storage, "gone") == []
+        assert await storage.count_points("gone") == 0
+        assert await collect(storage, "kept") == kept_before
+        # the solution can be written again afterwards
+        await storage.write(make_batch("gone", samples=[(CPU, T0 + 5, 2)]))
+        [(key, times, values, _)] = await storage.read_series("gone", None, None, None)
+        assert (key, times, values) == (CPU, [T0 + 5], [2])
+        await storage.delete_solution_data("never-existed")
+
+    @pytest_twisted.ensureDeferred
+    async def test_solution_has_data_for_each_kind(self, storage: Any) -> None:
+        kinds = {
+            "samples": make_batch("s1", samples=[(CPU, T0, 1)]),
+            "properties": make_batch("s2", properties=[Property("e", "t", {}, {"a": "1"}, T0)]),
+            "messages": make_batch("s3", messages=[Message("e", T0, "m")]),
+            "meta": make_batch("s4", meta=[Meta("entity", "e", {})]),
+            "records": make_batch("s5", records=[Record(T0, b"x")]),
+        }
+        for wb in kinds.values():
+            await storage.write(wb)
+        for i in range(1, 6):
+            assert await storage.solution_has_data(f"s{i}")
+        assert not await storage.solution_has_data("s6")
+
+    @pytest_twisted.ensureDeferred
+    async def test_reopen_keeps_everything(self, storage_factory: Callable[[], Any]) -> None:
+        first = storage_factory()
+        await first.open()
+        wb = make_batch(
+            samples=[
+                (CPU, T0, 1),
+                (CPU, T0 + 1, 2.5),
+                (series_key("t", {}, entity="e"), T0, None, "x"),
+            ],
+            properties=[Property("e", "t", {"k": "v"}, {"a": "1"}, T0)],
+            messages=[Message("e", T0, "m", severity="MAJOR")],
+            meta=[Meta("metric", "cpu", {"units": "%"})],
+            records=[Record(T0, b'{"a":1}')],
+        )
+        await first.write(wb)
+        catalog = ICatalog.providedBy(first)
+        if catalog:
+            await first.create_solution(SolutionRecord("kept", "desc", attributes={"x": 1}))
+            await first.save_token(_token("tok", "kept"))
+        before = await collect(first, None)
+        series_before = await first.read_series(S, None, None, None)
+        await first.close()
+        await first.close()  # closing twice is harmless
+
+        second = storage_factory()
+        await second.open()
+        try:
+            assert await collect(second, None) == before
+            assert typed_series(await second.read_series(S, None, None, None)) == typed_series(
+                series_before
+            )
+            await second.write(make_batch(samples=[(CPU, T0, 9)]))
+            [cpu, _] = await second.read_series(S, None, None, None)
+            assert cpu[2] == [9, 2.5]
+            if catalog:
+                rec = await second.get_solution("kept")
+                assert (rec.description, rec.attributes) == ("desc", {"x": 1})
+                assert (await second.get_token("tok")).credentials == _token(
+                    "tok", "kept"
+                ).credentials
+        finally:
+            await second.close()
+
+    @pytest_twisted.ensureDeferred
+    async def test_calls_after_close_fail(self, storage_factory: Callable[[], Any]) -> None:
+        s = storage_factory()
+        await s.open()
+        await s.close()
+        with pytest.raises(Exception):  # noqa: B017 - any error, as long as it is not silent
+            await s.count_points(None)
+
+    # -- catalog -------------------------------------------------------------
+
+    @pytest_twisted.ensureDeferred
+    async def test_solution_crud(self, catalog: Any) -> None:
+        assert await catalog.get_solution("s") is None
+        assert await catalog.list_solutions() == []
+        await catalog.create_solution(SolutionRecord("s", "first", "default", 5, {"type": "json"}))
+        await catalog.create_solution(SolutionRecord("a-store", storage="other"))
+        got = await catalog.get_solution("s")
+        assert got == SolutionRecord("s", "first", "default", 5, {"type": "json"})
+        names = [r.name for r in await catalog.list_solutions()]
+        assert names == ["a-store", "s"]
+        other = await catalog.get_solution("a-store")
+        assert other.storage == "other" and other.created_ns > 0
+        with pytest.raises(Conflict):
+            await catalog.create_solution(SolutionRecord("s", "again"))
+        assert (await catalog.get_solution("s")).description == "first"
+        await catalog.delete_solution("s")
+        assert await catalog.get_solution("s") is None
+        with pytest.raises(NotFound):
+            await catalog.delete_solution("s")
+        await catalog.create_solution(SolutionRecord("s", "reborn"))
+        assert (await catalog.get_solution("s")).description == "reborn"
+
+    @pytest_twisted.ensureDeferred
+    async def test_tokens(self, catalog: Any) -> None:
+        await catalog.create_solution(SolutionRecord("s"))
+        tok = _token("t1", "s", created_ns=1)
+        await catalog.save_token(tok)
+        single = TokenRecord(
+            "key1",
+            "s",
+            [Credential("key1", frozenset(("read", "write")), hash_secret("tsstore_x"))],
+            created_ns=2,
+        )
+        await catalog.save_token(single)
+        assert await catalog.get_token("t1") == tok
+        assert await catalog.get_token("nope") is None
+        assert [t.id for t in await catalog.list_tokens("s")] == ["t1", "key1"]
+        assert await catalog.list_tokens("other") == []
+
+        tok.description = "changed"
+        tok.expires_ns = T0
+        tok.tags = {"host": "h"}
+        tok.revoked = True
+        await catalog.save_token(tok)
+        got = await catalog.get_token("t1")
+        assert got == tok
+        assert got.credential("t1r").scopes == frozenset(("read",))
+
+        with pytest.raises(NotFound):
+            await catalog.save_token(_token("t2", "no-such-solution"))
+        clash = _token("t3", "s")
+        clash.credentials[0].secret_hash = tok.credentials[0].secret_hash
+        with pytest.raises(Conflict):
+            await catalog.save_token(clash)
+        assert await catalog.get_token("t1") == tok
+
+        await catalog.delete_solution("s")
+        assert await catalog.get_token("t1") is None
+        assert await catalog.find_credential(None, hash_secret("t1w:write-secret-0001")) is None
+
+    @pytest_twisted.ensureDeferred
+    async def test_find_credential(self, catalog: Any) -> None:
+        await catalog.create_solution(SolutionRecord("s"))
+        tok = _token("t1", "s", created_ns=1)
+        await catalog.save_token(tok)
+        w = hash_secret("t1w:write-secret-0001")
+        r = hash_secret("t1r:read-secret-00001")
+        assert await catalog.find_credential("t1w", w) == tok
+        assert await catalog.find_credential("t1r", r) == tok
+        assert await catalog.find_credential(None, w) == tok
+        assert await catalog.find_credential(None, r) == tok
+        assert await catalog.find_credential("t1w", r) is None  # another credential's hash
+        assert await catalog.find_credential("t1w", hash_secret("wrong")) is None
+        assert await catalog.find_credential("t1w", w[:-1]) is None
+        assert await catalog.find_credential("nope", w) is None
+        assert await catalog.find_credential(None, hash_secret("wrong")) is None
+
+    @pytest_twisted.ensureDeferred
+    async def test_catalog_generation_moves_on_each_change(self, catalog: Any) -> None:
+        seen = [await catalog.catalog_generation()]
+
+        async def changed() -> None:
+            gen = await catalog.catalog_generation()
+            assert isinstance(gen, int)
+            assert gen not in seen
+            seen.append(gen)
+
+        await catalog.create_solution(SolutionRecord("s"))
+        await changed()
+        tok = _token("t1", "s")
+        await catalog.save_token(tok)
+        await changed()
+        tok.revoked = True
+        await catalog.save_token(tok)
+        await changed()
+        await catalog.delete_solution("s")
+        await changed()
+        await catalog.create_solution(SolutionRecord("x"))
+        await changed()
+        # failed changes, reads and data writes leave it alone
+        gen = await catalog.catalog_generation()
+        with pytest.raises(Conflict):
+            await catalog.create_solution(SolutionRecord("x"))
+        await catalog.get_solution("x")
+        await catalog.write(make_batch(samples=[(CPU, T0, 1)]))
+        assert await catalog.catalog_generation() == gen
+
+
+def _token(token_id: str, solution: str, created_ns: int = 0) -> TokenRecord:
+    """A READ/WRITE pair whose secrets are '<id>r:read-secret-00001' and so on."""
+    return TokenRecord(
+        token_id,
+        solution,
+        [
+            Credential(
+                f"{token_id}r", frozenset(("read",)), hash_secret(f"{token_id}r:read-secret-00001")
+            ),
+            Credential(
+                f"{token_id}w",
+                frozenset(("write",)),
+                hash_secret(f"{token_id}w:write-secret-0001"),
+            ),
+        ],
+        description="pair",
+        created_ns=created_ns,
+    )
+
+
+def typed_series(got: list[tuple[SeriesKey, list[int], list[Value], Any]]) -> list:
+    return [(k, t, typed(v), x) for k, t, v, x in got]

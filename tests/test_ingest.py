@@ -1,0 +1,104 @@
+"""The write path: acks only after commit, batching, watermarks that pause and
+resume real connections without losing what was read."""
+
+from __future__ import annotations
+
+import sqlite3
+from typing import Any
+
+import pytest_twisted
+
+from tests.helpers.clients import connect_line, sleep, wait_for
+from tests.helpers.fixtures import BASE_CONFIG
+from tsnet.model import Batch, SampleSet, anonymous, series_key
+
+
+def sqlite_count(server: Any) -> int:
+    """Rows visible to another connection: only what is committed."""
+    path = server.core.config.storages["default"].path
+    with sqlite3.connect(path) as db:
+        return sum(n for (n,) in db.execute("SELECT count FROM chunks"))
+
+
+def samples(n: int, metric: str = "m", t0: int = 1_356_998_400) -> Batch:
+    s = SampleSet()
+    for i in range(n):
+        s.add(series_key(metric, {"host": f"h{i % 4}"}), (t0 + i) * 10**9, i)
+    return Batch(samples=s)
+
+
+@pytest_twisted.inlineCallbacks
+def test_ack_fires_only_after_commit(make_server: Any) -> None:
+    server = yield make_server(BASE_CONFIG.replace("flush_interval = 0.05",
+                                                   "flush_interval = 0.6"))
+    fired: list[int] = []
+    d = server.core.ingest.submit(samples(10), anonymous("default"), "test")
+    d.addCallback(lambda _: fired.append(sqlite_count(server)))
+    yield sleep(0.3)
+    assert fired == [] and sqlite_count(server) == 0  # waiting for the flush interval
+    yield d
+    assert fired == [10]
+
+
+@pytest_twisted.inlineCallbacks
+def test_batch_size_writes_at_once(make_server: Any) -> None:
+    server = yield make_server(BASE_CONFIG.replace(
+        "flush_interval = 0.05", "flush_interval = 30\nbatch_size = 100"))
+    d = server.core.ingest.submit(samples(150), anonymous("default"), "test")
+    yield d  # long before the 30 s interval
+    assert sqlite_count(server) == 150
+
+
+@pytest_twisted.inlineCallbacks
+def test_watermarks_pause_and_resume_without_loss(make_server: Any) -> None:
+    server = yield make_server(BASE_CONFIG.replace(
+        "flush_interval = 0.05",
+        "flush_interval = 0.3\nbatch_size = 1000000\nhigh_watermark = 2000\n"
+        "low_watermark = 1000"))
+    ingest = server.core.ingest
+    events: list[str] = []
+
+    class Recorder:
+        def pauseProducing(self) -> None:
+            events.append("pause")
+
+        def resumeProducing(self) -> None:
+            events.append("resume")
+
+    ingest.registerProducer(Recorder())
+    conns = []
+    for c in range(3):
+        conn = yield connect_line(server.port("opentsdb"))
+        conns.append(conn)
+        conn.send("".join(f"put flow {1356998400 + i} {i} conn=c{c}\n" for i in range(5000)))
+    yield wait_for(lambda: "pause" in events, timeout=10)
+    assert ingest.paused or "resume" in events
+    for conn in conns:
+        conn.close()
+    yield wait_for(lambda: sqlite_count(server) == 15000, timeout=30)
+    assert "resume" in events and not ingest.paused
+    assert (yield server.core.storages.backend("default").count_points("default")) == 15000
+
+
+@pytest_twisted.inlineCallbacks
+def test_offer_refuses_past_max_queue(make_server: Any) -> None:
+    server = yield make_server(BASE_CONFIG.replace(
+        "flush_interval = 0.05",
+        "flush_interval = 30\nbatch_size = 1000000\nmax_queue = 100\n"
+        "high_watermark = 50\nlow_watermark = 10"))
+    ingest = server.core.ingest
+    assert ingest.offer(samples(80), anonymous("default"), "udp")
+    assert not ingest.offer(samples(30, metric="n"), anonymous("default"), "udp")
+    yield ingest.flush()
+    assert sqlite_count(server) == 80
+
+
+@pytest_twisted.inlineCallbacks
+def test_stop_commits_everything_read(make_server: Any) -> None:
+    server = yield make_server(BASE_CONFIG.replace("flush_interval = 0.05",
+                                                   "flush_interval = 30"))
+    c = yield connect_line(server.port("opentsdb"))
+    c.send("".join(f"put stop {1356998400 + i} {i} host=a\n" for i in range(1000)))
+    yield wait_for(lambda: server.core.ingest.queued == 1000)
+    yield server.service.stopService()
+    assert sqlite_count(server) == 1000

@@ -1,0 +1,103 @@
+"""A third-party protocol plugin, installed only by being on sys.path, configured
+as a listener and spoken to over a real socket; a broken one is skipped."""
+
+from __future__ import annotations
+
+import sys
+import textwrap
+from pathlib import Path
+from typing import Any
+
+import pytest
+import pytest_twisted
+
+from tests.helpers.clients import connect_line
+from tsnet.plugins import load_plugins
+
+ECHO_PLUGIN = '''
+"""A throwaway third-party family: 'put NAME VALUE' lines, answered 'stored'."""
+from twisted.internet.protocol import Protocol
+from twisted.plugin import IPlugin
+from zope.interface import implementer
+
+from tsnet.config import Key
+from tsnet.interfaces import IProtocolPlugin
+from tsnet.listeners import ConnectionTracker, StreamListenerService
+from tsnet.model import Batch, SampleSet, anonymous, series_key
+
+
+class Upper(Protocol):
+    def dataReceived(self, data):
+        f = self.factory
+        s = SampleSet()
+        for line in data.decode().splitlines():
+            name, value = line.split()[1:3]
+            s.add(series_key(name, {"via": f.listener.options["tag"]}), 10**18, int(value))
+        d = f.core.ingest.submit(Batch(samples=s), anonymous(f.listener.solution), "echo")
+        n = s.count
+        d.addCallback(lambda _: self.transport.write(b"stored\\n" * n))
+
+
+class Factory(ConnectionTracker):
+    def buildProtocol(self, addr):
+        p = Upper()
+        p.factory = self
+        return p
+
+
+@implementer(IPlugin, IProtocolPlugin)
+class EchoPlugin:
+    name = "echo"
+    description = "test plugin"
+    transports = frozenset({"stream"})
+    listener_keys = {"tag": Key(str, "none")}
+
+    def makeService(self, listener, core):
+        return StreamListenerService(listener, Factory(listener, core, "echo"), core.reactor)
+
+    def resources(self, core):
+        return {}
+
+
+echo = EchoPlugin()
+'''
+
+
+@pytest.fixture
+def third_party(tmp_path: Path) -> Any:
+    site = tmp_path / "site"
+    folder = site / "tsnet" / "plugins"  # no __init__.py: a plugin folder, not a package
+    folder.mkdir(parents=True)
+    (folder / "echo_tsnet.py").write_text(ECHO_PLUGIN)
+    (folder / "broken_tsnet.py").write_text("raise ImportError('this plugin is broken')\n")
+    sys.path.insert(0, str(site))
+    yield folder
+    sys.path.remove(str(site))
+
+
+def test_discovery_finds_builtins() -> None:
+    plugins = load_plugins()
+    assert {"opentsdb", "http", "metrics"} <= set(plugins)
+
+
+@pytest_twisted.inlineCallbacks
+def test_third_party_plugin_listens(third_party: Path, make_server: Any) -> None:
+    plugins = load_plugins()  # the broken module is logged and skipped
+    assert "echo" in plugins and "opentsdb" in plugins
+    server = yield make_server(textwrap.dedent("""
+        [tsnet]
+        data_dir = var
+        flush_interval = 0.05
+        [listener:echo]
+        protocol = echo
+        endpoint = tcp:0:interface=127.0.0.1
+        tag = third-party
+        solution = plugged
+        """))
+    c = yield connect_line(server.port("echo"))
+    c.send("put answer 42\n")
+    assert (yield c.wait_lines(1)) == ["stored"]  # acked after commit
+    rows = yield server.export("plugged")
+    assert [(r["metric"], r["tags"], r["value"]) for r in rows] == [
+        ("answer", {"via": "third-party"}, 42)]
+    c.close()

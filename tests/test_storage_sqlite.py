@@ -1,0 +1,325 @@
+"""SqliteStorage: the conformance suite on a real file, plus what is SQLite's own:
+WAL mode, one chunk row per series per batch, the chunk codec, sharing the file
+with a second connection (the ``tsnet`` command), compaction."""
+
+from __future__ import annotations
+
+import math
+import sqlite3
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+import pytest_twisted
+from hypothesis import given
+from hypothesis import strategies as st
+
+from tests.storage_conformance import CPU, T0, S, StorageConformance, collect, make_batch, typed
+from tsnet.model import INT64_MAX, INT64_MIN, Message, Meta, Property, Record, series_key
+from tsnet.records import SolutionRecord
+from tsnet.storage import chunks
+from tsnet.storage.sqlite import SqliteEngine, SqliteStorage
+
+
+@pytest.fixture
+def db_path(tmp_path: Path) -> str:
+    return str(tmp_path / "data" / "tsnet.sqlite")
+
+
+@pytest.fixture
+def factory(db_path: str) -> Callable[[], SqliteStorage]:
+    from twisted.internet import reactor
+
+    Path(db_path).parent.mkdir(parents=True, exist_ok=True)
+    return lambda: SqliteStorage("default", db_path, reactor)
+
+
+class TestSqliteConformance(StorageConformance):
+    @pytest.fixture
+    def storage_factory(self, factory: Callable[[], SqliteStorage]) -> Callable[[], Any]:
+        return factory
+
+
+@pytest_twisted.async_yield_fixture
+async def storage(factory: Callable[[], SqliteStorage]) -> Any:
+    s = factory()
+    await s.open()
+    yield s
+    await s.close()
+
+
+def _raw(db_path: str, sql: str, args: tuple = ()) -> list:
+    """Look into the file through a connection of our own, as another process would."""
+    db = sqlite3.connect(db_path)
+    try:
+        return db.execute(sql, args).fetchall()
+    finally:
+        db.close()
+
+
+# -- the file ----------------------------------------------------------------
+
+
+@pytest_twisted.ensureDeferred
+async def test_wal_mode_and_tables(storage: SqliteStorage, db_path: str) -> None:
+    assert _raw(db_path, "PRAGMA journal_mode") == [("wal",)]
+    tables = {r[0] for r in _raw(db_path, "SELECT name FROM sqlite_master WHERE type='table'")}
+    assert {"series", "chunks", "properties", "messages", "meta", "records"} <= tables
+    assert {"solutions", "tokens", "credentials", "info"} <= tables
+    assert storage.path == db_path
+
+
+@pytest_twisted.ensureDeferred
+async def test_one_chunk_row_per_series_per_batch(storage: SqliteStorage, db_path: str) -> None:
+    keys = [series_key("m", {"i": str(i)}) for i in range(3)]
+    await storage.write(make_batch(samples=[(k, T0 + j, j) for j in range(1000) for k in keys]))
+    await storage.write(make_batch(samples=[(keys[0], T0 + 5000, 1.5)]))
+    rows = _raw(db_path, "SELECT series_id, min_time, max_time, count FROM chunks ORDER BY id")
+    assert [r[1:] for r in rows] == [(T0, T0 + 999, 1000)] * 3 + [(T0 + 5000, T0 + 5000, 1)]
+    assert rows[3][0] == rows[0][0]
+    assert _raw(db_path, "SELECT count(*) FROM series") == [(3,)]
+    assert _raw(db_path, "SELECT tags FROM series ORDER BY id LIMIT 1") == [('{"i":"0"}',)]
+
+
+@pytest_twisted.ensureDeferred
+async def test_open_fails_cleanly_on_a_bad_path(tmp_path: Path) -> None:
+    from twisted.internet import reactor
+
+    s = SqliteStorage("bad", str(tmp_path / "missing-dir" / "x.sqlite"), reactor)
+    with pytest.raises(sqlite3.OperationalError):
+        await s.open()
+    await s.close()  # nothing to close, and no thread left behind
+    assert s._pool is None
+
+
+@pytest_twisted.ensureDeferred
+async def test_concurrent_close_waits_for_queued_writes(factory: Callable) -> None:
+    s = factory()
+    await s.open()
+    writes = [s.write(make_batch(samples=[(CPU, T0 + i, i)])) for i in range(50)]
+    await s.close()
+    for d in writes:
+        assert d.called
+    s2 = factory()
+    await s2.open()
+    try:
+        assert await s2.count_points(S) == 50
+    finally:
+        await s2.close()
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_second_process_shares_the_file(storage: SqliteStorage, db_path: str) -> None:
+    """What the ``tsnet`` command does while the server runs: its changes reach the
+    server's catalog generation, and deleted data does not confuse its series cache."""
+    await storage.write(make_batch(samples=[(CPU, T0, 1)]))
+    gen = await storage.catalog_generation()
+
+    cli = SqliteEngine(db_path)
+    cli.open()
+    try:
+        cli.create_solution(SolutionRecord("made-by-cli"))
+        assert await storage.catalog_generation() != gen
+        assert (await storage.get_solution("made-by-cli")).name == "made-by-cli"
+        assert [ln["value"] for ln in cli.iter_export(S)] == [1]
+        cli.delete_solution_data(S)
+    finally:
+        cli.close()
+
+    assert await storage.count_points(S) == 0
+    await storage.write(make_batch(samples=[(CPU, T0 + 1, 2)]))  # series row made afresh
+    [(key, times, values, _)] = await storage.read_series(S, "cpu", None, None)
+    assert (key, times, values) == (CPU, [T0 + 1], [2])
+
+
+@pytest_twisted.ensureDeferred
+async def test_export_is_a_snapshot_while_writes_go_on(storage: SqliteStorage) -> None:
+    keys = [series_key("m", {"i": f"{i:02d}"}) for i in range(20)]
+    await storage.write(make_batch(samples=[(k, T0 + j, j) for k in keys for j in range(1000)]))
+    lines: list[dict] = []
+    pending: list = []
+
+    def emit(line: dict) -> None:
+        if not pending:  # while the export runs, commit more data
+            pending.append(storage.write(make_batch(samples=[(CPU, T0, 1)])))
+        lines.append(line)
+
+    await storage.export(S, emit)
+    await pending[0]
+    assert len(lines) == 20_000
+    assert await storage.count_points(S) == 20_001
+
+
+@pytest_twisted.ensureDeferred
+async def test_compact_keeps_every_answer(storage: SqliteStorage, db_path: str) -> None:
+    key = series_key("m", {}, entity="e")
+    await storage.write(make_batch(samples=[(key, T0, 1, "a"), (key, T0 + 1, 2)]))
+    await storage.write(make_batch(samples=[(key, T0, 1.5), (key, T0 + 2, None, "b")]))
+    await storage.write(make_batch("other", samples=[(CPU, T0, 1)]))
+    await storage.write(make_batch("other", samples=[(CPU, T0, 2)]))
+    before = await collect(storage, None)
+    assert await storage.compact(S) == 1
+    assert _raw(db_path, "SELECT count(*) FROM chunks") == [(3,)]
+    assert await storage.compact(None) == 1
+    assert await storage.compact(None) == 0
+    assert await collect(storage, None) == before
+    [(_, _, values, texts)] = await storage.read_series(S, None, None, None)
+    assert typed(values) == typed([1.5, 2, None])
+    assert texts == ["a", None, "b"]
+
+
+@pytest_twisted.ensureDeferred
+async def test_soft_deleted_records_are_not_exported(storage: SqliteStorage, db_path: str) -> None:
+    await storage.write(make_batch("st", records=[Record(T0, b"1"), Record(T0 + 1, b"2")]))
+    db = sqlite3.connect(db_path)
+    db.execute("UPDATE records SET deleted = 1 WHERE time_ns = ?", (T0,))
+    db.commit()
+    db.close()
+    assert [ln["time_ns"] for ln in await collect(storage, "st")] == [T0 + 1]
+
+
+@pytest_twisted.ensureDeferred
+async def test_everything_in_one_transaction(storage: SqliteStorage) -> None:
+    """A bad meta kind fails the batch; none of the good items before it stay."""
+    wb = make_batch(
+        samples=[(CPU, T0, 1)],
+        properties=[Property("e", "t", {}, {"a": "1"}, T0)],
+        messages=[Message("e", T0, "m")],
+        meta=[Meta("metric", "ok", {}), Meta("bogus", "x", {})],
+    )
+    with pytest.raises(ValueError):
+        await storage.write(wb)
+    assert not await storage.solution_has_data(S)
+
+
+# -- the chunk codec -----------------------------------------------------------
+
+int64s = st.integers(min_value=INT64_MIN, max_value=INT64_MAX)
+floats = st.floats(allow_nan=True, allow_infinity=True)
+values_st = st.one_of(st.none(), int64s, floats)
+texts_st = st.one_of(st.none(), st.text(max_size=20))
+
+
+def test_codec_examples() -> None:
+    cases: list[tuple[list, list | None]] = [
+        ([1, 2, INT64_MAX, INT64_MIN], None),
+        ([1.0, float("nan"), -0.0, float("inf")], None),
+        ([1, 2.0, None, True], ["a", None, "", "ü\u2603"]),
+        ([None], ["only text"]),
+        ([None, None], None),
+    ]
+    for values, texts in cases:
+        times = list(range(len(values)))
+        enc = chunks.encode_chunk(times, values, texts)
+        assert (enc.min_time, enc.max_time, enc.count) == (0, len(values) - 1, len(values))
+        t, v, x = chunks.decode_chunk(enc.times, enc.values, enc.texts)
+        assert t == times
+        assert typed(v) == typed([int(a) if isinstance(a, bool) else a for a in values])
+        assert x == texts
+
+
+def test_codec_sizes() -> None:
+    ints = chunks.encode_values(list(range(100)))
+    assert ints[:1] == b"q" and len(ints) == 1 + 800
+    assert chunks.encode_values([0.5] * 100)[:1] == b"d"
+    mixed = chunks.encode_values([1, 0.5, None] * 10)
+    assert mixed[:1] == b"m" and len(mixed) == 1 + 30 + 8 * 20
+    assert chunks.encode_texts([None, None]) is None
+    assert chunks.encode_times([1, 2]) == b"\x01" + b"\x00" * 7 + b"\x02" + b"\x00" * 7
+
+
+def test_codec_refuses_what_it_cannot_keep() -> None:
+    with pytest.raises(ValueError):
+        chunks.encode_values([INT64_MAX + 1])
+    with pytest.raises(ValueError):
+        chunks.encode_values([1.5, INT64_MIN - 1])
+    with pytest.raises(TypeError):
+        chunks.encode_values(["1"])  # type: ignore[list-item]
+    with pytest.raises(ValueError):
+        chunks.encode_chunk([], [])
+    with pytest.raises(ValueError):
+        chunks.encode_chunk([1, 2], [1])
+    with pytest.raises(ValueError):
+        chunks.decode_values(b"z", 0)
+
+
+@given(st.lists(st.tuples(int64s, values_st, texts_st), max_size=60))
+def test_codec_round_trip(samples: list) -> None:
+    if not samples:
+        return
+    times = [s[0] for s in samples]
+    values = [s[1] for s in samples]
+    texts = [s[2] for s in samples]
+    enc = chunks.encode_chunk(times, values, texts)
+    assert (enc.min_time, enc.max_time, enc.count) == (min(times), max(times), len(times))
+    t, v, x = chunks.decode_chunk(enc.times, enc.values, enc.texts)
+    assert t == times
+    assert typed(v) == typed(values)
+    assert x == (None if all(a is None for a in texts) else texts)
+
+
+@given(st.lists(st.lists(int64s, max_size=40), max_size=5))
+def test_codec_round_trip_homogeneous(int_lists: list) -> None:
+    for ints in int_lists:
+        assert chunks.decode_values(chunks.encode_values(ints), len(ints)) == ints
+        as_floats = [float(i) for i in ints]
+        back = chunks.decode_values(chunks.encode_values(as_floats), len(ints))
+        assert typed(back) == typed(as_floats)
+
+
+def _reference_merge(chunk_list: list) -> tuple:
+    """Obviously right and slow: apply every sample in order, field by field."""
+    state: dict[int, list] = {}
+    for times, values, texts in chunk_list:
+        for i, t in enumerate(times):
+            cur = state.setdefault(t, [None, None])
+            if values[i] is not None:
+                cur[0] = values[i]
+            if texts is not None and texts[i] is not None:
+                cur[1] = texts[i]
+    ts = sorted(state)
+    vs = [state[t][0] for t in ts]
+    xs = [state[t][1] for t in ts]
+    return ts, vs, (xs if any(x is not None for x in xs) else None)
+
+
+small_times = st.integers(min_value=-5, max_value=15)
+chunk_st = st.lists(st.tuples(small_times, values_st, texts_st), min_size=1, max_size=12)
+
+
+@given(
+    st.lists(chunk_st, max_size=6),
+    st.one_of(st.none(), small_times),
+    st.one_of(st.none(), small_times),
+)
+def test_merge_is_last_write_wins(chunk_samples: list, start: Any, end: Any) -> None:
+    decoded = []
+    for samples in chunk_samples:
+        texts = [s[2] for s in samples]
+        enc = chunks.encode_chunk([s[0] for s in samples], [s[1] for s in samples], texts)
+        decoded.append(chunks.decode_chunk(enc.times, enc.values, enc.texts))
+    merged = chunks.merge(decoded)
+    ts, vs, xs = _reference_merge(decoded)
+    assert merged[0] == ts
+    assert typed(merged[1]) == typed(vs)
+    assert merged[2] == xs
+    assert chunks.count_distinct(d[0] for d in decoded) == len(ts)
+
+    sliced = chunks.time_slice(merged, start, end)
+    keep = [
+        i for i, t in enumerate(ts) if (start is None or t >= start) and (end is None or t <= end)
+    ]
+    assert sliced[0] == [ts[i] for i in keep]
+    assert typed(sliced[1]) == typed([vs[i] for i in keep])
+    want_texts = [xs[i] for i in keep] if xs is not None else None
+    if want_texts is not None and all(x is None for x in want_texts):
+        want_texts = None
+    assert sliced[2] == want_texts
+
+
+def test_nan_merges_like_any_value() -> None:
+    nan = float("nan")
+    merged = chunks.merge([([1, 2], [nan, 1.0], None), ([1], [2.0], None), ([2], [nan], None)])
+    assert merged[0] == [1, 2]
+    assert merged[1][0] == 2.0 and math.isnan(merged[1][1])
