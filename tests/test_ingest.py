@@ -102,3 +102,24 @@ def test_stop_commits_everything_read(make_server: Any) -> None:
     yield wait_for(lambda: server.core.ingest.queued == 1000)
     yield server.service.stopService()
     assert sqlite_count(server) == 1000
+
+
+@pytest_twisted.inlineCallbacks
+def test_background_compaction_merges_small_chunks(make_server: Any) -> None:
+    server = yield make_server(BASE_CONFIG.replace(
+        "flush_interval = 0.05", "flush_interval = 0.05\ncompact_interval = 0.2"))
+    for i in range(12):  # twelve flushes: twelve one-point chunks of one series
+        yield server.core.ingest.submit(samples(1, t0=1_356_998_400 + i), anonymous("default"),
+                                        "test")
+    assert sqlite_count(server) == 12
+    path = server.core.config.storages["default"].path
+
+    def chunks() -> int:
+        with sqlite3.connect(path) as db:
+            return db.execute("SELECT count(*) FROM chunks").fetchone()[0]
+
+    from tsnet.storage.sqlite import COMPACT_MIN_CHUNKS
+
+    yield wait_for(lambda: chunks() < COMPACT_MIN_CHUNKS, timeout=10)
+    rows = yield server.export()
+    assert [r["time_ms"] // 1000 - 1_356_998_400 for r in rows] == list(range(12))

@@ -159,14 +159,39 @@ async def test_compact_keeps_every_answer(storage: SqliteStorage, db_path: str) 
     await storage.write(make_batch("other", samples=[(CPU, T0, 1)]))
     await storage.write(make_batch("other", samples=[(CPU, T0, 2)]))
     before = await collect(storage, None)
-    assert await storage.compact(S) == 1
+    assert await storage.compact(S, min_chunks=2) == 1
     assert _raw(db_path, "SELECT count(*) FROM chunks") == [(3,)]
-    assert await storage.compact(None) == 1
-    assert await storage.compact(None) == 0
+    assert await storage.compact(None, min_chunks=2) == 1
+    assert await storage.compact(None, min_chunks=2) == 0
     assert await collect(storage, None) == before
     [(_, _, values, texts)] = await storage.read_series(S, None, None, None)
     assert typed(values) == typed([1.5, 2, None])
     assert texts == ["a", None, "b"]
+
+
+@pytest_twisted.ensureDeferred
+async def test_compact_bounds_chunks_and_keeps_last_write_wins(
+    storage: SqliteStorage, db_path: str
+) -> None:
+    """Runs of small chunks merge into chunks of at most ``target`` points, in
+    place: a big chunk between two runs still overrides the run before it and is
+    overridden by the run after it."""
+    for i in range(6):  # run 1: six 1-point chunks at T0+i, values 0..5
+        await storage.write(make_batch(samples=[(CPU, T0 + i, i)]))
+    # a big chunk overwriting T0+0..T0+4 with 100..104
+    await storage.write(make_batch(samples=[(CPU, T0 + i, 100 + i) for i in range(5)]))
+    for i in range(3, 8):  # run 2: overwrites T0+3..T0+7 with 203..207
+        await storage.write(make_batch(samples=[(CPU, T0 + i, 200 + i)]))
+    before = await storage.read_series(S, None, None, None)
+    assert await storage.compact(S, target=5, min_chunks=4) == 1
+    counts = _raw(db_path, "SELECT count FROM chunks ORDER BY id")
+    assert counts == [(5,), (1,), (5,), (5,)]
+    assert max(c for (c,) in counts) <= 5
+    after = await storage.read_series(S, None, None, None)
+    assert after == before
+    [(_, times, values, _)] = after
+    assert values == [100, 101, 102, 203, 204, 205, 206, 207]
+    assert await storage.compact(S, target=5, min_chunks=4) == 0  # nothing left worth it
 
 
 @pytest_twisted.ensureDeferred

@@ -93,6 +93,8 @@ TSNET_KEYS: dict[str, Key] = {
     "low_watermark": Key(positive_int, 100_000, "queued items below which they resume"),
     "max_queue": Key(positive_int, 2_000_000, "queued items above which UDP input is dropped"),
     "auth_refresh": Key(positive_float, 2.0, "seconds between checks for token changes"),
+    "compact_interval": Key(non_negative_float, 10.0,
+                            "seconds between chunk compactions (0: never)"),
 }
 
 STORAGE_KEYS: dict[str, Key] = {
@@ -153,6 +155,7 @@ class Config:
     low_watermark: int = 100_000
     max_queue: int = 2_000_000
     auth_refresh: float = 2.0
+    compact_interval: float = 10.0
     storages: dict[str, StorageConfig] = field(default_factory=dict)
     listeners: dict[str, Listener] = field(default_factory=dict)
     sections: dict[str, dict[str, Any]] = field(default_factory=dict)  # plugin sections

@@ -18,6 +18,7 @@ from twisted.internet import defer
 from twisted.logger import Logger
 
 from tsnet.auth import TokenAuthenticator
+from tsnet.compaction import Compactor
 from tsnet.config import Config
 from tsnet.ingest import Ingest
 from tsnet.metrics import Metrics
@@ -72,6 +73,7 @@ class TsnetService(MultiService):
         self.reactor = reactor
         self.core = build_core(config, plugins, reactor)
         self.started: defer.Deferred = defer.Deferred()
+        self.compactor: Compactor | None = None
         for ln in config.listeners.values():
             svc = plugins[ln.protocol].makeService(ln, self.core)
             svc.setServiceParent(self)
@@ -94,6 +96,8 @@ class TsnetService(MultiService):
             listening = getattr(svc, "whenListening", None)
             if listening is not None:
                 await listening()
+        self.compactor = Compactor(core.storages, self.reactor, core.config.compact_interval)
+        self.compactor.startService()
         log.info("tsnet running: {n} listeners, data in {data_dir}", n=len(self.services),
                  data_dir=core.config.data_dir)
 
@@ -117,6 +121,8 @@ class TsnetService(MultiService):
                 except Exception:
                     log.failure("stopping {name} failed", name=svc.name)
         core = self.core
+        if self.compactor is not None:
+            yield self.compactor.stopService()
         queued = core.ingest.queued
         yield core.ingest.stop()
         core.auth.stop()

@@ -148,6 +148,11 @@ CREATE INDEX IF NOT EXISTS credentials_token ON credentials (token_id);
 _DATA_TABLES = ("series", "properties", "messages", "meta", "records")
 
 
+#: points per chunk that compaction aims at, and small chunks that make it worth it
+COMPACT_TARGET = 4096
+COMPACT_MIN_CHUNKS = 8
+
+
 def _dumps(obj: Any) -> str:
     return json.dumps(obj, separators=(",", ":"), sort_keys=True)
 
@@ -489,35 +494,61 @@ class SqliteEngine:
             self._bump(db, "data_generation")
         self._ids.pop(solution, None)
 
-    def compact(self, solution: str | None = None) -> int:
-        """Rewrite each series that has several chunks as one; returns how many.
+    def compact(
+        self,
+        solution: str | None = None,
+        max_series: int | None = None,
+        target: int = COMPACT_TARGET,
+        min_chunks: int = COMPACT_MIN_CHUNKS,
+    ) -> int:
+        """Merge runs of small chunks into time-ordered chunks of up to ``target``
+        points; returns how many series were compacted.
 
-        Reads merge every chunk of a series, and with a short flush interval a
-        series gains a chunk per flush, so a long-lived file wants this now and then.
+        Reads decode every chunk of a series and a series gains a chunk per flush,
+        so small chunks are merged in the background.  Only runs of chunks that are
+        consecutive in write order are merged, and the merged chunks take the ids
+        of the chunks they replace: a run's merged chunks are disjoint in time and
+        sit exactly where the run sat, so last-write-wins across chunks still
+        holds.  Chunks never grow past ``target``, so a read of a time range
+        decodes a bounded amount beyond it.  ``max_series`` bounds one call, so the
+        writer thread returns to writes between calls.
         """
         sql = "SELECT c.series_id FROM chunks c"
-        args: tuple = ()
+        args: list[Any] = []
         if solution is not None:
-            sql += " JOIN series s ON s.id = c.series_id WHERE s.solution = ?"
-            args = (solution,)
-        sql += " GROUP BY c.series_id HAVING count(*) > 1"
+            sql += " JOIN series s ON s.id = c.series_id WHERE s.solution = ? AND"
+            args.append(solution)
+        else:
+            sql += " WHERE"
+        sql += " c.count < ? GROUP BY c.series_id HAVING count(*) >= ?"
+        args += [target, min_chunks]
+        if max_series is not None:
+            sql += " LIMIT ?"
+            args.append(max_series)
         done = 0
         for (sid,) in self.db.execute(sql, args).fetchall():
             with self._transaction() as db:
                 rows = db.execute(
-                    "SELECT id, times, vals, texts FROM chunks WHERE series_id = ? ORDER BY id",
+                    "SELECT id, count, times, vals, texts FROM chunks WHERE series_id = ?"
+                    " ORDER BY id",
                     (sid,),
                 ).fetchall()
-                if len(rows) < 2:
-                    continue
-                merged = chunks.merge(chunks.decode_chunk(r[1], r[2], r[3]) for r in rows)
-                db.execute("DELETE FROM chunks WHERE series_id = ? AND id <= ?", (sid, rows[-1][0]))
-                db.execute(
-                    "INSERT INTO chunks (series_id, min_time, max_time, count, times, vals,"
-                    " texts) VALUES (?, ?, ?, ?, ?, ?, ?)",
-                    (sid, *chunks.encode_chunk(*merged)),
-                )
-                done += 1
+                for run in _small_runs(rows, target):
+                    merged = chunks.merge(chunks.decode_chunk(r[2], r[3], r[4]) for r in run)
+                    ids = [r[0] for r in run]
+                    db.executemany("DELETE FROM chunks WHERE id = ?", [(i,) for i in ids])
+                    times, values, texts = merged
+                    pieces = []
+                    for lo in range(0, len(times), target):
+                        hi = lo + target
+                        pieces.append(chunks.encode_chunk(
+                            times[lo:hi], values[lo:hi], texts[lo:hi] if texts else None))
+                    db.executemany(
+                        "INSERT INTO chunks (id, series_id, min_time, max_time, count, times,"
+                        " vals, texts) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                        [(i, sid, *piece) for i, piece in zip(ids, pieces, strict=False)],
+                    )
+            done += 1
         return done
 
     # -- export --------------------------------------------------------------
@@ -763,6 +794,21 @@ class SqliteEngine:
         return self._generation(self.db, "catalog_generation")
 
 
+def _small_runs(rows: list[tuple], target: int) -> Iterator[list[tuple]]:
+    """Maximal runs (2 or more) of consecutive chunks holding fewer than ``target``
+    points each; rows are (id, count, ...) in write order."""
+    run: list[tuple] = []
+    for r in rows:
+        if r[1] < target:
+            run.append(r)
+            continue
+        if len(run) > 1:
+            yield run
+        run = []
+    if len(run) > 1:
+        yield run
+
+
 def _solution(row: tuple) -> SolutionRecord:
     name, description, storage, created_ns, attributes = row
     return SolutionRecord(name, description, storage, created_ns, json.loads(attributes))
@@ -878,8 +924,9 @@ class SqliteStorage:
     def delete_solution_data(self, solution: str) -> defer.Deferred:
         return self._run(self._engine.delete_solution_data, solution)
 
-    def compact(self, solution: str | None = None) -> defer.Deferred:
-        return self._run(self._engine.compact, solution)
+    def compact(self, solution: str | None = None, **kw: Any) -> defer.Deferred:
+        """Deferred[int]: see `SqliteEngine.compact`."""
+        return self._run(self._engine.compact, solution, **kw)
 
     # ICatalog
 

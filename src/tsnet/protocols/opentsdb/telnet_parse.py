@@ -34,9 +34,6 @@ SECONDS_LIMIT = 1 << 32
 #: The largest millisecond timestamp OpenTSDB accepts (13 digits).
 MAX_MS = 9_999_999_999_999
 
-# Distinct timestamp texts remembered by the fast path before it starts afresh.
-_TS_CACHE_LIMIT = 4096
-
 #: What `help` lists (OpenTSDB 2.4 order, minus what tsnet does not register).
 HELP_COMMANDS: tuple[str, ...] = ("stats", "dropcaches", "version", "exit", "help", "put")
 #: The `iot` profile adds the RunAbove `auth` command.
@@ -224,7 +221,15 @@ class PutParser:
     the cache of validated (metric, tag text) pairs; 0 disables the fast path.
     """
 
-    __slots__ = ("_cache", "_cache_limit", "_cached", "_notag_cache", "_ts_cache", "max_tags")
+    __slots__ = (
+        "_cache",
+        "_cache_limit",
+        "_cached",
+        "_last_ns",
+        "_last_ts",
+        "_notag_cache",
+        "max_tags",
+    )
 
     def __init__(self, max_tags: int = 8, cache_limit: int = 100_000) -> None:
         self.max_tags = max_tags
@@ -235,8 +240,9 @@ class PutParser:
         # the same for lines without client tags, valid only with allow_no_tags
         self._notag_cache: dict[str, dict[str, tuple[SeriesKey, str | None]]] = {}
         self._cached = 0  # entries in both caches
-        # timestamp text -> ns: many series share a timestamp in one batch
-        self._ts_cache: dict[str, int] = {}
+        # the last timestamp text the fast path accepted, and its nanoseconds
+        self._last_ts = " "  # never equal to a word, which has no space
+        self._last_ns = 0
 
     def parse(
         self, line: str, allow_no_tags: bool = False
@@ -260,14 +266,18 @@ class PutParser:
                 if by_metric is not None:
                     hit = by_metric.get(metric)
             if hit is not None:  # metric and tags known good: check ts and value
-                t = self._ts_cache.get(ts)
-                if t is None and len(ts) < 14 and ts.isdigit() and ts.isascii():
+                if ts == self._last_ts:  # many series share one timestamp
+                    t = self._last_ns
+                elif len(ts) < 14 and ts.isdigit() and ts.isascii():
                     n = int(ts)  # plain digits only: no sign, no dot, <= 13 digits
-                    if n:
-                        t = n * 1_000_000 if n >= SECONDS_LIMIT else n * 1_000_000_000
-                        if len(self._ts_cache) >= _TS_CACHE_LIMIT:
-                            self._ts_cache.clear()
-                        self._ts_cache[ts] = t
+                    t = n * 1_000_000 if n >= SECONDS_LIMIT else n * 1_000_000_000
+                    if t:
+                        self._last_ts = ts
+                        self._last_ns = t
+                    else:
+                        t = None
+                else:
+                    t = None
                 if t is not None:
                     if "." in value:
                         # With a point, ASCII, no `_` and no whitespace, float()
@@ -281,7 +291,7 @@ class PutParser:
                             else:
                                 if v - v == 0.0:
                                     return hit[0], t, v, hit[1]
-                    elif len(value) < 19 and value.isascii():
+                    elif value.isascii():
                         # Up to 18 digits always fit in int64.
                         if value.isdigit() or value.removeprefix("-").isdigit():
                             return hit[0], t, int(value), hit[1]
