@@ -189,7 +189,7 @@ async def test_compact_bounds_chunks_and_keeps_last_write_wins(
     assert max(c for (c,) in counts) <= 5
     after = await storage.read_series(S, None, None, None)
     assert after == before
-    [(_, times, values, _)] = after
+    [(_, _, values, _)] = after
     assert values == [100, 101, 102, 203, 204, 205, 206, 207]
     assert await storage.compact(S, target=5, min_chunks=4) == 0  # nothing left worth it
 
