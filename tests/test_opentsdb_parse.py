@@ -213,18 +213,33 @@ CASES = [
         IA + 'Invalid metric name ("sys.cpu!user"): illegal character: !',
     ),
     ("put a-b_c.d/E9 1 2 h=a", ok("a-b_c.d/E9", H, S, 2)),
-    ("put temp\u00e9rature 1 2 h=\u00e9t\u00e9", ok("temp\u00e9rature", {"h": "\u00e9t\u00e9"}, S, 2)),
+    (
+        "put temp\u00e9rature 1 2 h=\u00e9t\u00e9",
+        ok("temp\u00e9rature", {"h": "\u00e9t\u00e9"}, S, 2),
+    ),
     ("put \u6771\u4eac 1 2 \u03a9=\u0416", ok("\u6771\u4eac", {"\u03a9": "\u0416"}, S, 2)),
     ("put m 1 2 a:b=1", IA + 'Invalid tag name with value [1] ("a:b"): illegal character: :'),
     ("put m 1 2 h=a:b", IA + 'Invalid tag value with key [h] ("a:b"): illegal character: :'),
     ("put m 1 2 h=a! k!=v", IA + 'Invalid tag value with key [h] ("a!"): illegal character: !'),
     ("put m 1 2 k!=v! h=a", IA + 'Invalid tag name with value [v!] ("k!"): illegal character: !'),
     # letters outside the BMP fail (Java tests UTF-16 code units)
-    ("put m\U0001d400 1 2 h=a", IA + 'Invalid metric name ("m\U0001d400"): illegal character: \U0001d400'),
-    ("put m 1 2 h=\u0663", IA + 'Invalid tag value with key [h] ("\u0663"): illegal character: \u0663'),
-    ("put m 1 2 h=\u00b2", IA + 'Invalid tag value with key [h] ("\u00b2"): illegal character: \u00b2'),
+    (
+        "put m\U0001d400 1 2 h=a",
+        IA + 'Invalid metric name ("m\U0001d400"): illegal character: \U0001d400',
+    ),
+    (
+        "put m 1 2 h=\u0663",
+        IA + 'Invalid tag value with key [h] ("\u0663"): illegal character: \u0663',
+    ),
+    (
+        "put m 1 2 h=\u00b2",
+        IA + 'Invalid tag value with key [h] ("\u00b2"): illegal character: \u00b2',
+    ),
     # UTF-8 read as Latin-1 (mojibake): the diaeresis is not a letter
-    ("put m 1 2 h=\u00c3\u00a8", IA + 'Invalid tag value with key [h] ("\u00c3\u00a8"): illegal character: \u00a8'),
+    (
+        "put m 1 2 h=\u00c3\u00a8",
+        IA + 'Invalid tag value with key [h] ("\u00c3\u00a8"): illegal character: \u00a8',
+    ),
     # --- ovh.auth pseudo-tag (§4, §6.6-6.7) -----------------------------------------------------
     ("put m 1 2 ovh.auth=id:key h=a", ok("m", H, S, 2, "id:key")),
     ("put m 1 2 h=a ovh.auth=id:key", ok("m", H, S, 2, "id:key")),
@@ -239,7 +254,10 @@ CASES = [
     ("put m 1 2 ovh.auth=i:k ovh.auth=j:l", IA + "duplicate tag: ovh.auth=j:l, tags={}"),
     ("put m 1 2 h=a h=b ovh.auth=i:k", IA + "duplicate tag: h=b, tags={h=a}"),
     ("put m 1 2 ovh.auth=i:k h=a h=b", IA + "duplicate tag: h=b, tags={h=a}"),  # token not shown
-    ("put m 1 2 ovh.auth=i:k h=a!", IA + 'Invalid tag value with key [h] ("a!"): illegal character: !'),
+    (
+        "put m 1 2 ovh.auth=i:k h=a!",
+        IA + 'Invalid tag value with key [h] ("a!"): illegal character: !',
+    ),
 ]
 
 
@@ -264,10 +282,15 @@ def _check(got, expected):
 
 @pytest.mark.parametrize(("line", "expected"), CASES, ids=[repr(c[0])[:60] for c in CASES])
 def test_put_line(line, expected):
-    parser = PutParser()
-    _check(_outcome(parser, line), expected)  # slow path, fills the cache
-    _check(_outcome(parser, line), expected)  # again, through the fast path if cached
     _check(_outcome(PutParser(cache_limit=0), line, slow=True), expected)
+    parser = PutParser()
+    _check(_outcome(parser, line), expected)
+    # Again once the line's series is known good, so that the fast path judges it.
+    parts = line.split(" ", 4)
+    if len(parts) == 5:
+        _outcome(parser, f"put {parts[1]} 1 1 {parts[4]}")
+    _check(_outcome(parser, line), expected)
+    _check(_outcome(parser, line), expected)
 
 
 @pytest.mark.parametrize(
@@ -401,6 +424,23 @@ _series_st = st.tuples(
         st.lists(st.sampled_from(_TAG_WORDS), max_size=10).map(" ".join),
     ),
 )
+
+
+@pytest.mark.parametrize("tags", ["h=a", "ovh.auth=i:k h=a", ""])
+def test_fast_path_matches_slow_path_on_pools(tags):
+    """Every timestamp x value of the pools below, on a series the fast path knows."""
+    for allow in (False, True):
+        cached = PutParser()
+        reference = PutParser(cache_limit=0)
+        _outcome(cached, f"put m 1356998400 1 {tags}", allow)
+        for ts in _TS:
+            for value in _VALUES:
+                for line in (f"put m {ts} {value} {tags}", f"put m 789 {value} {tags}"):
+                    got = _outcome(cached, line, allow)
+                    want = _outcome(reference, line, allow, slow=True)
+                    assert got == want, line
+                    if isinstance(want, tuple):
+                        assert repr(got[2]) == repr(want[2]), line
 
 
 @settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])

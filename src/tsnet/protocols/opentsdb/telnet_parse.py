@@ -117,7 +117,8 @@ def parse_double(text: str) -> float:
     """
     if _DECIMAL.fullmatch(text):
         return float(text)
-    if _MANTISSA_RUN.match(text).group(1).count(".") > 1:  # type: ignore[union-attr]
+    run = _MANTISSA_RUN.match(text)  # always matches, possibly empty
+    if run is not None and run.group(1).count(".") > 1:
         raise PutError(INVALID + "multiple points")
     raise PutError(f'{INVALID}For input string: "{text}"')
 
@@ -291,7 +292,7 @@ class PutParser:
                             else:
                                 if v - v == 0.0:
                                     return hit[0], t, v, hit[1]
-                    elif value.isascii():
+                    elif len(value) < 19 and value.isascii():
                         # Up to 18 digits always fit in int64.
                         if value.isdigit() or value.removeprefix("-").isdigit():
                             return hit[0], t, int(value), hit[1]
