@@ -21,6 +21,7 @@ import argparse
 import json
 import os
 import re
+import resource
 import shutil
 import signal
 import statistics
@@ -413,6 +414,17 @@ def read_loadgen(lg: subprocess.Popen, out: str, err: str, timeout: float) -> di
     return json.loads(lines[-1])
 
 
+def check_loadgen(r: dict, rc: int | None, n: int) -> None:
+    """Raise when loadgen did not deliver all N points (404s: exit status 2)."""
+    if (r.get("http_status") or {}).get("404"):
+        raise BenchError(f"--format opentsdb-http: /api/put answered 404 to "
+                         f"{r['http_status']['404']} requests: this tsnet does not serve it",
+                         code=2)
+    if rc != 0 or r.get("points_sent") != n or r.get("errors"):
+        raise BenchError(f"loadgen failed (exit {rc}, {r.get('points_sent')} of {n} sent, "
+                         f"{r.get('points_rejected')} rejected): {r.get('errors')}")
+
+
 def one_run(a: argparse.Namespace, run: int) -> dict:
     n = a.points
     rec: dict = {"run": run, "format": a.format, "points": n, "conns": a.conns,
@@ -451,33 +463,34 @@ def one_run(a: argparse.Namespace, run: int) -> dict:
         rec["loadgen_cmd"] = " ".join(cmd[1:])
         cpu0 = proc_cpu(pid)
         m0 = machine_cpu()
+        ru0 = resource.getrusage(resource.RUSAGE_CHILDREN)
         t_launch = time.time()
         with open(lg_out, "wb") as fo, open(lg_err, "wb") as fe:
             lg = subprocess.Popen(cmd, stdout=fo, stderr=fe, stdin=subprocess.DEVNULL)
 
-        c = wait_committed(a, server, lg, metrics_url, t_launch)
+        try:
+            c = wait_committed(a, server, lg, metrics_url, t_launch)
+        except BenchError:
+            if lg.poll() not in (None, 0):  # loadgen's own failure explains it better
+                check_loadgen(read_loadgen(lg, lg_out, lg_err, 10), lg.returncode, n)
+            raise
         cpu1 = proc_cpu(pid)
         m1 = machine_cpu()
         rec["peak_rss_mib"] = mib(proc_status(pid, "VmHWM"))
         rec["rss_end_mib"] = mib(proc_status(pid, "VmRSS"))
         rec["threads"] = proc_status(pid, "Threads")
         rec["server_cpu_total_s"] = round(cpu1, 2)
-        if spy is not None:
-            spy.stop()
 
         r = read_loadgen(lg, lg_out, lg_err, max(10.0, t_launch + a.timeout + 90 - time.time()))
+        ru1 = resource.getrusage(resource.RUSAGE_CHILDREN)  # now includes loadgen, reaped
+        if spy is not None:
+            spy.stop()
         rec["loadgen"] = {k: r.get(k) for k in (
             "points_sent", "points_accepted", "points_rejected", "seconds", "points_per_sec",
             "send_seconds", "setup_seconds", "loadgen_cpu_seconds", "bytes", "requests",
             "http_status", "all_drained", "server_said", "errors")}
         rec["loadgen"]["rc"] = lg.returncode
-        if (r.get("http_status") or {}).get("404"):
-            raise BenchError(f"--format opentsdb-http: /api/put answered 404 to "
-                             f"{r['http_status']['404']} requests: this tsnet does not "
-                             "serve it", code=2)
-        if lg.returncode != 0 or r.get("points_sent") != n or r.get("errors"):
-            raise BenchError(f"loadgen failed (exit {lg.returncode}, {r.get('points_sent')} "
-                             f"of {n} sent): {r.get('errors')}")
+        check_loadgen(r, lg.returncode, n)
         t0 = r["t_first_byte"]
         e2e = c["t_commit"] - t0
         rec["points_per_sec"] = round(n / e2e, 1)
@@ -490,6 +503,11 @@ def one_run(a: argparse.Namespace, run: int) -> dict:
         rec["server_cpu_us_per_point"] = round((cpu1 - cpu0) / n * 1e6, 2)
         busy, total = m1[0] - m0[0], m1[1] - m0[1]
         rec["machine_busy_pct"] = round(100.0 * busy / total, 1) if total > 0 else None
+        # Noise gauge: CPU the rest of the machine used while we measured (busy CPU
+        # minus server and loadgen, loadgen counted from launch to exit; approximate).
+        lg_cpu = (ru1.ru_utime - ru0.ru_utime) + (ru1.ru_stime - ru0.ru_stime)
+        rec["loadgen_total_cpu_s"] = round(lg_cpu, 2)
+        rec["other_cpu_s"] = round(busy - (cpu1 - cpu0) - lg_cpu, 2)
         rec["polls"] = c["polls"]
         rec["poll_errors"] = c["poll_errors"]
         rec["points_written"] = int(c["written"])
@@ -548,11 +566,26 @@ def one_run(a: argparse.Namespace, run: int) -> dict:
 
 # ------------------------------------------------------------------ main
 
-def summarize(a: argparse.Namespace, runs: list[dict]) -> dict:
+def git_state() -> dict:
+    """The commit measured, and whether the work tree had changes (best effort)."""
+    def git(*args: str) -> str | None:
+        try:
+            p = subprocess.run(["git", "-C", REPO, *args], capture_output=True, text=True,
+                               timeout=20)
+        except (OSError, subprocess.TimeoutExpired):
+            return None
+        return p.stdout.strip() if p.returncode == 0 else None
+
+    head = git("rev-parse", "--short", "HEAD")
+    dirty = git("status", "--porcelain", "--untracked-files=no", "--", "src")
+    return {"commit": head, "src_modified": bool(dirty) if dirty is not None else None}
+
+
+def summarize(a: argparse.Namespace, runs: list[dict], git: dict) -> dict:
     ok = [r for r in runs if r["ok"]]
     summ: dict = {"summary": True, "format": a.format, "points": a.points, "conns": a.conns,
                   "series": a.series, "tags": a.tags, "runs": len(runs), "runs_ok": len(ok),
-                  "ok": len(ok) == a.runs}
+                  "ok": len(ok) == a.runs, **git}
     if ok:
         pps = [r["points_per_sec"] for r in ok]
         summ.update({
@@ -564,6 +597,7 @@ def summarize(a: argparse.Namespace, runs: list[dict]) -> dict:
             "median_server_cpu_us_per_point": round(
                 statistics.median(r["server_cpu_us_per_point"] for r in ok), 2),
             "max_peak_rss_mib": max(r["peak_rss_mib"] for r in ok),
+            "median_other_cpu_s": round(statistics.median(r["other_cpu_s"] for r in ok), 2),
         })
     applies = all(getattr(a, k) == v for k, v in BAR_PARAMS.items()) and not (
         a.py_spy or a.cprofile)
@@ -623,6 +657,7 @@ def main(argv: list[str] | None = None) -> int:
         print("bench: needs Linux /proc for CPU and RSS", file=sys.stderr)
         return 2
 
+    git = git_state()
     runs = []
     for i in range(1, a.runs + 1):
         log(f"run {i}/{a.runs}: {a.format}, {a.points} points, {a.conns} conns, "
@@ -638,7 +673,7 @@ def main(argv: list[str] | None = None) -> int:
             if rec.get("error_code") == 2:
                 break  # environment problem: the next runs would fail the same way
 
-    summ = summarize(a, runs)
+    summ = summarize(a, runs, git)
     print(json.dumps(summ), flush=True)
     bar = summ["bar"]
     verdict = ("PASS" if bar["pass"] else "FAIL") if bar["applies"] else \

@@ -76,7 +76,7 @@ def test_commands(server: Any) -> None:
     lines = yield c.wait_lines(3)
     assert lines[0].startswith("net.opentsdb.tools 2.4.0 built at revision ")
     assert lines[1].startswith("Built on ")
-    assert lines[2] == "available commands: put auth version help exit stats dropcaches "
+    assert lines[2] == "available commands: stats dropcaches version exit help put "
     stats = yield c.wait_lines(8)
     assert any(s.startswith("tsd.connectionmgr.connections ") and " 1 type=open" in s
                for s in stats)

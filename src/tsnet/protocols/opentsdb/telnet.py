@@ -24,15 +24,21 @@ from zope.interface import implementer
 from tsnet.errors import Forbidden, Unauthorized
 from tsnet.listeners import ConnectionTracker
 from tsnet.model import WRITE, Batch, Column, Principal, SampleSet, anonymous
-from tsnet.protocols.opentsdb.telnet_parse import PutError, PutParser
+from tsnet.protocols.opentsdb.telnet_parse import (
+    HELP_COMMANDS,
+    IOT_HELP_COMMANDS,
+    UNAUTHENTICATED_PUT,
+    PutError,
+    PutParser,
+    help_reply,
+    unknown_command_reply,
+)
 
 log = Logger(namespace="tsnet.opentsdb")
 
 PROTOCOL = "opentsdb"
 MAX_LINE = 8192
-COMMANDS = ("put", "auth", "version", "help", "exit", "stats", "dropcaches")
 OPENTSDB_VERSION = "2.4.0"
-UNAUTHENTICATED = "put: illegal argument: Unauthenticated command: put"
 INVALID_TOKEN = "auth: invalid token"
 
 
@@ -41,14 +47,6 @@ def version_reply(tsnet_version: str) -> str:
         f"net.opentsdb.tools {OPENTSDB_VERSION} built at revision tsnet-{tsnet_version} (MINT)\n"
         f"Built on 2026/11/22 00:00:00 +0000 by tsnet@{socket.gethostname()}:tsnet\n"
     )
-
-
-def help_reply() -> str:
-    return "available commands: " + "".join(c + " " for c in COMMANDS) + "\n"
-
-
-def unknown_command(word: str) -> str:
-    return f"unknown command: {word}.  Try `help'."
 
 
 def no_tags_error(metric: str) -> str:
@@ -67,6 +65,7 @@ class TelnetFactory(ConnectionTracker):
         from tsnet import __version__
 
         self.version_text = version_reply(__version__)
+        self.help_text = help_reply(IOT_HELP_COMMANDS if self.token_auth else HELP_COMMANDS)
 
     def buildProtocol(self, addr: Any) -> TelnetProtocol:
         p = TelnetProtocol()
@@ -262,7 +261,7 @@ class TelnetProtocol(Protocol, TimeoutMixin):
                         p = core.auth.cached(tok, WRITE)
                     except (Unauthorized, Forbidden):
                         p = None
-                        out.append(UNAUTHENTICATED)
+                        out.append(UNAUTHENTICATED_PUT)
                         rejected += 1
                         if session is None or f.close_on_error:
                             close = True
@@ -278,7 +277,7 @@ class TelnetProtocol(Protocol, TimeoutMixin):
                         rejected += 1
                         continue
                 elif target is None:
-                    out.append(UNAUTHENTICATED)
+                    out.append(UNAUTHENTICATED_PUT)
                     rejected += 1
                     close = True
                     break
@@ -304,7 +303,7 @@ class TelnetProtocol(Protocol, TimeoutMixin):
             if word == "version":
                 out.append(f.version_text[:-1])
             elif word == "help":
-                out.append(help_reply()[:-1])
+                out.append(f.help_text)
             elif word == "exit":
                 close = True
                 break
@@ -315,7 +314,7 @@ class TelnetProtocol(Protocol, TimeoutMixin):
                 parse = f.parser.parse
                 out.append("Caches dropped.")
             else:
-                out.append(unknown_command(word))
+                out.append(unknown_command_reply(word))
         self._pos = i
         self._flush(out, sets, rejected)
         if close:
@@ -384,7 +383,7 @@ class TelnetProtocol(Protocol, TimeoutMixin):
         if the catalog could not be read at all, give up on the connection."""
         if not isinstance(result, Principal) and not result.check(Unauthorized, Forbidden):
             log.failure("token lookup failed", result)
-            self.transport.write(UNAUTHENTICATED.encode() + b"\n")
+            self.transport.write(UNAUTHENTICATED_PUT.encode() + b"\n")
             self._close()
 
 
