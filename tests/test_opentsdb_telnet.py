@@ -106,10 +106,27 @@ def test_split_reads_crlf_and_latin1(server: Any) -> None:
 
 
 @pytest_twisted.inlineCallbacks
+def test_half_close_gets_every_reply_then_close(server: Any) -> None:
+    c = yield connect_line(server.port("opentsdb"))
+    c.send("put m 1356998400 1 host=a\nbogus\nput m x 1 host=a\nversion\n")
+    c.transport.loseWriteConnection()  # as `printf ... | nc -N` does
+    data = yield c.wait_closed()
+    lines = data.decode().splitlines()
+    assert lines[:2] == ["unknown command: bogus.  Try `help'.",
+                         "put: invalid value: Invalid character 'x' in x"]
+    assert lines[2].startswith("net.opentsdb.tools ") and len(lines) == 4
+
+
+@pytest_twisted.inlineCallbacks
 def test_overlong_line_closes_connection(server: Any) -> None:
     c = yield connect_line(server.port("opentsdb"))
-    c.send("put m 1356998400 1 host=kept\n" + "put m 1356998400 1 host=" + "x" * 9000)
-    yield c.wait_closed()
+    c.send("put m 1356998400 1 host=kept\nbogus\n" + "put m 1356998400 1 host=" + "x" * 9000
+           + "\nput m 1356998400 1 host=after\n")
+    data = yield c.wait_closed()
+    assert data == b"unknown command: bogus.  Try `help'.\n"  # lines before it are answered
+    c = yield connect_line(server.port("opentsdb"))
+    c.send("put m 1356998400 1 host=" + "y" * 9000)  # no newline yet: still too long
+    assert (yield c.wait_closed()) == b""
     yield server.flush()
     rows = yield server.export()
     assert [r["tags"] for r in rows] == [{"host": "kept"}]

@@ -100,12 +100,14 @@ class Ingest:
         self._stopping = False
         self._running = True
         self._drained: list[defer.Deferred] = []
+        self._queued = 0
 
     # -- flow control ---------------------------------------------------------
 
     @property
     def queued(self) -> int:
-        return sum(q.count + q.inflight for q in self._queues.values())
+        """Items accepted and not yet committed (pending and in flight)."""
+        return self._queued
 
     @property
     def paused(self) -> bool:
@@ -178,9 +180,7 @@ class Ingest:
         solution = principal.solution
         name = self._storages.storage_name_for(solution)
         batch = apply_token_tags(batch, principal.tags)
-        q = self._queues.get(name)
-        if q is None:
-            q = self._queues[name] = _Queue()
+        q = self._queue(name)
         target = q.pending.for_solution(solution)
         target.samples.merge(batch.samples)
         target.properties.extend(batch.properties)
@@ -195,8 +195,51 @@ class Ingest:
         c[2] += len(batch.messages)
         c[3] += len(batch.meta)
         c[4] += len(batch.records)
-        q.count += batch.item_count()
+        n = batch.item_count()
+        q.count += n
+        self._queued += n
         return q, name
+
+    def _queue(self, name: str) -> _Queue:
+        q = self._queues.get(name)
+        if q is None:
+            q = self._queues[name] = _Queue()
+        return q
+
+    # -- the hot path: appending straight into the queue ------------------------
+
+    def columns_for(self, principal: Principal) -> dict | None:
+        """The write queue's live columns (series key -> Column) for the
+        principal's solution, for a protocol's hot loop to append points into
+        with no intermediate objects.  The caller must call `appended` before
+        anything else touches ingest (a submit may start a write that takes these
+        columns), and fetch the columns again afterwards.  None when the points
+        need the token's tags merged, or the solution is not known yet: use
+        `submit` then."""
+        if principal.tags or not self._running:
+            return None
+        try:
+            name = self._storages.storage_name_for(principal.solution)
+        except NotFound:
+            return None
+        return self._queue(name).pending.for_solution(principal.solution).samples.columns
+
+    def appended(self, principal: Principal, n: int, protocol: str = "") -> None:
+        """Account for ``n`` points appended into `columns_for`'s columns, and
+        schedule their write.  They are committed within the flush interval."""
+        if not n:
+            return
+        name = self._storages.storage_name_for(principal.solution)
+        q = self._queue(name)
+        q.pending.for_solution(principal.solution).samples.count += n
+        c = q.by_protocol.get(protocol)
+        if c is None:
+            c = q.by_protocol[protocol] = [0, 0, 0, 0, 0]
+        c[0] += n
+        q.count += n
+        self._queued += n
+        self._schedule(q, name)
+        self._check_watermarks()
 
     # -- writing --------------------------------------------------------------
 
@@ -242,6 +285,7 @@ class Ingest:
             d.errback(f)
 
     def _finish(self, q: _Queue, name: str) -> None:
+        self._queued -= q.inflight
         q.inflight = 0
         if q.count:
             self._write(q, name)  # what queued behind the write has waited enough

@@ -53,6 +53,18 @@ def no_tags_error(metric: str) -> str:
     return f"put: illegal argument: Need at least one tag (metric={metric}, tags={{}})"
 
 
+class _Direct:
+    """Points of the session principal appended by `_process` and not yet
+    accounted: straight into the write queue (``live``) or into a SampleSet."""
+
+    __slots__ = ("live", "n", "principal")
+
+    def __init__(self, principal: Principal | None, live: bool) -> None:
+        self.principal = principal
+        self.live = live
+        self.n = 0
+
+
 class TelnetFactory(ConnectionTracker):
     """One per listener: the shared parser (and its cache) and settings."""
 
@@ -109,7 +121,7 @@ class TelnetProtocol(Protocol, TimeoutMixin):
         self._principal: Principal | None = None
         self._secret: str | None = None
         self._pending_secret: str | None = None
-        self._eof = False
+        self._close_when_done = False  # EOF or an overlong line: finish, then close
 
     # -- connection ------------------------------------------------------------
 
@@ -129,8 +141,8 @@ class TelnetProtocol(Protocol, TimeoutMixin):
         self.factory.core.ingest.unregisterProducer(self)
 
     def readConnectionLost(self) -> None:
-        self._eof = True
-        if not self._waiting:
+        self._close_when_done = True
+        if not self._waiting:  # everything read is handled: dataReceived is synchronous
             self._close()
 
     def writeConnectionLost(self) -> None:
@@ -167,7 +179,7 @@ class TelnetProtocol(Protocol, TimeoutMixin):
     # -- framing -----------------------------------------------------------------
 
     def dataReceived(self, data: bytes) -> None:
-        if self._closing:
+        if self._closing or self._close_when_done:
             return
         self.resetTimeout()
         buf = self._buf + data if self._buf else data
@@ -175,16 +187,22 @@ class TelnetProtocol(Protocol, TimeoutMixin):
         if nl < 0:
             self._buf = buf
             if len(buf) > MAX_LINE:
-                self._close_too_long()
+                self._too_long()
+                self._close()
             return
         self._buf = buf[nl + 1 :]
-        chunk = buf[:nl]
-        try:
-            lines = chunk.decode("utf-8").split("\n")
-        except UnicodeDecodeError:
-            lines = [_decode(b) for b in chunk.split(b"\n")]
-        if b"\r" in chunk:
-            lines = [ln[:-1] if ln.endswith("\r") else ln for ln in lines]
+        lines = _split_lines(buf[:nl])
+        # A line over MAX_LINE bytes has over MAX_LINE // 4 characters (UTF-8): screen
+        # cheaply in characters, then check in bytes, where the limit is defined.
+        if len(self._buf) > MAX_LINE or (nl > MAX_LINE // 4
+                                         and max(map(len, lines)) > MAX_LINE // 4):
+            raw = buf[:nl].split(b"\n")
+            k = next((j for j, b in enumerate(raw) if len(b) > MAX_LINE), None)
+            if k is not None:
+                lines = lines[:k]
+            if k is not None or len(self._buf) > MAX_LINE:
+                self._buf = b""
+                self._too_long()
         if self._pos < len(self._lines):
             self._lines = self._lines[self._pos :] + lines
         else:
@@ -192,13 +210,12 @@ class TelnetProtocol(Protocol, TimeoutMixin):
         self._pos = 0
         if not self._waiting:
             self._process()
-        if len(self._buf) > MAX_LINE and not self._closing:
-            self._close_too_long()
 
-    def _close_too_long(self) -> None:
+    def _too_long(self) -> None:
+        """Lines over the limit close the connection, after the lines before them."""
         log.info("closing connection: a line is longer than {max} bytes", max=MAX_LINE)
         self.factory.core.metrics.rejected(PROTOCOL, "line_too_long")
-        self._close()
+        self._close_when_done = True
 
     def _close(self) -> None:
         if self._closing:
@@ -210,10 +227,14 @@ class TelnetProtocol(Protocol, TimeoutMixin):
     # -- processing ----------------------------------------------------------------
 
     def _process(self) -> None:
-        """Handle queued lines in order until done, closing, or waiting on a token."""
+        """Handle queued lines in order until done, closing, or waiting on a token.
+
+        Points of the session's principal go straight into the write queue's
+        columns (`Ingest.columns_for`), runs of plain lines through the parser's
+        bulk fast path; points of per-line tokens are submitted per principal.
+        """
         f = self.factory
         core = f.core
-        parse = f.parser.parse
         lines = self._lines
         n = len(lines)
         i = self._pos
@@ -234,18 +255,25 @@ class TelnetProtocol(Protocol, TimeoutMixin):
                                       self._session_checked)
         token_auth = f.token_auth
         allow_no_tags = token_auth or bool(session and session.tags)
-        cols = sets.setdefault(session, SampleSet()).columns if session else None
+        cols = live = None
+        if session is not None:
+            live = core.ingest.columns_for(session)
+            cols = live if live is not None else sets.setdefault(session, SampleSet()).columns
+        direct = _Direct(session, live is not None)
+        parse = f.parser.parse
+        take = f.parser.take_puts
         close = False
 
         while i < n:
+            if cols is not None:
+                j = take(lines, i, cols)
+                direct.n += j - i
+                i = j
+                if i == n:
+                    break
             line = lines[i]
             i += 1
-            if len(line) > MAX_LINE:
-                close = True
-                self.factory.core.metrics.rejected(PROTOCOL, "line_too_long")
-                break
-            cmd = line[:4]
-            if cmd == "put " or line == "put":
+            if line[:4] == "put " or line == "put":
                 try:
                     key, t, v, tok = parse(line, allow_no_tags)
                 except PutError as e:
@@ -268,14 +296,14 @@ class TelnetProtocol(Protocol, TimeoutMixin):
                             break
                         continue
                     if p is None:  # not seen recently: look it up, then redo this line
-                        self._flush(out, sets, rejected)
+                        self._flush(out, sets, rejected, direct)
                         return self._wait(core.auth.authenticate(tok, WRITE), i - 1,
                                           self._line_token_checked)
-                    target = sets.setdefault(p, SampleSet()).columns
                     if not key[2] and not p.tags:
                         out.append(no_tags_error(key[0]))
                         rejected += 1
                         continue
+                    target = sets.setdefault(p, SampleSet()).columns
                 elif target is None:
                     out.append(UNAUTHENTICATED_PUT)
                     rejected += 1
@@ -285,6 +313,8 @@ class TelnetProtocol(Protocol, TimeoutMixin):
                     out.append(no_tags_error(key[0]))
                     rejected += 1
                     continue
+                else:
+                    direct.n += 1
                 col = target.get(key)
                 if col is None:
                     col = target[key] = Column()
@@ -296,10 +326,10 @@ class TelnetProtocol(Protocol, TimeoutMixin):
                 if not token_auth:
                     out.append("ok")  # auth = none: every write goes to the listener's solution
                     continue
-                secret = line[5:].strip()
-                self._flush(out, sets, rejected)
-                self._pending_secret = secret
-                return self._wait(core.auth.authenticate(secret, WRITE), i, self._authed)
+                self._flush(out, sets, rejected, direct)
+                self._pending_secret = line[5:].strip()
+                return self._wait(core.auth.authenticate(self._pending_secret, WRITE), i,
+                                  self._authed)
             if word == "version":
                 out.append(f.version_text[:-1])
             elif word == "help":
@@ -312,24 +342,35 @@ class TelnetProtocol(Protocol, TimeoutMixin):
             elif word == "dropcaches":
                 f.parser = PutParser()
                 parse = f.parser.parse
+                take = f.parser.take_puts
                 out.append("Caches dropped.")
             else:
                 out.append(unknown_command_reply(word))
         self._pos = i
-        self._flush(out, sets, rejected)
-        if close:
+        self._flush(out, sets, rejected, direct)
+        if close or self._close_when_done:
             self._close()
 
-    def _flush(self, out: list[str], sets: dict[Principal, SampleSet], rejected: int) -> None:
+    def _flush(self, out: list[str], sets: dict[Principal, SampleSet], rejected: int,
+               direct: _Direct) -> None:
+        """Send the replies; account for the points appended straight into the write
+        queue first (a submit may start the write that takes those columns), then
+        submit the rest."""
         core = self.factory.core
         if out:
             self.transport.write(("\n".join(out) + "\n").encode("utf-8"))
             out.clear()
         if rejected:
             core.metrics.rejected(PROTOCOL, "invalid", rejected)
+        if direct.n:
+            core.metrics.received(PROTOCOL, direct.n)
+            if direct.live:
+                core.ingest.appended(direct.principal, direct.n, PROTOCOL)
+            direct.n = 0
         for principal, samples in sets.items():
             if samples.recount():
-                core.metrics.received(PROTOCOL, samples.count)
+                if not (direct.principal == principal and not direct.live):
+                    core.metrics.received(PROTOCOL, samples.count)
                 d = core.ingest.submit(Batch(samples=samples), principal, PROTOCOL)
                 d.addErrback(self._write_failed, samples.count)
         sets.clear()
@@ -357,7 +398,7 @@ class TelnetProtocol(Protocol, TimeoutMixin):
                 return
             if not self._closing and not self._waiting:
                 self._process()
-            if self._eof and not self._waiting:
+            if self._close_when_done and not self._waiting:
                 self._close()
 
         d.addBoth(done)
@@ -385,6 +426,17 @@ class TelnetProtocol(Protocol, TimeoutMixin):
             log.failure("token lookup failed", result)
             self.transport.write(UNAUTHENTICATED_PUT.encode() + b"\n")
             self._close()
+
+
+def _split_lines(chunk: bytes) -> list[str]:
+    """Complete lines of a buffer (without its last newline); ``\\r\\n`` too."""
+    try:
+        lines = chunk.decode("utf-8").split("\n")
+    except UnicodeDecodeError:
+        lines = [_decode(b) for b in chunk.split(b"\n")]
+    if b"\r" in chunk:
+        lines = [ln[:-1] if ln.endswith("\r") else ln for ln in lines]
+    return lines
 
 
 def _decode(b: bytes) -> str:

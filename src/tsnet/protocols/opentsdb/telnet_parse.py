@@ -19,7 +19,7 @@ import math
 import re
 import struct
 
-from tsnet.model import INT64_MAX, INT64_MIN, SeriesKey, series_key
+from tsnet.model import INT64_MAX, INT64_MIN, Column, SeriesKey, series_key
 
 #: Reply prefixes: OpenTSDB catches NumberFormatException ("invalid value") before
 #: its superclass IllegalArgumentException ("illegal argument").
@@ -255,51 +255,75 @@ class PutParser:
         `PutError` with the exact OpenTSDB reply text.  ``allow_no_tags`` accepts
         a line without client tags (the `iot` profile, where a token adds tags).
         """
-        parts = line.split(" ", 4)
-        if len(parts) == 5:
-            _, metric, ts, value, tagtext = parts
-            hit = None
-            by_metric = self._cache.get(tagtext)
-            if by_metric is not None:
-                hit = by_metric.get(metric)
-            if hit is None and allow_no_tags:
-                by_metric = self._notag_cache.get(tagtext)
-                if by_metric is not None:
-                    hit = by_metric.get(metric)
-            if hit is not None:  # metric and tags known good: check ts and value
-                if ts == self._last_ts:  # many series share one timestamp
-                    t = self._last_ns
-                elif len(ts) < 14 and ts.isdigit() and ts.isascii():
-                    n = int(ts)  # plain digits only: no sign, no dot, <= 13 digits
-                    t = n * 1_000_000 if n >= SECONDS_LIMIT else n * 1_000_000_000
-                    if t:
-                        self._last_ts = ts
-                        self._last_ns = t
-                    else:
-                        t = None
-                else:
-                    t = None
-                if t is not None:
-                    if "." in value:
-                        # With a point, ASCII, no `_` and no whitespace, float()
-                        # accepts exactly Java's decimal syntax; inf is left to
-                        # parse_slow for its message.
-                        if value.isascii() and value.isprintable() and "_" not in value:
-                            try:
-                                v = float(value)
-                            except ValueError:
-                                pass
-                            else:
-                                if v - v == 0.0:
-                                    return hit[0], t, v, hit[1]
-                    elif len(value) < 19 and value.isascii():
-                        # Up to 18 digits always fit in int64.
-                        if value.isdigit() or value.removeprefix("-").isdigit():
-                            return hit[0], t, int(value), hit[1]
+        cols: dict[SeriesKey, Column] = {}
+        if self.take_puts([line], 0, cols):
+            ((key, col),) = cols.items()
+            return key, col.times[0], col.values[0], None
         result = self.parse_slow(line, allow_no_tags)
         if self._cache_limit > 0:
             self._remember(line, result)
         return result
+
+    def take_puts(self, lines: list[str], i: int, cols: dict[SeriesKey, Column]) -> int:
+        """The fast path: from ``lines[i]`` on, append to ``cols`` (series key ->
+        Column) every put line of a known series (with tags, without a token)
+        whose timestamp and value are plain, and stop at the first other line;
+        returns its index.  The results are `parse_slow`'s (tests prove it); what
+        is unusual is left to `parse`.  One call per run of lines, not per line:
+        this loop is most of the telnet protocol's time.
+        """
+        cache = self._cache
+        last_ts, last_ns = self._last_ts, self._last_ns
+        get = cols.get
+        n = len(lines)
+        while i < n:
+            parts = lines[i].split(" ", 4)
+            if len(parts) != 5 or parts[0] != "put":
+                break
+            _, metric, ts, value, tagtext = parts
+            by_metric = cache.get(tagtext)
+            if by_metric is None:
+                break
+            hit = by_metric.get(metric)
+            if hit is None or hit[1] is not None:
+                break
+            if ts == last_ts:  # many series share one timestamp
+                t = last_ns
+            elif len(ts) < 14 and ts.isdigit() and ts.isascii():
+                t = int(ts)  # plain digits only: no sign, no dot, <= 13 digits
+                if not t:
+                    break
+                t = t * 1_000_000 if t >= SECONDS_LIMIT else t * 1_000_000_000
+                last_ts, last_ns = ts, t
+            else:
+                break
+            if "." in value:
+                # With a point, ASCII, no `_` and no whitespace, float() accepts
+                # exactly Java's decimal syntax; infinities go to parse_slow for
+                # their message.
+                if not (value.isascii() and value.isprintable() and "_" not in value):
+                    break
+                try:
+                    v = float(value)
+                except ValueError:
+                    break
+                if v - v != 0.0:
+                    break
+            elif len(value) < 19 and value.isascii() and (
+                value.isdigit() or value.removeprefix("-").isdigit()
+            ):
+                v = int(value)  # up to 18 digits always fit in int64
+            else:
+                break
+            key = hit[0]
+            col = get(key)
+            if col is None:
+                col = cols[key] = Column()
+            col.times.append(t)
+            col.values.append(v)
+            i += 1
+        self._last_ts, self._last_ns = last_ts, last_ns
+        return i
 
     def _remember(self, line: str, result: tuple[SeriesKey, int, int | float, str | None]) -> None:
         """Cache what parse_slow accepted: the series part of a line is validated
