@@ -7,24 +7,37 @@ from typing import Any
 from twisted.plugin import IPlugin
 from zope.interface import implementer
 
-from tsnet.config import Key, as_bool
+from tsnet.config import Key, as_bool, positive_int
 from tsnet.interfaces import IProtocolPlugin
 from tsnet.listeners import StreamListenerService
+from tsnet.web import DEFAULT_MAX_BODY
 
 
 @implementer(IPlugin, IProtocolPlugin)
 class OpenTSDBPlugin:
     name = "opentsdb"
-    description = "OpenTSDB telnet-style put (tcp:, ssl:, unix: endpoints)"
+    description = "OpenTSDB telnet put and HTTP API on one port (tcp:, ssl:, unix:)"
     transports = frozenset({"stream"})
+    provides_api = True
     listener_keys = {
         "close_on_error": Key(as_bool, False, "close the connection after an error reply"),
+        "max_body": Key(positive_int, DEFAULT_MAX_BODY, "bytes an HTTP request body may have"),
     }
 
     def makeService(self, listener: Any, core: Any) -> Any:
         from tsnet.protocols.opentsdb.telnet import TelnetFactory
+        from tsnet.web import Router, Site
 
-        return StreamListenerService(listener, TelnetFactory(listener, core), core.reactor)
+        site = Site(Router(self.resources(core)), max_body=listener.options["max_body"])
+        site.listener = listener
+        site.core = core
+        site.timeOut = listener.idle_timeout or None
+        factory = TelnetFactory(listener, core, site)
+        return StreamListenerService(listener, factory, core.reactor)
 
     def resources(self, core: Any) -> dict:
-        return {}
+        """The OpenTSDB HTTP API, on `opentsdb` listeners and `http` listeners alike."""
+        from tsnet.protocols.opentsdb.http_put import put_resources
+        from tsnet.protocols.opentsdb.http_read import read_resources
+
+        return {**put_resources(core), **read_resources(core)}

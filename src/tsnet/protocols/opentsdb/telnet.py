@@ -68,8 +68,9 @@ class _Direct:
 class TelnetFactory(ConnectionTracker):
     """One per listener: the shared parser (and its cache) and settings."""
 
-    def __init__(self, listener: Any, core: Any) -> None:
+    def __init__(self, listener: Any, core: Any, site: Any = None) -> None:
         super().__init__(listener, core, PROTOCOL)
+        self.site = site  # HTTP on the same port (first byte A-Z), when APIs exist
         self.parser = PutParser()
         self.close_on_error = bool(listener.options.get("close_on_error", False))
         self.token_auth = listener.auth == "token"
@@ -79,7 +80,12 @@ class TelnetFactory(ConnectionTracker):
         self.version_text = version_reply(__version__)
         self.help_text = help_reply(IOT_HELP_COMMANDS if self.token_auth else HELP_COMMANDS)
 
-    def buildProtocol(self, addr: Any) -> TelnetProtocol:
+    def buildProtocol(self, addr: Any) -> Any:
+        from tsnet.protocols.opentsdb.switch import FirstByteSwitch
+
+        return FirstByteSwitch(self, addr)
+
+    def build_telnet(self) -> TelnetProtocol:
         p = TelnetProtocol()
         p.factory = self
         return p
@@ -126,18 +132,13 @@ class TelnetProtocol(Protocol, TimeoutMixin):
     # -- connection ------------------------------------------------------------
 
     def connectionMade(self) -> None:
-        f = self.factory
-        if not f.admit(self):
-            self._closing = True
-            self.transport.loseConnection()
-            return
+        f = self.factory  # admitted (and counted) by the FirstByteSwitch
         self._principal = f.anonymous
         self.setTimeout(f.listener.idle_timeout or None)
         f.core.ingest.registerProducer(self)
 
     def connectionLost(self, reason: Any = None) -> None:
         self.setTimeout(None)
-        self.factory.forget(self)
         self.factory.core.ingest.unregisterProducer(self)
 
     def readConnectionLost(self) -> None:
