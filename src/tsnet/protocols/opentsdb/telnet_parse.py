@@ -215,6 +215,22 @@ def _add_tag(tags: dict[str, str], word: str) -> None:
         raise PutError(f"{ILLEGAL}duplicate tag: {word}, tags={_java_map(tags)}")
 
 
+class _Known:
+    """A series the slow path accepted, and the column its points went to last.
+
+    ``cols`` is the columns dict that column lives in: while it is still the
+    one `take_puts` is given, the column is reused without a dict lookup.  (It
+    also keeps that dict alive, so an identical id can never mean another dict.)
+    """
+
+    __slots__ = ("col", "cols", "key")
+
+    def __init__(self, key: SeriesKey) -> None:
+        self.key = key
+        self.cols: dict | None = None
+        self.col: Column | None = None
+
+
 class PutParser:
     """Parses telnet `put` lines; one per connection factory, caches validated series.
 
@@ -228,19 +244,16 @@ class PutParser:
         "_cached",
         "_last_ns",
         "_last_ts",
-        "_notag_cache",
         "max_tags",
     )
 
     def __init__(self, max_tags: int = 8, cache_limit: int = 100_000) -> None:
         self.max_tags = max_tags
         self._cache_limit = cache_limit
-        # tag text -> metric -> (series key, token), for lines with >= 1 client
-        # tag; nested rather than keyed by a tuple, which is faster to look up.
-        self._cache: dict[str, dict[str, tuple[SeriesKey, str | None]]] = {}
-        # the same for lines without client tags, valid only with allow_no_tags
-        self._notag_cache: dict[str, dict[str, tuple[SeriesKey, str | None]]] = {}
-        self._cached = 0  # entries in both caches
+        # tag text -> metric -> the series, for lines with client tags and no
+        # token (the fast path's); nested, which is faster than a tuple key.
+        self._cache: dict[str, dict[str, _Known]] = {}
+        self._cached = 0
         # the last timestamp text the fast path accepted, and its nanoseconds
         self._last_ts = " "  # never equal to a word, which has no space
         self._last_ns = 0
@@ -285,7 +298,7 @@ class PutParser:
             if by_metric is None:
                 break
             hit = by_metric.get(metric)
-            if hit is None or hit[1] is not None:
+            if hit is None:
                 break
             if ts == last_ts:  # many series share one timestamp
                 t = last_ns
@@ -315,10 +328,14 @@ class PutParser:
                 v = int(value)  # up to 18 digits always fit in int64
             else:
                 break
-            key = hit[0]
-            col = get(key)
-            if col is None:
-                col = cols[key] = Column()
+            if hit.cols is cols:  # the column it last went to is still the live one
+                col = hit.col
+            else:  # (hashing a nested tuple key per line would cost a tenth)
+                col = get(hit.key)
+                if col is None:
+                    col = cols[hit.key] = Column()
+                hit.cols = cols
+                hit.col = col
             col.times.append(t)
             col.values.append(v)
             i += 1
@@ -329,18 +346,18 @@ class PutParser:
         """Cache what parse_slow accepted: the series part of a line is validated
         once, whatever its timestamp and value."""
         _, metric, _, _, tagtext = line.split(" ", 4)
+        key, token = result[0], result[3]
+        if not key[2] or token is not None:
+            return  # without client tags or with a token: not the fast path's
         if self._cached >= self._cache_limit:
             self._cache.clear()
-            self._notag_cache.clear()
             self._cached = 0
-        key = result[0]
-        cache = self._cache if key[2] else self._notag_cache
-        by_metric = cache.get(tagtext)
+        by_metric = self._cache.get(tagtext)
         if by_metric is None:
-            by_metric = cache[tagtext] = {}
+            by_metric = self._cache[tagtext] = {}
         if metric not in by_metric:
             self._cached += 1
-        by_metric[metric] = (key, result[3])
+            by_metric[metric] = _Known(key)
 
     def parse_slow(
         self, line: str, allow_no_tags: bool = False
