@@ -16,11 +16,13 @@ from tsnet.config import Listener
 log = Logger(namespace="tsnet.listener")
 
 
-def describe_address(addr: Any) -> str:
-    """``tcp:127.0.0.1:40213`` / ``unix:/path`` for the bound-endpoint log line."""
+def describe_address(addr: Any, endpoint: str = "") -> str:
+    """``tcp:127.0.0.1:40213`` / ``ssl:...`` / ``unix:/path`` for the bound-endpoint
+    log line (TLS ports report TCP addresses: the endpoint string says ssl)."""
     kind = getattr(addr, "type", None)
     if kind in ("TCP", "UDP"):
-        return f"{kind.lower()}:{addr.host}:{addr.port}"
+        scheme = "ssl" if endpoint.lower().startswith("ssl:") else kind.lower()
+        return f"{scheme}:{addr.host}:{addr.port}"
     name = getattr(addr, "name", None)
     if name is not None:
         return f"unix:{name.decode() if isinstance(name, bytes) else name}"
@@ -76,7 +78,7 @@ class StreamListenerService(Service):
         def bound(port: Any) -> Any:
             self.port = port
             log.info("listener {name} bound {address}", name=self.listener.name,
-                     address=describe_address(port.getHost()))
+                     address=describe_address(port.getHost(), self.listener.endpoint))
             return port
 
         return d.addCallback(bound)
