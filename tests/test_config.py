@@ -111,6 +111,19 @@ def test_unreadable_file(tmp_path: Path, plugins: dict) -> None:
             load_config(str(p), plugins)
 
 
+def test_listeners_default_to_loopback(tmp_path: Path, plugins: dict) -> None:
+    cfg = load_config(write(tmp_path, """
+        [listener:a]
+        protocol = opentsdb
+        endpoint = tcp:4242
+        [listener:b]
+        protocol = opentsdb
+        endpoint = tcp:4243:interface=0.0.0.0
+        """), plugins)
+    assert cfg.listeners["a"].endpoint == "tcp:4242:interface=127.0.0.1"
+    assert cfg.listeners["b"].endpoint == "tcp:4243:interface=0.0.0.0"
+
+
 def test_udp_endpoints() -> None:
     assert parse_udp_endpoint("udp:8082") == (8082, "127.0.0.1")
     assert parse_udp_endpoint("udp:0:interface=0.0.0.0") == (0, "0.0.0.0")

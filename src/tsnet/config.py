@@ -231,6 +231,10 @@ def check_endpoint(text: str, base: str, reactor: Any = None) -> tuple[str, str]
     if kind not in ("tcp", "ssl", "unix", "tcp6"):
         raise ValueError(f"{text!r}: the endpoint kinds are tcp:, ssl:, unix: and udp:")
     text = _absolutize(text, base)
+    if kind in ("tcp", "ssl") and not any(
+        p.lower().startswith("interface=") for p in _split_endpoint(text)[1:]
+    ):
+        text += ":interface=127.0.0.1"  # loopback unless the config says otherwise
     # Parsing builds the endpoint (and for ssl: loads the certificate) without
     # listening; the reactor is only stored, so a placeholder does for checks.
     serverFromString(reactor if reactor is not None else object(), text)
