@@ -7,7 +7,7 @@ from typing import Any
 import pytest_twisted
 
 from tests.helpers.clients import connect_line, sleep, wait_for
-from tests.helpers.fixtures import BASE_CONFIG
+from tests.helpers.fixtures import BASE_CONFIG, make_token
 
 # (input line, expected reply or None for silence) -- specs/opentsdb.md §1.4-§1.6, §6
 CASES = [
@@ -137,18 +137,6 @@ TOKEN_CONFIG = BASE_CONFIG.replace(
     "endpoint = tcp:0:interface=127.0.0.1\nauth = token\n\n[listener:http]")
 
 
-@pytest_twisted.inlineCallbacks
-def make_token(server: Any, solution: str = "iot", **kw: Any) -> Any:
-    from tsnet.auth import mint_token
-    from tsnet.records import SolutionRecord
-
-    cat = server.core.catalog
-    if (yield cat.get_solution(solution)) is None:
-        yield cat.create_solution(SolutionRecord(name=solution))
-        yield server.core.storages.refresh()
-    rec, secrets = mint_token(solution, **kw)
-    yield cat.save_token(rec)
-    return rec, secrets
 
 
 @pytest_twisted.inlineCallbacks

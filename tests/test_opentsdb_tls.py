@@ -11,6 +11,7 @@ from twisted.internet import defer, endpoints, ssl
 
 from tests.helpers.certs import make_certs
 from tests.helpers.clients import LineClient
+from tests.helpers.fixtures import make_token
 
 TLS_CONFIG = """
 [tsnet]
@@ -39,8 +40,6 @@ def connect_tls(port: int, options: Any) -> defer.Deferred:
 
 @pytest_twisted.inlineCallbacks
 def test_telnet_over_tls_with_token(tmp_path: Path, make_server: Any) -> None:
-    from tests.test_opentsdb_telnet import make_token
-
     certs = make_certs(tmp_path / "certs")
     server = yield make_server(TLS_CONFIG.format(key=certs["key"], cert=certs["cert"]))
     _, sec = yield make_token(server, tags={"device": "d7"})

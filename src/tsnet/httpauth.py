@@ -28,10 +28,16 @@ def core_of(request: Any) -> Any:
     return request.channel.site.core
 
 
+def _header(request: Any, name: bytes) -> str | None:
+    """A header as text (Twisted gives bytes); Latin-1 keeps every byte."""
+    v = request.getHeader(name)
+    return v.decode("latin-1") if isinstance(v, bytes) else v
+
+
 def request_secrets(request: Any) -> list[str]:
     """Every secret the request offers, most specific first."""
     out: list[str] = []
-    auth = request.getHeader(b"authorization")
+    auth = _header(request, b"authorization")
     if auth:
         scheme, _, value = auth.strip().partition(" ")
         scheme = scheme.lower()
@@ -46,7 +52,7 @@ def request_secrets(request: Any) -> list[str]:
             out.extend(basic_secrets(user, password))
         elif scheme == "bearer" and value.strip():
             out.append(value.strip())
-    key = request.getHeader(b"x-api-key")
+    key = _header(request, b"x-api-key")
     if key:
         out.append(key.strip())
     for v in request.args.get(b"api_key", ()):

@@ -29,7 +29,7 @@ def json_error(request: Any, code: int, message: str, **extra: Any) -> bytes:
     request.setHeader(b"content-type", b"application/json; charset=UTF-8")
     body: dict[str, Any] = {"code": code, "message": message}
     body.update(extra)
-    return json.dumps({"error": body}).encode()
+    return json.dumps({"error": body}, separators=(",", ":")).encode()
 
 
 def normalise_path(path: bytes) -> bytes:

@@ -53,6 +53,22 @@ class Server:
         return backend.export(solution, lines.append).addCallback(lambda _: lines)
 
 
+@defer.inlineCallbacks
+def make_token(server: Server, solution: str = "iot", **kw: Any) -> Any:
+    """A token (as `tsnet token create` mints it) in ``solution``, created if
+    needed; returns (record, secrets by role)."""
+    from tsnet.auth import mint_token
+    from tsnet.records import SolutionRecord
+
+    cat = server.core.catalog
+    if (yield cat.get_solution(solution)) is None:
+        yield cat.create_solution(SolutionRecord(name=solution))
+        yield server.core.storages.refresh()
+    rec, secrets = mint_token(solution, **kw)
+    yield cat.save_token(rec)
+    return rec, secrets
+
+
 def write_config(directory: Path, text: str) -> Path:
     directory.mkdir(parents=True, exist_ok=True)
     path = directory / "tsnet.ini"
