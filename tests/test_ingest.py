@@ -4,6 +4,7 @@ resume real connections without losing what was read."""
 from __future__ import annotations
 
 import sqlite3
+import time
 from typing import Any
 
 import pytest_twisted
@@ -29,15 +30,35 @@ def samples(n: int, metric: str = "m", t0: int = 1_356_998_400) -> Batch:
 
 @pytest_twisted.inlineCallbacks
 def test_ack_fires_only_after_commit(make_server: Any) -> None:
-    server = yield make_server(BASE_CONFIG.replace("flush_interval = 0.05",
-                                                   "flush_interval = 0.6"))
+    server = yield make_server()
     fired: list[int] = []
+    # Another process holds the database's write lock: the commit has to wait.
+    lock = sqlite3.connect(server.core.config.storages["default"].path, isolation_level=None)
+    lock.execute("BEGIN IMMEDIATE")
     d = server.core.ingest.submit(samples(10), anonymous("default"), "test")
     d.addCallback(lambda _: fired.append(sqlite_count(server)))
-    yield sleep(0.3)
-    assert fired == [] and sqlite_count(server) == 0  # waiting for the flush interval
+    yield sleep(0.5)
+    assert fired == [] and sqlite_count(server) == 0
+    lock.execute("ROLLBACK")
+    lock.close()
     yield d
-    assert fired == [10]
+    assert fired == [10]  # committed, visible to another connection, when the ack fired
+
+
+@pytest_twisted.inlineCallbacks
+def test_acked_writes_do_not_wait_for_the_flush_interval(make_server: Any) -> None:
+    """Group commit: an ack-waiting submit is written at once when the writer is
+    idle; unacked input (UDP's offer, telnet) waits for the flush interval."""
+    server = yield make_server(BASE_CONFIG.replace("flush_interval = 0.05",
+                                                   "flush_interval = 30"))
+    ingest = server.core.ingest
+    assert ingest.offer(samples(5, metric="unacked"), anonymous("default"), "udp")
+    yield sleep(0.3)
+    assert sqlite_count(server) == 0  # waiting for the 30 s interval
+    t0 = time.monotonic()
+    yield ingest.submit(samples(10), anonymous("default"), "test")
+    assert time.monotonic() - t0 < 5
+    assert sqlite_count(server) == 15  # the queued unacked points went with it
 
 
 @pytest_twisted.inlineCallbacks

@@ -7,6 +7,7 @@ from __future__ import annotations
 import base64
 import gzip
 import json
+import sqlite3
 import tracemalloc
 import zlib
 from typing import Any
@@ -428,19 +429,25 @@ def test_2xx_means_already_committed(make_server: Any) -> None:
 
 @pytest_twisted.inlineCallbacks
 def test_sync_timeout_fires_before_the_commit(make_server: Any) -> None:
-    server = yield make_server(PUT_CONFIG.replace("flush_interval = 0.05",
-                                                  "flush_interval = 1.5"))
+    server = yield make_server(PUT_CONFIG)
     port = server.port("http")
-    code, _, content = yield post(port, [dp(), dp(tags={})], "sync&sync_timeout=50")
-    assert code == 400
-    assert error_of(content)["message"] == ("The put call has timedout with 0 successful "
-                                            "writes, 0 failed writes and 1 timed out writes.")
-    code, _, content = yield post(port, [dp(timestamp=TS + 1), dp(tags={})],
-                                  "details&sync_timeout=50")
-    assert code == 400
-    reply = json.loads(content)
-    assert (reply["success"], reply["failed"], reply["timeouts"]) == (0, 1, 1)
-    assert [e["error"] for e in reply["errors"]] == ["Write timedout", "Missing tags"]
+    # Another process holds the database's write lock: commits wait for it.
+    lock = sqlite3.connect(server.core.config.storages["default"].path, isolation_level=None)
+    lock.execute("BEGIN IMMEDIATE")
+    try:
+        code, _, content = yield post(port, [dp(), dp(tags={})], "sync&sync_timeout=50")
+        assert code == 400
+        assert error_of(content)["message"] == ("The put call has timedout with 0 successful "
+                                                "writes, 0 failed writes and 1 timed out writes.")
+        code, _, content = yield post(port, [dp(timestamp=TS + 1), dp(tags={})],
+                                      "details&sync_timeout=50")
+        assert code == 400
+        reply = json.loads(content)
+        assert (reply["success"], reply["failed"], reply["timeouts"]) == (0, 1, 1)
+        assert [e["error"] for e in reply["errors"]] == ["Write timedout", "Missing tags"]
+    finally:
+        lock.execute("ROLLBACK")
+        lock.close()
     yield server.flush()
     assert len((yield server.export())) == 2  # timed out, still written
 

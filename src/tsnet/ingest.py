@@ -3,9 +3,10 @@
 Protocols hand parsed items to `Ingest.submit`; items wait in a per-backend
 queue and are written in one storage transaction per batch, at most one write in
 flight per backend (so batches grow by themselves under load, as in carbon's
-cache).  A batch is written when it reaches ``batch_size`` items, when the flush
-interval passes, or as soon as the previous write finishes if items queued
-behind it.  The Deferred that `submit` returns fires only after the write that
+cache).  A batch is written at once when a client waits for its ack and the
+writer is idle (group commit), when it reaches ``batch_size`` items, when the
+flush interval passes, or as soon as the previous write finishes if items
+queued behind it.  The Deferred that `submit` returns fires only after the write that
 holds its items has committed: that is what every ack waits for.
 
 Flow control: above ``high_watermark`` queued items every registered stream
@@ -246,7 +247,11 @@ class Ingest:
     def _schedule(self, q: _Queue, name: str) -> None:
         if q.inflight:
             return  # the write in flight starts the next one when it is done
-        if q.count >= self.batch_size or self._stopping:
+        if q.count >= self.batch_size or q.waiters or self._stopping:
+            # Group commit: a client waiting for its ack is not kept waiting for the
+            # timer while the writer is idle; what arrives during a write is
+            # batched behind it.  Only unacked input (telnet, UDP) waits for the
+            # flush interval, which makes its batches larger.
             self._write(q, name)
         elif q.timer is None:
             q.timer = self._reactor.callLater(self.flush_interval, self._timer_fired, q, name)
