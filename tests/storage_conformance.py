@@ -237,6 +237,39 @@ class StorageConformance:
         assert values == [9, 100]
 
     @pytest_twisted.ensureDeferred
+    async def test_list_series(self, storage: Any) -> None:
+        """Series keys without samples: what suggest and lookup list from."""
+        keys = [
+            series_key("temp", {"room": "b", "device": "d1"}),
+            series_key("temp", {"room": "a"}),
+            series_key("cpu", {"host": "a"}),
+            series_key("cpu", {}, entity="srv1"),
+            series_key("cpu", {"host": "a"}, entity="srv0"),
+        ]
+        wb = make_batch(samples=[(k, T0 + i, i) for i, k in enumerate(keys)])
+        wb.for_solution("other").samples.add(series_key("secret", {"x": "y"}), T0, 1)
+        await storage.write(wb)
+        await storage.write(make_batch(samples=[(keys[1], T0 + 99, 1.5)]))  # no new series
+        assert await storage.list_series(S) == [
+            ("cpu", None, (("host", "a"),)),
+            ("cpu", "srv0", (("host", "a"),)),
+            ("cpu", "srv1", ()),
+            ("temp", None, (("device", "d1"), ("room", "b"))),
+            ("temp", None, (("room", "a"),)),
+        ]
+        assert await storage.list_series(S, "temp") == [
+            ("temp", None, (("device", "d1"), ("room", "b"))),
+            ("temp", None, (("room", "a"),)),
+        ]
+        assert await storage.list_series(S, "nope") == []
+        assert await storage.list_series("other") == [("secret", None, (("x", "y"),))]
+        assert await storage.list_series("nobody") == []
+        assert [k for k, *_ in await storage.read_series(S, None, None, None)] == \
+            await storage.list_series(S)
+        await storage.delete_solution_data(S)
+        assert await storage.list_series(S) == []
+
+    @pytest_twisted.ensureDeferred
     async def test_solutions_are_separate(self, storage: Any) -> None:
         wb = make_batch("one", samples=[(CPU, T0, 1), (CPU, T0 + 1, 2)])
         wb.for_solution("two").samples.add(CPU, T0, 3.0)

@@ -57,6 +57,12 @@ class IStorage(Interface):
         """Deferred[list of (SeriesKey, times, values, texts)], merged and sorted by
         time, last write winning on duplicate times.  ``metric`` None means all."""
 
+    def list_series(solution, metric=None):
+        """Deferred[list of SeriesKey]: every series the solution has (of one
+        metric when ``metric`` is given), without reading samples, in
+        `read_series` order (metric, entity with none first, tags).  What read
+        APIs list metrics, tag keys and tag values from."""
+
     def count_points(solution):
         """Deferred[int]: distinct (series, time) pairs stored for the solution."""
 

@@ -457,6 +457,17 @@ class SqliteEngine:
         out.sort(key=lambda item: chunks.series_sort_key(item[0]))
         return out
 
+    def list_series(self, solution: str, metric: str | None = None) -> list[SeriesKey]:
+        """Every series of the solution (of one metric), sorted; see IStorage."""
+        sql = "SELECT metric, entity, tags FROM series WHERE solution = ?"
+        args: tuple = (solution,)
+        if metric is not None:
+            sql += " AND metric = ?"
+            args = (solution, metric)
+        keys = [_key_from_row(*row) for row in self.db.execute(sql, args)]
+        keys.sort(key=chunks.series_sort_key)
+        return keys
+
     def count_points(self, solution: str | None = None) -> int:
         """Distinct (series, time) pairs of one solution, or of all when None."""
         sql = "SELECT c.series_id, c.times FROM chunks c"
@@ -845,13 +856,19 @@ class SqliteStorage:
         pool = self._pool = ThreadPool(1, 1, name=f"tsnet-sqlite-{self.name}")
         pool.start()
         # If the reactor stops without close(), still end the thread so the process exits.
-        self._trigger = self._reactor.addSystemEventTrigger("after", "shutdown", self._stop_pool)
+        self._trigger = self._reactor.addSystemEventTrigger("after", "shutdown",
+                                                            self._reactor_stopped)
 
         def failed(f: Any) -> Any:
             self._stop_pool()
             return f
 
         return self._run(self._engine.open).addErrback(failed)
+
+    def _reactor_stopped(self) -> None:
+        """The reactor stopped without close(): the trigger firing is spent."""
+        self._trigger = None
+        self._stop_pool()
 
     def _stop_pool(self) -> None:
         pool, self._pool = self._pool, None
@@ -897,6 +914,9 @@ class SqliteStorage:
         end_ns: int | None = None,
     ) -> defer.Deferred:
         return self._run(self._engine.read_series, solution, metric, start_ns, end_ns)
+
+    def list_series(self, solution: str, metric: str | None = None) -> defer.Deferred:
+        return self._run(self._engine.list_series, solution, metric)
 
     def count_points(self, solution: str | None = None) -> defer.Deferred:
         return self._run(self._engine.count_points, solution)
