@@ -208,6 +208,10 @@ class SqliteEngine:
         # solution -> SeriesKey -> series id; dropped when data_generation moves.
         self._ids: dict[str, dict[SeriesKey, int]] = {}
         self._data_generation: int | None = None
+        # series id -> small chunks written since it was last compacted; None
+        # until seeded by one scan, so compaction never scans the chunks table
+        # again (a scan per step made it quadratic in the number of chunks)
+        self._small: dict[int, int] | None = None
 
     # -- connection ----------------------------------------------------------
 
@@ -309,6 +313,7 @@ class SqliteEngine:
         gen = self._generation(db, "data_generation")
         if gen != self._data_generation:
             self._ids.clear()
+            self._small = None
             self._data_generation = gen
 
     def _write_samples(self, db: sqlite3.Connection, solution: str, columns: dict) -> None:
@@ -323,6 +328,11 @@ class SqliteEngine:
             if sid is None:
                 sid = ids[key] = self._series_id(db, solution, key)
             rows.append((sid, *chunks.encode_chunk(col.times, col.values, col.texts)))
+        small = self._small
+        if small is not None:
+            for row in rows:
+                if row[3] < COMPACT_TARGET:
+                    small[row[0]] = small.get(row[0], 0) + 1
         db.executemany(
             "INSERT INTO chunks (series_id, min_time, max_time, count, times, vals, texts)"
             " VALUES (?, ?, ?, ?, ?, ?, ?)",
@@ -524,20 +534,8 @@ class SqliteEngine:
         decodes a bounded amount beyond it.  ``max_series`` bounds one call, so the
         writer thread returns to writes between calls.
         """
-        sql = "SELECT c.series_id FROM chunks c"
-        args: list[Any] = []
-        if solution is not None:
-            sql += " JOIN series s ON s.id = c.series_id WHERE s.solution = ? AND"
-            args.append(solution)
-        else:
-            sql += " WHERE"
-        sql += " c.count < ? GROUP BY c.series_id HAVING count(*) >= ?"
-        args += [target, min_chunks]
-        if max_series is not None:
-            sql += " LIMIT ?"
-            args.append(max_series)
         done = 0
-        for (sid,) in self.db.execute(sql, args).fetchall():
+        for sid in self._compaction_candidates(solution, target, min_chunks, max_series):
             with self._transaction() as db:
                 rows = db.execute(
                     "SELECT id, count, times, vals, texts FROM chunks WHERE series_id = ?"
@@ -559,8 +557,36 @@ class SqliteEngine:
                         " vals, texts) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
                         [(i, sid, *piece) for i, piece in zip(ids, pieces, strict=False)],
                     )
+            if self._small is not None:
+                self._small.pop(sid, None)
             done += 1
         return done
+
+    def _compaction_candidates(
+        self, solution: str | None, target: int, min_chunks: int, max_series: int | None
+    ) -> list[int]:
+        """Series worth compacting.  The background (all solutions, default
+        target) asks the in-memory counts; an explicit call scans."""
+        if solution is None and target == COMPACT_TARGET:
+            if self._small is None:
+                self._small = dict(self.db.execute(
+                    "SELECT series_id, count(*) FROM chunks WHERE count < ? GROUP BY series_id",
+                    (COMPACT_TARGET,)).fetchall())
+            found = [sid for sid, n in self._small.items() if n >= min_chunks]
+            return found[:max_series] if max_series is not None else found
+        sql = "SELECT c.series_id FROM chunks c"
+        args: list[Any] = []
+        if solution is not None:
+            sql += " JOIN series s ON s.id = c.series_id WHERE s.solution = ? AND"
+            args.append(solution)
+        else:
+            sql += " WHERE"
+        sql += " c.count < ? GROUP BY c.series_id HAVING count(*) >= ?"
+        args += [target, min_chunks]
+        if max_series is not None:
+            sql += " LIMIT ?"
+            args.append(max_series)
+        return [sid for (sid,) in self.db.execute(sql, args).fetchall()]
 
     # -- export --------------------------------------------------------------
 
