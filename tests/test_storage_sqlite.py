@@ -36,14 +36,31 @@ def factory(db_path: str) -> Callable[[], SqliteStorage]:
 
 
 class TestSqliteConformance(StorageConformance):
+    """Small batches go through the pending log, as acked HTTP writes do."""
+
     @pytest.fixture
     def storage_factory(self, factory: Callable[[], SqliteStorage]) -> Callable[[], Any]:
         return factory
 
 
+class TestSqliteConformanceChunksOnly(StorageConformance):
+    """Every batch written straight as chunks, as the telnet path's are."""
+
+    @pytest.fixture
+    def storage_factory(self, db_path: str) -> Callable[[], Any]:
+        from twisted.internet import reactor
+
+        Path(db_path).parent.mkdir(parents=True, exist_ok=True)
+        return lambda: SqliteStorage("default", db_path, reactor, pending_max_points=0)
+
+
 @pytest_twisted.async_yield_fixture
-async def storage(factory: Callable[[], SqliteStorage]) -> Any:
-    s = factory()
+async def storage(db_path: str) -> Any:
+    """For the tests of the chunk layout: no pending log."""
+    from twisted.internet import reactor
+
+    Path(db_path).parent.mkdir(parents=True, exist_ok=True)
+    s = SqliteStorage("default", db_path, reactor, pending_max_points=0)
     await s.open()
     yield s
     await s.close()
@@ -80,6 +97,55 @@ async def test_one_chunk_row_per_series_per_batch(storage: SqliteStorage, db_pat
     assert rows[3][0] == rows[0][0]
     assert _raw(db_path, "SELECT count(*) FROM series") == [(3,)]
     assert _raw(db_path, "SELECT tags FROM series ORDER BY id LIMIT 1") == [('{"i":"0"}',)]
+
+
+@pytest_twisted.ensureDeferred
+async def test_small_batches_are_logged_whole_then_folded(factory: Callable[[], SqliteStorage],
+                                                          db_path: str) -> None:
+    """A small batch is one row of the pending log, not a row per series; reads
+    fold the log into chunks first, and last-write-wins holds across the log and
+    the big batches written straight as chunks (which fold the log first)."""
+    s = factory()
+    await s.open()
+    try:
+        keys = [series_key("m", {"i": str(i)}) for i in range(50)]
+        await s.write(make_batch(samples=[(k, T0, 1) for k in keys]))
+        await s.write(make_batch(samples=[(keys[0], T0, 2), (keys[0], T0 + 1, 3)]))
+        assert _raw(db_path, "SELECT points FROM pending ORDER BY id") == [(50,), (2,)]
+        assert _raw(db_path, "SELECT count(*) FROM chunks") == [(0,)]
+        big = [(keys[0], T0 + 1, 4.5)] + [(keys[1], T0 + j, j) for j in range(1, 2500)]
+        await s.write(make_batch(samples=big))  # over the limit: folds the log, then chunks
+        assert _raw(db_path, "SELECT count(*) FROM pending") == [(0,)]
+        await s.write(make_batch(samples=[(keys[1], T0 + 7, -1)]))  # logged again
+        series = {key: (times, values) for key, times, values, _ in
+                  await s.read_series(S, "m", None, None)}
+        assert series[keys[0]] == ([T0, T0 + 1], [2, 4.5])
+        assert series[keys[1]][1][:8] == [1, 1, 2, 3, 4, 5, 6, -1]
+        assert _raw(db_path, "SELECT count(*) FROM pending") == [(0,)]  # the read folded it
+        with pytest.raises((ValueError, OverflowError)):  # refused now, not when folding
+            await s.write(make_batch(samples=[(keys[2], T0, 2**64)]))
+        assert await s.count_points(S) == 50 + 1 + 2499
+    finally:
+        await s.close()
+
+
+@pytest_twisted.ensureDeferred
+async def test_pending_log_survives_a_reopen(factory: Callable[[], SqliteStorage],
+                                             db_path: str) -> None:
+    s = factory()
+    await s.open()
+    await s.write(make_batch(samples=[(CPU, T0, 1), (CPU, T0 + 1, 2.5)]))
+    s._engine._db.close()  # as a crash would: nothing folded, nothing closed cleanly
+    s._engine._db = None
+    await s.close()
+    assert _raw(db_path, "SELECT points FROM pending") == [(2,)]
+    again = factory()
+    await again.open()
+    try:
+        [(_, times, values, _)] = await again.read_series(S, None, None, None)
+        assert (times, values) == ([T0, T0 + 1], [1, 2.5])
+    finally:
+        await again.close()
 
 
 @pytest_twisted.ensureDeferred

@@ -40,7 +40,7 @@ from zope.interface import implementer
 from tsnet import export
 from tsnet.errors import Conflict, NotFound
 from tsnet.interfaces import ICatalog, IStorage
-from tsnet.model import Message, Meta, Property, Record, SeriesKey, Value, WriteBatch
+from tsnet.model import Column, Message, Meta, Property, Record, SeriesKey, Value, WriteBatch
 from tsnet.records import Credential, SolutionRecord, TokenRecord
 from tsnet.storage import chunks
 
@@ -107,6 +107,13 @@ CREATE TABLE IF NOT EXISTS meta (
     PRIMARY KEY (solution, kind, name)
 );
 
+-- Small acked batches, logged whole until folded into chunks (see write()).
+CREATE TABLE IF NOT EXISTS pending (
+    id INTEGER PRIMARY KEY,
+    points INTEGER NOT NULL,
+    batch TEXT NOT NULL
+);
+
 CREATE TABLE IF NOT EXISTS records (
     id INTEGER PRIMARY KEY,
     solution TEXT NOT NULL,
@@ -147,6 +154,11 @@ CREATE INDEX IF NOT EXISTS credentials_token ON credentials (token_id);
 
 _DATA_TABLES = ("series", "properties", "messages", "meta", "records")
 
+
+#: a batch of at most this many points is logged whole (one row), not as chunks
+PENDING_MAX_POINTS = 2000
+#: pending points that are folded into chunks at once, without waiting for a read
+PENDING_FOLD_POINTS = 100_000
 
 #: points per chunk that compaction aims at, and small chunks that make it worth it
 COMPACT_TARGET = 4096
@@ -201,9 +213,11 @@ def _key_from_row(metric: str, entity: str | None, tags: str) -> SeriesKey:
 class SqliteEngine:
     """The synchronous database code.  Not thread-safe: one thread calls it."""
 
-    def __init__(self, path: str, busy_timeout: float = 5.0) -> None:
+    def __init__(self, path: str, busy_timeout: float = 5.0,
+                 pending_max_points: int = PENDING_MAX_POINTS) -> None:
         self.path = path
         self.busy_timeout = busy_timeout
+        self.pending_max_points = pending_max_points
         self._db: sqlite3.Connection | None = None
         # solution -> SeriesKey -> series id; dropped when data_generation moves.
         self._ids: dict[str, dict[SeriesKey, int]] = {}
@@ -212,6 +226,7 @@ class SqliteEngine:
         # until seeded by one scan, so compaction never scans the chunks table
         # again (a scan per step made it quadratic in the number of chunks)
         self._small: dict[int, int] | None = None
+        self._pending: int | None = None  # points in the pending log; None: not read yet
 
     # -- connection ----------------------------------------------------------
 
@@ -289,11 +304,25 @@ class SqliteEngine:
             for b in batch.by_solution.values()
         ):
             return  # (not item_count(): a parser may fill columns without recounting)
+        points = sum(len(c.times) for b in batch.by_solution.values()
+                     for c in b.samples.columns.values())
         try:
             with self._transaction() as db:
                 self._check_data_generation(db)
+                pending = self._pending_points(db)
+                if (0 < points <= self.pending_max_points
+                        and pending + points <= PENDING_FOLD_POINTS):
+                    # A small acked batch (an HTTP request) as chunks would be one
+                    # tiny row per series and an expensive commit; one row holding
+                    # the batch commits cheaply, and is folded into chunks later.
+                    db.execute("INSERT INTO pending (points, batch) VALUES (?, ?)",
+                               (points, _encode_pending(batch)))
+                    self._pending = pending + points
+                    points = 0
+                elif points:
+                    self._fold(db)  # the pending batches are older: they go first
                 for solution, b in batch.by_solution.items():
-                    if b.samples.columns:
+                    if points and b.samples.columns:
                         self._write_samples(db, solution, b.samples.columns)
                     for p in b.properties:
                         self._write_property(db, solution, p)
@@ -306,7 +335,44 @@ class SqliteEngine:
         except BaseException:
             # Series rows created in the rolled-back transaction are gone.
             self._ids.clear()
+            self._pending = None
             raise
+
+    # -- the pending log ---------------------------------------------------------
+
+    def _pending_points(self, db: sqlite3.Connection) -> int:
+        if self._pending is None:
+            self._pending = db.execute("SELECT COALESCE(SUM(points), 0) FROM pending") \
+                .fetchone()[0]
+        return self._pending
+
+    def _fold(self, db: sqlite3.Connection) -> None:
+        """Write the pending batches as chunks, oldest first, inside ``db``'s
+        transaction.  Chunks written later get higher ids, so last-write-wins
+        holds: nothing is ever written as chunks while older batches are pending."""
+        if not self._pending_points(db):
+            return
+        by_solution: dict[str, dict[SeriesKey, Column]] = {}
+        for (text,) in db.execute("SELECT batch FROM pending ORDER BY id").fetchall():
+            for solution, key, times, values, texts in _decode_pending(text):
+                cols = by_solution.setdefault(solution, {})
+                col = cols.get(key)
+                if col is None:
+                    col = cols[key] = Column()
+                part = Column()
+                part.times, part.values, part.texts = times, values, texts
+                col.extend(part)
+        for solution, cols in by_solution.items():
+            self._write_samples(db, solution, cols)
+        db.execute("DELETE FROM pending")
+        self._pending = 0
+
+    def fold_pending(self) -> None:
+        """Fold the pending log into chunks now (every read does this first)."""
+        if self._pending_points(self.db):
+            with self._transaction() as db:
+                self._check_data_generation(db)
+                self._fold(db)
 
     def _check_data_generation(self, db: sqlite3.Connection) -> None:
         """Drop the series-id cache if any process deleted data since we last looked."""
@@ -439,6 +505,7 @@ class SqliteEngine:
         end_ns: int | None = None,
     ) -> list[tuple[SeriesKey, list[int], list[Value], list[str | None] | None]]:
         """Merged samples per series, sorted by key then time; see IStorage."""
+        self.fold_pending()
         where = ["s.solution = ?"]
         args: list[Any] = [solution]
         if metric is not None:
@@ -469,6 +536,7 @@ class SqliteEngine:
 
     def list_series(self, solution: str, metric: str | None = None) -> list[SeriesKey]:
         """Every series of the solution (of one metric), sorted; see IStorage."""
+        self.fold_pending()
         sql = "SELECT metric, entity, tags FROM series WHERE solution = ?"
         args: tuple = (solution,)
         if metric is not None:
@@ -480,6 +548,7 @@ class SqliteEngine:
 
     def count_points(self, solution: str | None = None) -> int:
         """Distinct (series, time) pairs of one solution, or of all when None."""
+        self.fold_pending()
         sql = "SELECT c.series_id, c.times FROM chunks c"
         args: tuple = ()
         if solution is not None:
@@ -498,6 +567,7 @@ class SqliteEngine:
         return sorted(r[0] for r in db.execute(union))
 
     def solution_has_data(self, solution: str) -> bool:
+        self.fold_pending()
         return any(
             self.db.execute(f"SELECT 1 FROM {t} WHERE solution = ? LIMIT 1", (solution,)).fetchone()
             for t in _DATA_TABLES
@@ -505,6 +575,7 @@ class SqliteEngine:
 
     def delete_solution_data(self, solution: str) -> None:
         """Remove every item of the solution; other processes drop their series ids."""
+        self.fold_pending()
         with self._transaction() as db:
             db.execute(
                 "DELETE FROM chunks WHERE series_id IN (SELECT id FROM series WHERE solution=?)",
@@ -534,6 +605,7 @@ class SqliteEngine:
         decodes a bounded amount beyond it.  ``max_series`` bounds one call, so the
         writer thread returns to writes between calls.
         """
+        self.fold_pending()
         done = 0
         for sid in self._compaction_candidates(solution, target, min_chunks, max_series):
             with self._transaction() as db:
@@ -597,6 +669,7 @@ class SqliteEngine:
         export is consistent while the main connection keeps committing between
         pages.  Call ``next`` on it from the engine's thread only.
         """
+        self.fold_pending()
         own = self.path != ":memory:"
         db = self._connect() if own else self.db
         try:
@@ -831,6 +904,27 @@ class SqliteEngine:
         return self._generation(self.db, "catalog_generation")
 
 
+def _encode_pending(batch: WriteBatch) -> str:
+    """A batch's samples as one JSON text: exact for int64, floats (NaN too) and
+    texts, and readable by any later version (unlike pickle or marshal)."""
+    out = []
+    for solution, b in batch.by_solution.items():
+        for (metric, entity, tags), col in b.samples.columns.items():
+            if col.times:
+                # the chunk encoders' checks (int64 range, types) refuse now what
+                # folding would otherwise fail on later, blocking every read
+                chunks.encode_chunk(col.times, col.values, col.texts)
+                out.append([solution, metric, entity, tags, col.times, col.values, col.texts])
+    return json.dumps(out, separators=(",", ":"))
+
+
+def _decode_pending(
+    text: str,
+) -> Iterator[tuple[str, SeriesKey, list[int], list[Value], list[str | None] | None]]:
+    for solution, metric, entity, tags, times, values, texts in json.loads(text):
+        yield solution, (metric, entity, tuple((k, v) for k, v in tags)), times, values, texts
+
+
 def _small_runs(rows: list[tuple], target: int) -> Iterator[list[tuple]]:
     """Maximal runs (2 or more) of consecutive chunks holding fewer than ``target``
     points each; rows are (id, count, ...) in write order."""
@@ -860,11 +954,12 @@ class SqliteStorage:
     Objects handed to `write` belong to the storage until its Deferred fires.
     """
 
-    def __init__(self, name: str, path: str, reactor: Any, busy_timeout: float = 5.0) -> None:
+    def __init__(self, name: str, path: str, reactor: Any, busy_timeout: float = 5.0,
+                 pending_max_points: int = PENDING_MAX_POINTS) -> None:
         self.name = name
         self.path = path
         self._reactor = reactor
-        self._engine = SqliteEngine(path, busy_timeout)
+        self._engine = SqliteEngine(path, busy_timeout, pending_max_points)
         self._pool: ThreadPool | None = None
         self._closing: defer.Deferred | None = None
         self._trigger: Any = None
