@@ -15,10 +15,12 @@ from tsnet.model import Batch, SampleSet, anonymous, series_key
 
 
 def sqlite_count(server: Any) -> int:
-    """Rows visible to another connection: only what is committed."""
+    """Points visible to another connection, so committed: in chunks, or in the
+    pending log that small acked batches are written to first."""
     path = server.core.config.storages["default"].path
     with sqlite3.connect(path) as db:
-        return sum(n for (n,) in db.execute("SELECT count FROM chunks"))
+        return (db.execute("SELECT COALESCE(SUM(count), 0) FROM chunks").fetchone()[0]
+                + db.execute("SELECT COALESCE(SUM(points), 0) FROM pending").fetchone()[0])
 
 
 def samples(n: int, metric: str = "m", t0: int = 1_356_998_400) -> Batch:
@@ -127,20 +129,28 @@ def test_stop_commits_everything_read(make_server: Any) -> None:
 
 @pytest_twisted.inlineCallbacks
 def test_background_compaction_merges_small_chunks(make_server: Any) -> None:
+    from tsnet.storage.sqlite import COMPACT_TARGET, PENDING_MAX_POINTS
+
     server = yield make_server(BASE_CONFIG.replace(
-        "flush_interval = 0.05", "flush_interval = 0.05\ncompact_interval = 0.2"))
-    for i in range(12):  # twelve flushes: twelve one-point chunks of one series
-        yield server.core.ingest.submit(samples(1, t0=1_356_998_400 + i), anonymous("default"),
-                                        "test")
-    assert sqlite_count(server) == 12
+        "flush_interval = 0.05", "flush_interval = 0.05\ncompact_interval = 3"))
+    # the writes (well under a second) all land before the first compaction at 3 s
+    n = PENDING_MAX_POINTS + 1  # over the pending log's limit: written as a chunk
+    key = series_key("m", {"host": "h0"})
+    for i in range(12):  # twelve writes: twelve small chunks of one series
+        s = SampleSet()
+        for j in range(n):
+            s.add(key, (1_356_998_400 + i * n + j) * 10**9, j)
+        yield server.core.ingest.submit(Batch(samples=s), anonymous("default"), "test")
     path = server.core.config.storages["default"].path
 
-    def chunks() -> int:
+    def chunk_counts() -> list[int]:
         with sqlite3.connect(path) as db:
-            return db.execute("SELECT count(*) FROM chunks").fetchone()[0]
+            return [c for (c,) in db.execute("SELECT count FROM chunks ORDER BY id")]
 
-    from tsnet.storage.sqlite import COMPACT_MIN_CHUNKS
-
-    yield wait_for(lambda: chunks() < COMPACT_MIN_CHUNKS, timeout=10)
+    total = 12 * n
+    full, rest = divmod(total, COMPACT_TARGET)
+    yield wait_for(lambda: sorted(chunk_counts()) == sorted([COMPACT_TARGET] * full + [rest]),
+                   timeout=20)
     rows = yield server.export()
-    assert [r["time_ms"] // 1000 - 1_356_998_400 for r in rows] == list(range(12))
+    assert len(rows) == total
+    assert [r["time_ms"] // 1000 - 1_356_998_400 for r in rows] == list(range(total))
