@@ -26,6 +26,37 @@ Value = int | float | None
 _SOLUTION_NAME = re.compile(r"[A-Za-z0-9._-]{1,64}\Z")
 
 
+def parse_java_long(text: str) -> int:
+    """OpenTSDB's strict ``Tags.parseLong``: optional sign, ASCII digits, int64.
+
+    Python's int() is too lenient (``_``, whitespace, non-ASCII digits), so the
+    checks are explicit and in Java's order, length before characters; the
+    ValueError carries Java's message, which OpenTSDB's replies quote.
+    """
+    n = len(text)
+    if n == 0:
+        raise ValueError("Empty string")
+    digits = text
+    if text[0] in "+-":
+        if n == 1:
+            raise ValueError(f"Just a sign, no value: {text}")
+        if n > 20:
+            raise ValueError(f"Value too long: {text}")
+        digits = text[1:]
+    elif n > 19:
+        raise ValueError(f"Value too long: {text}")
+    if not (digits.isascii() and digits.isdigit()):
+        for c in digits:
+            if not "0" <= c <= "9":
+                raise ValueError(f"Invalid character '{c}' in {text}")
+    v = int(digits)
+    if text[0] == "-":
+        v = -v
+    if v > INT64_MAX or v < INT64_MIN:
+        raise ValueError(f"Overflow in {text}")
+    return v
+
+
 def valid_solution_name(name: str) -> bool:
     """Solution names: letters, digits, `-`, `_`, `.` (DESIGN §5), at most 64."""
     return bool(_SOLUTION_NAME.match(name))

@@ -42,7 +42,7 @@ from datetime import datetime, timezone
 from types import MappingProxyType
 from typing import Any
 
-from tsnet.model import SeriesKey, Value
+from tsnet.model import SeriesKey, Value, parse_java_long
 
 NS_PER_MS = 1_000_000
 NS_PER_S = 1_000_000_000
@@ -67,31 +67,6 @@ _DURATION_MS = MappingProxyType({
     "s": 1_000, "m": 60_000, "h": 3_600_000, "d": 86_400_000,
     "w": 7 * 86_400_000, "n": 30 * 86_400_000, "y": 365 * 86_400_000,
 })
-
-
-def java_parse_long(text: str) -> int:
-    """OpenTSDB's strict ``Tags.parseLong`` (sign, ASCII digits, int64), raising
-    ValueError with Java's messages, which the time errors quote."""
-    n = len(text)
-    if n == 0:
-        raise ValueError("Empty string")
-    digits = text
-    if text[0] in "+-":
-        if n == 1:
-            raise ValueError(f"Just a sign, no value: {text}")
-        if n > 20:
-            raise ValueError(f"Value too long: {text}")
-        digits = text[1:]
-    elif n > 19:
-        raise ValueError(f"Value too long: {text}")
-    for c in digits:
-        if not "0" <= c <= "9":
-            raise ValueError(f"Invalid character '{c}' in {text}")
-    v = int(digits)
-    v = -v if text[0] == "-" else v
-    if not -(2**63) <= v <= INT64_MAX:
-        raise ValueError(f"Overflow in {text}")
-    return v
 
 
 def parse_duration_ms(text: str) -> int:
@@ -182,7 +157,7 @@ def parse_time_ms(value: str | int | float, now_ms: int, tz: str | None = None) 
         seconds, frac = text.split(".")
         return int(seconds) * 1000 + int(frac.ljust(3, "0"))
     try:
-        t = java_parse_long(text)
+        t = parse_java_long(text)
     except ValueError as e:
         raise QueryError(f"Invalid time: {text}. {e}") from None
     if t < 0:

@@ -37,6 +37,7 @@ from twisted.web.server import NOT_DONE_YET
 from tsnet.errors import Forbidden, NotFound, Unauthorized
 from tsnet.httpauth import principal_for
 from tsnet.model import READ
+from tsnet.protocols.opentsdb import BUILD_TIMESTAMP, OPENTSDB_VERSION
 from tsnet.query import (
     AGGREGATORS,
     FILTER_DOCS,
@@ -63,8 +64,6 @@ from tsnet.query import (
 log = Logger(namespace="tsnet.opentsdb.read")
 
 JSON_TYPE = b"application/json; charset=UTF-8"
-OPENTSDB_VERSION = "2.4.0"
-BUILD_TIMESTAMP = "1795305600"  # 2026/11/22 00:00:00 +0000, as the telnet `version` says
 DEFAULT_SUGGEST_MAX = 25
 DEFAULT_LOOKUP_LIMIT = 25
 #: points read above which the engine and the encoder run in a thread, so one big
@@ -688,7 +687,7 @@ class VersionResource(_Endpoint):
 
         revision = f"tsnet-{__version__}"
         return {"version": OPENTSDB_VERSION, "short_revision": revision,
-                "full_revision": revision, "timestamp": BUILD_TIMESTAMP, "repo_status": "MINT",
+                "full_revision": revision, "timestamp": str(BUILD_TIMESTAMP), "repo_status": "MINT",
                 "user": "tsnet", "host": socket.gethostname(), "repo": "tsnet",
                 "branch": "tsnet"}
 

@@ -12,6 +12,7 @@ are silent; each failing line gets one reply line, in order (specs/opentsdb.md
 from __future__ import annotations
 
 import socket
+import time
 from typing import Any
 
 from twisted.internet import defer
@@ -24,6 +25,7 @@ from zope.interface import implementer
 from tsnet.errors import Forbidden, Unauthorized
 from tsnet.listeners import ConnectionTracker
 from tsnet.model import WRITE, Batch, Column, Principal, SampleSet, anonymous
+from tsnet.protocols.opentsdb import BUILD_TIMESTAMP, OPENTSDB_VERSION
 from tsnet.protocols.opentsdb.telnet_parse import (
     HELP_COMMANDS,
     IOT_HELP_COMMANDS,
@@ -38,14 +40,14 @@ log = Logger(namespace="tsnet.opentsdb")
 
 PROTOCOL = "opentsdb"
 MAX_LINE = 8192
-OPENTSDB_VERSION = "2.4.0"
 INVALID_TOKEN = "auth: invalid token"
 
 
 def version_reply(tsnet_version: str) -> str:
     return (
         f"net.opentsdb.tools {OPENTSDB_VERSION} built at revision tsnet-{tsnet_version} (MINT)\n"
-        f"Built on 2026/11/22 00:00:00 +0000 by tsnet@{socket.gethostname()}:tsnet\n"
+        f"Built on {time.strftime('%Y/%m/%d %H:%M:%S', time.gmtime(BUILD_TIMESTAMP))} +0000"
+        f" by tsnet@{socket.gethostname()}:tsnet\n"
     )
 
 
@@ -363,15 +365,13 @@ class TelnetProtocol(Protocol, TimeoutMixin):
             out.clear()
         if rejected:
             core.metrics.rejected(PROTOCOL, "invalid", rejected)
-        if direct.n:
+        if direct.n and direct.live:
             core.metrics.received(PROTOCOL, direct.n)
-            if direct.live:
-                core.ingest.appended(direct.principal, direct.n, PROTOCOL)
-            direct.n = 0
+            core.ingest.appended(direct.principal, direct.n, PROTOCOL)
+        direct.n = 0
         for principal, samples in sets.items():
             if samples.recount():
-                if not (direct.principal == principal and not direct.live):
-                    core.metrics.received(PROTOCOL, samples.count)
+                core.metrics.received(PROTOCOL, samples.count)
                 d = core.ingest.submit(Batch(samples=samples), principal, PROTOCOL)
                 d.addErrback(self._write_failed, samples.count)
         sets.clear()

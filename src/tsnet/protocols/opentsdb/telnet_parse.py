@@ -19,7 +19,7 @@ import math
 import re
 import struct
 
-from tsnet.model import INT64_MAX, INT64_MIN, Column, SeriesKey, series_key
+from tsnet.model import Column, SeriesKey, parse_java_long, series_key
 
 #: Reply prefixes: OpenTSDB catches NumberFormatException ("invalid value") before
 #: its superclass IllegalArgumentException ("illegal argument").
@@ -80,33 +80,12 @@ def help_reply(commands: tuple[str, ...] = HELP_COMMANDS) -> str:
 
 
 def parse_long(text: str) -> int:
-    """OpenTSDB's strict ``Tags.parseLong``: optional sign, ASCII digits, int64.
-
-    Python's int() is too lenient (``_``, whitespace, non-ASCII digits), so the
-    checks are explicit and in Java's order: length before characters.
-    """
-    n = len(text)
-    if n == 0:
-        raise PutError(INVALID + "Empty string")
-    digits = text
-    if text[0] in "+-":
-        if n == 1:
-            raise PutError(f"{INVALID}Just a sign, no value: {text}")
-        if n > 20:
-            raise PutError(f"{INVALID}Value too long: {text}")
-        digits = text[1:]
-    elif n > 19:
-        raise PutError(f"{INVALID}Value too long: {text}")
-    if not (digits.isascii() and digits.isdigit()):
-        for c in digits:
-            if not "0" <= c <= "9":
-                raise PutError(f"{INVALID}Invalid character '{c}' in {text}")
-    v = int(digits)
-    if text[0] == "-":
-        v = -v
-    if v > INT64_MAX or v < INT64_MIN:
-        raise PutError(f"{INVALID}Overflow in {text}")
-    return v
+    """OpenTSDB's strict ``Tags.parseLong`` (`tsnet.model.parse_java_long`), its
+    failures as ``put: invalid value: ...`` replies."""
+    try:
+        return parse_java_long(text)
+    except ValueError as e:
+        raise PutError(INVALID + str(e)) from None
 
 
 def parse_double(text: str) -> float:
