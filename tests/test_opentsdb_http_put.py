@@ -694,3 +694,17 @@ def test_ovh_auth_tag_ignored_without_token_auth(put_server: Any) -> None:
     code, _, _ = yield post(put_server.port("http"), dp(tags={"h": "a", "ovh.auth": "x:y"}))
     assert code == 204
     assert [r["tags"] for r in (yield put_server.export())] == [{"h": "a"}]
+
+
+@pytest_twisted.inlineCallbacks
+def test_time_past_int64_nanoseconds_is_refused_alone(put_server: Any) -> None:
+    """tsnet keeps int64 nanoseconds (to 2262-04-11): a later point gets OpenTSDB's
+    range error, and the point beside it is stored (it must not fail the batch)."""
+    port = put_server.port("http")
+    code, _, content = yield post(port, [dp(timestamp=9223372036854),
+                                         dp(timestamp=9223372036855)], "details")
+    assert code == 400
+    reply = json.loads(content)
+    assert (reply["success"], reply["failed"]) == (1, 1)
+    assert reply["errors"][0]["error"].startswith("bad timestamp=9223372036855 when trying")
+    assert [r["time_ms"] for r in (yield put_server.export())] == [9223372036854]

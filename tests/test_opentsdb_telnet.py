@@ -239,3 +239,30 @@ def test_max_connections(make_server: Any) -> None:
     assert not b.closed.called
     a.close()
     b.close()
+
+
+@pytest_twisted.inlineCallbacks
+def test_every_parser_case_through_a_socket(server: Any) -> None:
+    """The whole case table of specs/opentsdb.md §1.3-§1.6 (tests/test_opentsdb_parse.py)
+    sent on one connection: one reply per failing line, in order, silence for the
+    good ones, and exactly the good ones stored."""
+    from tests.test_opentsdb_parse import CASES, Prefix
+
+    cases = [(line, want) for line, want in CASES
+             if "\n" not in line and "\r" not in line and "ovh.auth" not in line]
+    c = yield connect_line(server.port("opentsdb"))
+    c.send("".join(line + "\n" for line, _ in cases).encode("utf-8"))
+    errors = [want for _, want in cases if isinstance(want, str)]
+    replies = yield c.wait_lines(len(errors), timeout=10)
+    assert len(replies) == len(errors)
+    for got, want in zip(replies, errors, strict=True):
+        if isinstance(want, Prefix):
+            assert got.startswith(want), (got, want)
+        else:
+            assert got == want
+    c.close()
+    yield server.flush()
+    stored = {(r["metric"], tuple(sorted(r["tags"].items())), r["time_ms"] * 10**6)
+              for r in (yield server.export())}
+    good = {(w[0][0], w[0][2], w[1]) for _, w in cases if isinstance(w, tuple)}
+    assert stored == good

@@ -19,7 +19,7 @@ import math
 import re
 import struct
 
-from tsnet.model import Column, SeriesKey, parse_java_long, series_key
+from tsnet.model import INT64_MAX, Column, SeriesKey, parse_java_long, series_key
 
 #: Reply prefixes: OpenTSDB catches NumberFormatException ("invalid value") before
 #: its superclass IllegalArgumentException ("illegal argument").
@@ -31,8 +31,11 @@ AUTH_TAG = "ovh.auth"
 
 #: Timestamps below 2**32 are seconds, above are milliseconds (not a digit count).
 SECONDS_LIMIT = 1 << 32
-#: The largest millisecond timestamp OpenTSDB accepts (13 digits).
-MAX_MS = 9_999_999_999_999
+#: The largest millisecond timestamp accepted.  OpenTSDB takes any 13 digits (to
+#: 9999999999999, year 2286); tsnet keeps time as int64 nanoseconds, which end at
+#: 9223372036854 ms (2262-04-11), so later ones get OpenTSDB's own range error
+#: instead of failing the storage batch that holds them (a divergence).
+MAX_MS = INT64_MAX // 1_000_000
 
 #: What `help` lists (OpenTSDB 2.4 order, minus what tsnet does not register).
 HELP_COMMANDS: tuple[str, ...] = ("stats", "dropcaches", "version", "exit", "help", "put")
@@ -283,7 +286,7 @@ class PutParser:
                 t = last_ns
             elif len(ts) < 14 and ts.isdigit() and ts.isascii():
                 t = int(ts)  # plain digits only: no sign, no dot, <= 13 digits
-                if not t:
+                if not t or t > MAX_MS:
                     break
                 t = t * 1_000_000 if t >= SECONDS_LIMIT else t * 1_000_000_000
                 last_ts, last_ns = ts, t
