@@ -57,6 +57,8 @@ class TsnetProcess:
         raise AssertionError(f"listeners {names} not bound; log:\n{self.text()}")
 
     def metric(self, name: str, port_name: str = "http") -> float:
+        if port_name not in self.ports:  # listeners bind one after another
+            self.wait_bound(set(self.ports) | {port_name})
         url = f"http://127.0.0.1:{self.ports[port_name]}/metrics"
         with urllib.request.urlopen(url, timeout=5) as r:
             body = r.read().decode()
