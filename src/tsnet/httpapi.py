@@ -11,7 +11,7 @@ from tsnet.config import Key, positive_int, word_list
 from tsnet.interfaces import IProtocolPlugin
 from tsnet.listeners import StreamListenerService
 from tsnet.metrics import MetricsResource
-from tsnet.web import DEFAULT_MAX_BODY, Router, Site, collect_routes
+from tsnet.web import DEFAULT_MAX_BODY, collect_routes, make_site
 
 
 def api_names(plugins: dict) -> list[str]:
@@ -38,10 +38,7 @@ class HttpPlugin:
 
     def makeService(self, listener: Any, core: Any) -> Any:
         apis = listener.options.get("apis") or api_names(core.plugins)
-        site = Site(Router(collect_routes(apis, core.plugins, core)),
-                    max_body=listener.options.get("max_body", DEFAULT_MAX_BODY))
-        site.listener = listener
-        site.core = core
+        site = make_site(listener, core, collect_routes(apis, core.plugins, core))
         return StreamListenerService(listener, site, core.reactor)
 
     def resources(self, core: Any) -> dict:

@@ -31,7 +31,6 @@ log = Logger(namespace="tsnet.ingest")
 
 #: item kinds counted in tsnet_items_written_total
 ITEM_KINDS = ("properties", "messages", "meta", "records")
-_KIND_LABEL = {"properties": "property", "messages": "message", "meta": "meta", "records": "record"}
 
 
 def apply_token_tags(batch: Batch, tags: tuple[tuple[str, str], ...]) -> Batch:
@@ -70,6 +69,13 @@ class _Queue:
         self.waiters: list[defer.Deferred] = []
         self.inflight = 0
         self.timer: Any = None
+
+    def counts(self, protocol: str) -> list[int]:
+        """[points, properties, messages, meta, records] queued by ``protocol``."""
+        c = self.by_protocol.get(protocol)
+        if c is None:
+            c = self.by_protocol[protocol] = [0, 0, 0, 0, 0]
+        return c
 
 
 @implementer(IIngest)
@@ -167,9 +173,10 @@ class Ingest:
     def offer(self, batch: Batch, principal: Principal, protocol: str = "") -> bool:
         """Queue without an ack, for inputs that cannot be paused (UDP).  Returns
         False, and stores nothing, when the queue is past ``max_queue``."""
-        if self.queued + batch.item_count() > self.max_queue:
+        n = batch.item_count()
+        if self.queued + n > self.max_queue or not self._running:
             return False
-        if batch.item_count():
+        if n:
             q, name = self._enqueue(batch, principal, protocol)
             self._schedule(q, name)
             self._check_watermarks()
@@ -188,9 +195,7 @@ class Ingest:
         target.messages.extend(batch.messages)
         target.meta.extend(batch.meta)
         target.records.extend(batch.records)
-        c = q.by_protocol.get(protocol)
-        if c is None:
-            c = q.by_protocol[protocol] = [0, 0, 0, 0, 0]
+        c = q.counts(protocol)
         c[0] += batch.samples.count
         c[1] += len(batch.properties)
         c[2] += len(batch.messages)
@@ -233,10 +238,7 @@ class Ingest:
         name = self._storages.storage_name_for(principal.solution)
         q = self._queue(name)
         q.pending.for_solution(principal.solution).samples.count += n
-        c = q.by_protocol.get(protocol)
-        if c is None:
-            c = q.by_protocol[protocol] = [0, 0, 0, 0, 0]
-        c[0] += n
+        q.counts(protocol)[0] += n
         q.count += n
         self._queued += n
         self._schedule(q, name)

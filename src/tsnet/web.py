@@ -116,6 +116,16 @@ class Site(server.Site):
         pass
 
 
+def make_site(listener: Any, core: Any, routes: Mapping[bytes, Any]) -> Site:
+    """The HTTP site of one listener: its routes, body cap and idle timeout.
+    Resources find the listener and the core through ``request.channel.site``."""
+    site = Site(Router(routes), max_body=listener.options.get("max_body", DEFAULT_MAX_BODY))
+    site.listener = listener
+    site.core = core
+    site.timeOut = listener.idle_timeout or None
+    return site
+
+
 def collect_routes(apis: list[str], plugins: Mapping[str, Any], core: Any) -> dict[bytes, Any]:
     """The routes of every named API; two plugins claiming a path is a config error."""
     routes: dict[bytes, Any] = {}

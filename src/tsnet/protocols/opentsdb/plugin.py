@@ -26,13 +26,9 @@ class OpenTSDBPlugin:
 
     def makeService(self, listener: Any, core: Any) -> Any:
         from tsnet.protocols.opentsdb.telnet import TelnetFactory
-        from tsnet.web import Router, Site
+        from tsnet.web import make_site
 
-        site = Site(Router(self.resources(core)), max_body=listener.options["max_body"])
-        site.listener = listener
-        site.core = core
-        site.timeOut = listener.idle_timeout or None
-        factory = TelnetFactory(listener, core, site)
+        factory = TelnetFactory(listener, core, make_site(listener, core, self.resources(core)))
         return StreamListenerService(listener, factory, core.reactor)
 
     def resources(self, core: Any) -> dict:
