@@ -161,8 +161,8 @@ class TokenAuthenticator:
         self._cache.clear()
 
     @defer.inlineCallbacks
-    def _lookup(self, secret: str) -> Any:
-        h = hash_secret(secret)
+    def _lookup(self, secret: str, h: str) -> Any:
+        """The token whose credential hashes to ``h`` (the hash of ``secret``)."""
         if h in self._cache:
             return self._cache[h]
         cred_id = secret.split(":", 1)[0] if ":" in secret else None
@@ -205,8 +205,9 @@ class TokenAuthenticator:
         """Deferred[Principal]; Unauthorized or Forbidden otherwise."""
         if not secret:
             raise Unauthorized("no token")
-        token: TokenRecord | None = yield self._lookup(secret)
-        return self._principal(token, hash_secret(secret), scope)
+        h = hash_secret(secret)
+        token: TokenRecord | None = yield self._lookup(secret, h)
+        return self._principal(token, h, scope)
 
     @defer.inlineCallbacks
     def authenticate_any(self, candidates: Iterable[str], scope: str) -> Any:
