@@ -36,10 +36,20 @@ def _header(request: Any, name: bytes) -> str | None:
 
 def request_secrets(request: Any) -> list[str]:
     """Every secret the request offers, most specific first."""
+    out = header_secrets(_header(request, b"authorization"), _header(request, b"x-api-key"))
+    for v in request.args.get(b"api_key", ()):
+        try:
+            out.append(v.decode("utf-8"))
+        except UnicodeDecodeError:
+            continue
+    return [s for s in out if s]
+
+
+def header_secrets(authorization: str | None, api_key: str | None) -> list[str]:
+    """The secrets of the ``Authorization`` and ``X-API-Key`` headers, in order."""
     out: list[str] = []
-    auth = _header(request, b"authorization")
-    if auth:
-        scheme, _, value = auth.strip().partition(" ")
+    if authorization:
+        scheme, _, value = authorization.strip().partition(" ")
         scheme = scheme.lower()
         if scheme == "basic":
             try:
@@ -52,14 +62,8 @@ def request_secrets(request: Any) -> list[str]:
             out.extend(basic_secrets(user, password))
         elif scheme == "bearer" and value.strip():
             out.append(value.strip())
-    key = _header(request, b"x-api-key")
-    if key:
-        out.append(key.strip())
-    for v in request.args.get(b"api_key", ()):
-        try:
-            out.append(v.decode("utf-8"))
-        except UnicodeDecodeError:
-            continue
+    if api_key:
+        out.append(api_key.strip())
     return [s for s in out if s]
 
 

@@ -41,7 +41,7 @@ def apply_token_tags(batch: Batch, tags: tuple[tuple[str, str], ...]) -> Batch:
         return batch
     token = dict(tags)
     samples = SampleSet()
-    for (metric, entity, ktags), col in batch.samples.columns.items():
+    for (metric, entity, ktags), col in batch.samples.columnar().items():
         merged = dict(ktags)
         merged.update(token)
         key = (metric, entity, tuple(sorted(merged.items())))

@@ -97,16 +97,29 @@ class Column:
 
 
 class SampleSet:
-    """Series samples grouped by series key; what parsers produce for storage.
+    """Series samples; what parsers produce for storage.
 
-    ``columns`` is public so that hot parsers can append without a method call
-    per point; ``count`` must then be kept by the caller via `recount`.
+    Two forms, both public so that hot parsers can fill them without a method
+    call per point:
+
+    * ``columns``: series key -> `Column`, for input that repeats series (a
+      telnet stream, a big batch);
+    * rows: ``keys``, ``times``, ``values``, parallel lists of points in arrival
+      order, without texts, for input that holds about one point per series (an
+      HTTP request from a fleet), where a column per point would cost more than
+      the point.
+
+    A consumer that wants columns only calls `columnar`.  ``count`` counts both
+    forms; a caller filling them directly keeps it with `recount`.
     """
 
-    __slots__ = ("columns", "count")
+    __slots__ = ("columns", "count", "keys", "times", "values")
 
     def __init__(self) -> None:
         self.columns: dict[SeriesKey, Column] = {}
+        self.keys: list[SeriesKey] = []
+        self.times: list[int] = []
+        self.values: list[Value] = []
         self.count = 0
 
     def add(self, key: SeriesKey, time_ns: int, value: Value, text: str | None = None) -> None:
@@ -123,10 +136,29 @@ class SampleSet:
                 self.columns[key] = col
             else:
                 mine.extend(col)
+        if other.keys:
+            self.keys += other.keys
+            self.times += other.times
+            self.values += other.values
         self.count += other.count
 
+    def columnar(self) -> dict[SeriesKey, Column]:
+        """``columns``, with the rows moved into them (after what they held)."""
+        if self.keys:
+            columns = self.columns
+            for key, t, v in zip(self.keys, self.times, self.values, strict=True):
+                col = columns.get(key)
+                if col is None:
+                    col = columns[key] = Column()
+                col.times.append(t)
+                col.values.append(v)
+                if col.texts is not None:
+                    col.texts.append(None)
+            self.keys, self.times, self.values = [], [], []
+        return self.columns
+
     def recount(self) -> int:
-        self.count = sum(len(c.times) for c in self.columns.values())
+        self.count = sum(len(c.times) for c in self.columns.values()) + len(self.keys)
         return self.count
 
     def __len__(self) -> int:

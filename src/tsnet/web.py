@@ -105,12 +105,28 @@ class LimitedRequest(server.Request):
 
 
 class Site(server.Site):
+    """twisted.web's site, behind `tsnet.leanhttp`'s channel when a resource
+    has a fast handler (``fast_handlers``: request path -> handler)."""
+
     requestFactory = LimitedRequest
     noisy = False
 
     def __init__(self, resource: Any, max_body: int = DEFAULT_MAX_BODY, **kw: Any) -> None:
         super().__init__(resource, **kw)
         self.max_body = max_body
+        self.fast_handlers: dict[bytes, Any] = {}
+        self.date_cache: list[Any] = [None, b""]
+
+    def buildProtocol(self, addr: Any) -> Any:
+        if not self.fast_handlers:
+            return self.build_web_channel(addr)
+        from tsnet.leanhttp import LeanHTTPChannel
+
+        return LeanHTTPChannel(self, addr)
+
+    def build_web_channel(self, addr: Any) -> Any:
+        """twisted.web's own channel, for every request no fast handler takes."""
+        return super().buildProtocol(addr)
 
     def log(self, request: Any) -> None:  # access logs would drown the structured log
         pass
@@ -119,7 +135,13 @@ class Site(server.Site):
 def make_site(listener: Any, core: Any, routes: Mapping[bytes, Any]) -> Site:
     """The HTTP site of one listener: its routes, body cap and idle timeout.
     Resources find the listener and the core through ``request.channel.site``."""
-    site = Site(Router(routes), max_body=listener.options.get("max_body", DEFAULT_MAX_BODY))
+    site = Site(Router(routes), max_body=listener.options.get("max_body", DEFAULT_MAX_BODY),
+                reactor=core.reactor)
+    for path, res in routes.items():
+        fast = getattr(res, "fast_post", None)
+        if fast is not None:
+            site.fast_handlers[normalise_path(path)] = fast
+            site.fast_handlers.setdefault(normalise_path(path).lower(), fast)
     site.listener = listener
     site.core = core
     site.timeOut = listener.idle_timeout or None

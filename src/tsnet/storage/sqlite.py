@@ -28,6 +28,7 @@ import itertools
 import json
 import sqlite3
 import time
+from bisect import bisect_right
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -300,12 +301,12 @@ class SqliteEngine:
     def write(self, batch: WriteBatch) -> None:
         """Commit everything in ``batch`` in one transaction."""
         if not any(
-            b.samples.columns or b.properties or b.messages or b.meta or b.records
-            for b in batch.by_solution.values()
+            b.samples.columns or b.samples.keys or b.properties or b.messages or b.meta
+            or b.records for b in batch.by_solution.values()
         ):
             return  # (not item_count(): a parser may fill columns without recounting)
-        points = sum(len(c.times) for b in batch.by_solution.values()
-                     for c in b.samples.columns.values())
+        points = sum(sum(map(len, b.samples.columns.values())) + len(b.samples.keys)
+                     for b in batch.by_solution.values())
         try:
             with self._transaction() as db:
                 self._check_data_generation(db)
@@ -316,14 +317,14 @@ class SqliteEngine:
                     # tiny row per series and an expensive commit; one row holding
                     # the batch commits cheaply, and is folded into chunks later.
                     db.execute("INSERT INTO pending (points, batch) VALUES (?, ?)",
-                               (points, _encode_pending(batch)))
+                               (points, self._encode_pending(db, batch)))
                     self._pending = pending + points
                     points = 0
                 elif points:
                     self._fold(db)  # the pending batches are older: they go first
                 for solution, b in batch.by_solution.items():
-                    if points and b.samples.columns:
-                        self._write_samples(db, solution, b.samples.columns)
+                    if points and (b.samples.columns or b.samples.keys):
+                        self._write_samples(db, solution, b.samples.columnar())
                     for p in b.properties:
                         self._write_property(db, solution, p)
                     if b.messages:
@@ -353,17 +354,27 @@ class SqliteEngine:
         if not self._pending_points(db):
             return
         by_solution: dict[str, dict[SeriesKey, Column]] = {}
-        for (text,) in db.execute("SELECT batch FROM pending ORDER BY id").fetchall():
-            for solution, key, times, values, texts in _decode_pending(text):
-                cols = by_solution.setdefault(solution, {})
-                col = cols.get(key)
-                if col is None:
-                    col = cols[key] = Column()
-                part = Column()
-                part.times, part.values, part.texts = times, values, texts
-                col.extend(part)
-        for solution, cols in by_solution.items():
+        sids: list[int] = []
+        times: list[int] = []
+        values: list[Value] = []
+        texts: list | None = None
+        for (row,) in db.execute("SELECT batch FROM pending ORDER BY id").fetchall():
+            if isinstance(row, str):  # a row written before the binary form
+                for solution, key, t, v, x in _decode_pending_json(row):
+                    _extend(by_solution.setdefault(solution, {}), key, t, v, x)
+                continue
+            s, t, v, x = decode_pending(row)
+            if x is not None or texts is not None:
+                if texts is None:
+                    texts = [None] * len(times)
+                texts += x if x is not None else [None] * len(t)
+            sids += s
+            times += t
+            values += v
+        for solution, cols in by_solution.items():  # older than any binary row
             self._write_samples(db, solution, cols)
+        if sids:
+            self._write_chunks(db, group_by_series(sids, times, values, texts))
         db.execute("DELETE FROM pending")
         self._pending = 0
 
@@ -383,17 +394,22 @@ class SqliteEngine:
             self._data_generation = gen
 
     def _write_samples(self, db: sqlite3.Connection, solution: str, columns: dict) -> None:
+        ids = self._series_ids(db, solution, columns)
+        self._write_chunks(db, {ids[key]: col for key, col in columns.items() if col.times})
+
+    def _series_ids(self, db: sqlite3.Connection, solution: str, columns: dict) -> dict:
+        """The ids of the series of ``columns`` (known ones cached), created if new."""
         ids = self._ids.get(solution)
         if ids is None:
             ids = self._ids[solution] = {}
-        rows = []
         for key, col in columns.items():
-            if not col.times:
-                continue
-            sid = ids.get(key)
-            if sid is None:
-                sid = ids[key] = self._series_id(db, solution, key)
-            rows.append((sid, *chunks.encode_chunk(col.times, col.values, col.texts)))
+            if key not in ids and col.times:
+                ids[key] = self._series_id(db, solution, key)
+        return ids
+
+    def _write_chunks(self, db: sqlite3.Connection, by_id: dict[int, Column]) -> None:
+        rows = [(sid, *chunks.encode_chunk(col.times, col.values, col.texts))
+                for sid, col in by_id.items() if col.times]
         small = self._small
         if small is not None:
             for row in rows:
@@ -404,6 +420,43 @@ class SqliteEngine:
             " VALUES (?, ?, ?, ?, ?, ?, ?)",
             rows,
         )
+
+    def _encode_pending(self, db: sqlite3.Connection, batch: WriteBatch) -> bytes:
+        """A batch's samples as one pending-log row (`encode_pending`), its series
+        created now so that the row can name them by id."""
+        sids: list[int] = []
+        times: list[int] = []
+        values: list[Value] = []
+        texts: list | None = None
+        for solution, b in batch.by_solution.items():
+            samples = b.samples
+            if samples.columns:
+                ids = self._series_ids(db, solution, samples.columns)
+                for key, col in samples.columns.items():
+                    n = len(col.times)
+                    if col.texts is not None or texts is not None:
+                        if texts is None:
+                            texts = [None] * len(times)
+                        texts += col.texts if col.texts is not None else [None] * n
+                    sids += [ids[key]] * n
+                    times += col.times
+                    values += col.values
+            if samples.keys:
+                ids = self._ids.get(solution)
+                if ids is None:
+                    ids = self._ids[solution] = {}
+                found = list(map(ids.get, samples.keys))
+                if None in found:
+                    for key in samples.keys:
+                        if key not in ids:
+                            ids[key] = self._series_id(db, solution, key)
+                    found = list(map(ids.__getitem__, samples.keys))
+                if texts is not None:
+                    texts += [None] * len(found)
+                sids += found
+                times += samples.times
+                values += samples.values
+        return encode_pending(sids, times, values, texts)
 
     def _series_id(self, db: sqlite3.Connection, solution: str, key: SeriesKey) -> int:
         skey, (metric, entity, tags) = _series_skey(solution, key)
@@ -904,25 +957,95 @@ class SqliteEngine:
         return self._generation(self.db, "catalog_generation")
 
 
-def _encode_pending(batch: WriteBatch) -> str:
-    """A batch's samples as one JSON text: exact for int64, floats (NaN too) and
-    texts, and readable by any later version (unlike pickle or marshal)."""
-    out = []
-    for solution, b in batch.by_solution.items():
-        for (metric, entity, tags), col in b.samples.columns.items():
-            if col.times:
-                # the chunk encoders' checks (int64 range, types) refuse now what
-                # folding would otherwise fail on later, blocking every read
-                chunks.encode_chunk(col.times, col.values, col.texts)
-                out.append([solution, metric, entity, tags, col.times, col.values, col.texts])
-    return json.dumps(out, separators=(",", ":"))
+#: the first bytes of a pending-log row in the binary form
+_PENDING_V2 = b"TSP2"
 
 
-def _decode_pending(
+def encode_pending(sids: list[int], times: list[int], values: list[Value],
+                   texts: list | None = None) -> bytes:
+    """Points tagged with series ids as one pending-log row: exact for int64,
+    floats (NaN too) and texts, in a fixed little-endian layout any later
+    version reads (unlike pickle or marshal), and cheap to make and to fold: the
+    per-point work is ``array``'s and ``sorted``'s, not Python's.
+
+    Layout: ``TSP2``, the point count N (int64), then N series ids, N times, then
+    the values as `chunks.encode_values` packs them, then (only when some sample
+    has one) a newline and the texts as a JSON list.  Encoding checks what a
+    chunk would (int64 range, value types), so a bad sample fails its own write,
+    not a later fold that every read waits for."""
+    n = len(sids)
+    if len(times) != n or len(values) != n or (texts is not None and len(texts) != n):
+        raise ValueError("series ids, times, values and texts differ in length")
+    blob = b"".join((_PENDING_V2, chunks.encode_times([n]), chunks.encode_times(sids),
+                     chunks.encode_times(times), chunks.encode_values(values)))
+    text_blob = chunks.encode_texts(texts)
+    return blob if text_blob is None else blob + b"\n" + text_blob
+
+
+def decode_pending(blob: bytes) -> tuple[list[int], list[int], list[Value], list | None]:
+    """(series ids, times, values, texts or None) of an `encode_pending` row."""
+    if blob[:4] != _PENDING_V2:
+        raise ValueError("unknown pending-log row format")
+    (n,) = chunks.decode_times(blob[4:12])
+    sids = chunks.decode_times(blob[12:12 + 8 * n])
+    times = chunks.decode_times(blob[12 + 8 * n:12 + 16 * n])
+    rest = blob[12 + 16 * n:]
+    vlen = _values_length(rest, n)
+    values = chunks.decode_values(rest[:vlen], n)
+    texts = chunks.decode_texts(rest[vlen + 1:]) if len(rest) > vlen else None
+    return sids, times, values, texts
+
+
+def group_by_series(
+    sids: list[int], times: list[int], values: list[Value], texts: list | None
+) -> dict[int, Column]:
+    """Points tagged with series ids -> one column per series, each in the
+    points' order (a stable sort), so the last write still wins."""
+    order = sorted(range(len(sids)), key=sids.__getitem__)
+    sids = list(map(sids.__getitem__, order))
+    times = list(map(times.__getitem__, order))
+    values = list(map(values.__getitem__, order))
+    if texts is not None:
+        texts = list(map(texts.__getitem__, order))
+    out: dict[int, Column] = {}
+    i, n = 0, len(sids)
+    while i < n:
+        sid = sids[i]
+        j = bisect_right(sids, sid, i)
+        col = out[sid] = Column()
+        col.times, col.values = times[i:j], values[i:j]
+        if texts is not None:
+            part = texts[i:j]
+            if part.count(None) != len(part):
+                col.texts = part
+        i = j
+    return out
+
+
+def _values_length(blob: bytes, n: int) -> int:
+    """The length of `chunks.encode_values`'s packing of ``n`` values at the
+    start of ``blob`` (its type byte says how it is laid out)."""
+    if blob[:1] in (b"q", b"d"):
+        return 1 + 8 * n
+    return 1 + n + 8 * (n - blob[1:1 + n].count(0))
+
+
+def _decode_pending_json(
     text: str,
 ) -> Iterator[tuple[str, SeriesKey, list[int], list[Value], list[str | None] | None]]:
+    """Rows of the first pending-log form: one JSON text per batch."""
     for solution, metric, entity, tags, times, values, texts in json.loads(text):
         yield solution, (metric, entity, tuple((k, v) for k, v in tags)), times, values, texts
+
+
+def _extend(cols: dict, key: Any, times: list[int], values: list[Value],
+            texts: list | None) -> None:
+    col = cols.get(key)
+    if col is None:
+        col = cols[key] = Column()
+    part = Column()
+    part.times, part.values, part.texts = times, values, texts
+    col.extend(part)
 
 
 def _small_runs(rows: list[tuple], target: int) -> Iterator[list[tuple]]:
