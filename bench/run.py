@@ -66,9 +66,15 @@ def log(msg: str) -> None:
 
 def proc_cpu(pid: int) -> float:
     """utime+stime of ``pid`` in seconds, all threads (/proc/PID/stat)."""
+    return sum(proc_cpu_split(pid))
+
+
+def proc_cpu_split(pid: int) -> tuple[float, float]:
+    """(utime, stime) of ``pid`` in seconds: the kernel's share is mostly socket
+    and SQLite I/O."""
     with open(f"/proc/{pid}/stat") as f:
         rest = f.read().rsplit(")", 1)[1].split()
-    return (int(rest[11]) + int(rest[12])) / CLK
+    return int(rest[11]) / CLK, int(rest[12]) / CLK
 
 
 def proc_status(pid: int, key: str) -> int | None:
@@ -462,6 +468,7 @@ def one_run(a: argparse.Namespace, run: int) -> dict:
         cmd = loadgen_cmd(a, target)
         rec["loadgen_cmd"] = " ".join(cmd[1:])
         cpu0 = proc_cpu(pid)
+        sys0 = proc_cpu_split(pid)[1]
         m0 = machine_cpu()
         ru0 = resource.getrusage(resource.RUSAGE_CHILDREN)
         t_launch = time.time()
@@ -475,6 +482,7 @@ def one_run(a: argparse.Namespace, run: int) -> dict:
                 check_loadgen(read_loadgen(lg, lg_out, lg_err, 10), lg.returncode, n)
             raise
         cpu1 = proc_cpu(pid)
+        rec["server_sys_cpu_s"] = round(proc_cpu_split(pid)[1] - sys0, 2)
         m1 = machine_cpu()
         rec["peak_rss_mib"] = mib(proc_status(pid, "VmHWM"))
         rec["rss_end_mib"] = mib(proc_status(pid, "VmRSS"))

@@ -60,7 +60,7 @@ def apply_token_tags(batch: Batch, tags: tuple[tuple[str, str], ...]) -> Batch:
 class _Queue:
     """The items waiting for one storage backend."""
 
-    __slots__ = ("by_protocol", "count", "inflight", "pending", "timer", "waiters")
+    __slots__ = ("by_protocol", "count", "inflight", "pending", "soon", "timer", "waiters")
 
     def __init__(self) -> None:
         self.pending = WriteBatch()
@@ -69,6 +69,7 @@ class _Queue:
         self.waiters: list[defer.Deferred] = []
         self.inflight = 0
         self.timer: Any = None
+        self.soon = False  # the timer is the end of this reactor turn, not the interval
 
     def counts(self, protocol: str) -> list[int]:
         """[points, properties, messages, meta, records] queued by ``protocol``."""
@@ -249,17 +250,26 @@ class Ingest:
     def _schedule(self, q: _Queue, name: str) -> None:
         if q.inflight:
             return  # the write in flight starts the next one when it is done
-        if q.count >= self.batch_size or q.waiters or self._stopping:
-            # Group commit: a client waiting for its ack is not kept waiting for the
-            # timer while the writer is idle; what arrives during a write is
-            # batched behind it.  Only unacked input (telnet, UDP) waits for the
-            # flush interval, which makes its batches larger.
+        if q.count >= self.batch_size or self._stopping:
             self._write(q, name)
+        elif q.waiters:
+            # Group commit: a client waiting for its ack is not kept waiting for
+            # the timer while the writer is idle.  The write starts at the end of
+            # this reactor turn, so every request read in the turn shares it;
+            # what arrives during a write is batched behind it.  Only unacked
+            # input (telnet, UDP) waits for the flush interval, which makes its
+            # batches larger.
+            if not q.soon:
+                if q.timer is not None and q.timer.active():
+                    q.timer.cancel()
+                q.timer = self._reactor.callLater(0, self._timer_fired, q, name)
+                q.soon = True
         elif q.timer is None:
             q.timer = self._reactor.callLater(self.flush_interval, self._timer_fired, q, name)
 
     def _timer_fired(self, q: _Queue, name: str) -> None:
         q.timer = None
+        q.soon = False
         if not q.inflight and q.count:
             self._write(q, name)
 
@@ -268,6 +278,7 @@ class Ingest:
             if q.timer.active():
                 q.timer.cancel()
             q.timer = None
+            q.soon = False
         batch, waiters, counts, n = q.pending, q.waiters, q.by_protocol, q.count
         q.pending, q.waiters, q.by_protocol, q.count = WriteBatch(), [], {}, 0
         q.inflight = n

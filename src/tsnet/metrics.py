@@ -39,14 +39,24 @@ class Metrics:
             registry=r)
         self.queued = Gauge(
             "tsnet_write_queue_items", "Items accepted and not yet committed.", registry=r)
+        # labelled children by protocol: labels() costs microseconds, and the
+        # HTTP path bumps these once per request
+        self._received: dict[str, Any] = {}
+        self._written: dict[str, Any] = {}
 
     def received(self, protocol: str, n: int) -> None:
         if n:
-            self.points_received.labels(protocol).inc(n)
+            c = self._received.get(protocol)
+            if c is None:
+                c = self._received[protocol] = self.points_received.labels(protocol)
+            c.inc(n)
 
     def written(self, protocol: str, points: int, items: dict[str, int]) -> None:
         if points:
-            self.points_written.labels(protocol).inc(points)
+            c = self._written.get(protocol)
+            if c is None:
+                c = self._written[protocol] = self.points_written.labels(protocol)
+            c.inc(points)
         for kind, n in items.items():
             if n:
                 self.items_written.labels(protocol, KIND_LABELS.get(kind, kind)).inc(n)

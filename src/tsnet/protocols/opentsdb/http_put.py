@@ -119,6 +119,7 @@ class PutResource(Resource):
         super().__init__()
         self._core = core
         self._series = SeriesCache()
+        self._anonymous: dict[str, Principal] = {}
 
     # -- the fast path (tsnet.leanhttp) -------------------------------------------
 
@@ -150,7 +151,10 @@ class PutResource(Resource):
         """The request's principal when it is known without a lookup; None when
         only the full path can tell (unknown to the cache, 401, 403)."""
         if listener.auth == "none":
-            return anonymous(listener.solution)
+            p = self._anonymous.get(listener.solution)
+            if p is None:
+                p = self._anonymous[listener.solution] = anonymous(listener.solution)
+            return p
         auth = headers.get(b"authorization")
         key = headers.get(b"x-api-key")
         secrets = header_secrets(auth.decode("latin-1") if auth is not None else None,
