@@ -32,7 +32,6 @@ import json
 import sqlite3
 import threading
 import time
-from bisect import bisect_right
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -48,6 +47,7 @@ from tsnet.interfaces import ICatalog, IStorage
 from tsnet.model import Column, Message, Meta, Property, Record, SeriesKey, Value, WriteBatch
 from tsnet.records import Credential, SolutionRecord, TokenRecord
 from tsnet.storage import chunks
+from tsnet.storage import pending as pending_log
 
 SCHEMA_VERSION = 1
 
@@ -422,27 +422,23 @@ class SqliteEngine:
         if not self._pending_points(db):
             return
         by_solution: dict[str, dict[SeriesKey, Column]] = {}
-        sids: list[int] = []
-        times: list[int] = []
-        values: list[Value] = []
-        texts: list | None = None
+        blobs: list[bytes] = []
         for (row,) in db.execute("SELECT batch FROM pending ORDER BY id").fetchall():
             if isinstance(row, str):  # a row written before the binary form
-                for solution, key, t, v, x in _decode_pending_json(row):
-                    _extend(by_solution.setdefault(solution, {}), key, t, v, x)
-                continue
-            s, t, v, x = decode_pending(row)
-            if x is not None or texts is not None:
-                if texts is None:
-                    texts = [None] * len(times)
-                texts += x if x is not None else [None] * len(t)
-            sids += s
-            times += t
-            values += v
+                for solution, key, t, v, x in pending_log.decode_json(row):
+                    cols = by_solution.setdefault(solution, {})
+                    col = cols.get(key)
+                    if col is None:
+                        col = cols[key] = Column()
+                    part = Column()
+                    part.times, part.values, part.texts = t, v, x
+                    col.extend(part)
+            else:
+                blobs.append(row)
         for solution, cols in by_solution.items():  # older than any binary row
             self._write_samples(db, solution, cols)
-        if sids:
-            self._write_chunks(db, group_by_series(sids, times, values, texts))
+        if blobs:
+            self._insert_chunks(db, pending_log.fold(blobs))
         db.execute("DELETE FROM pending")
         self._pending = 0
 
@@ -476,8 +472,11 @@ class SqliteEngine:
         return ids
 
     def _write_chunks(self, db: sqlite3.Connection, by_id: dict[int, Column]) -> None:
-        rows = [(sid, *chunks.encode_chunk(col.times, col.values, col.texts))
-                for sid, col in by_id.items() if col.times]
+        self._insert_chunks(db, [(sid, *chunks.encode_chunk(col.times, col.values, col.texts))
+                                 for sid, col in by_id.items() if col.times])
+
+    def _insert_chunks(self, db: sqlite3.Connection, rows: list[tuple]) -> None:
+        """Rows of (series id, *`chunks.EncodedChunk`)."""
         small = self._small
         if small is not None:
             for row in rows:
@@ -524,7 +523,7 @@ class SqliteEngine:
                 sids += found
                 times += samples.times
                 values += samples.values
-        return encode_pending(sids, times, values, texts)
+        return pending_log.encode(sids, times, values, texts)
 
     def _series_id(self, db: sqlite3.Connection, solution: str, key: SeriesKey) -> int:
         skey, (metric, entity, tags) = _series_skey(solution, key)
@@ -1028,97 +1027,6 @@ class SqliteEngine:
 def _points(batch: WriteBatch) -> int:
     return sum(sum(map(len, b.samples.columns.values())) + len(b.samples.keys)
                for b in batch.by_solution.values())
-
-
-#: the first bytes of a pending-log row in the binary form
-_PENDING_V2 = b"TSP2"
-
-
-def encode_pending(sids: list[int], times: list[int], values: list[Value],
-                   texts: list | None = None) -> bytes:
-    """Points tagged with series ids as one pending-log row: exact for int64,
-    floats (NaN too) and texts, in a fixed little-endian layout any later
-    version reads (unlike pickle or marshal), and cheap to make and to fold: the
-    per-point work is ``array``'s and ``sorted``'s, not Python's.
-
-    Layout: ``TSP2``, the point count N (int64), then N series ids, N times, then
-    the values as `chunks.encode_values` packs them, then (only when some sample
-    has one) a newline and the texts as a JSON list.  Encoding checks what a
-    chunk would (int64 range, value types), so a bad sample fails its own write,
-    not a later fold that every read waits for."""
-    n = len(sids)
-    if len(times) != n or len(values) != n or (texts is not None and len(texts) != n):
-        raise ValueError("series ids, times, values and texts differ in length")
-    blob = b"".join((_PENDING_V2, chunks.encode_times([n]), chunks.encode_times(sids),
-                     chunks.encode_times(times), chunks.encode_values(values)))
-    text_blob = chunks.encode_texts(texts)
-    return blob if text_blob is None else blob + b"\n" + text_blob
-
-
-def decode_pending(blob: bytes) -> tuple[list[int], list[int], list[Value], list | None]:
-    """(series ids, times, values, texts or None) of an `encode_pending` row."""
-    if blob[:4] != _PENDING_V2:
-        raise ValueError("unknown pending-log row format")
-    (n,) = chunks.decode_times(blob[4:12])
-    sids = chunks.decode_times(blob[12:12 + 8 * n])
-    times = chunks.decode_times(blob[12 + 8 * n:12 + 16 * n])
-    rest = blob[12 + 16 * n:]
-    vlen = _values_length(rest, n)
-    values = chunks.decode_values(rest[:vlen], n)
-    texts = chunks.decode_texts(rest[vlen + 1:]) if len(rest) > vlen else None
-    return sids, times, values, texts
-
-
-def group_by_series(
-    sids: list[int], times: list[int], values: list[Value], texts: list | None
-) -> dict[int, Column]:
-    """Points tagged with series ids -> one column per series, each in the
-    points' order (a stable sort), so the last write still wins."""
-    order = sorted(range(len(sids)), key=sids.__getitem__)
-    sids = list(map(sids.__getitem__, order))
-    times = list(map(times.__getitem__, order))
-    values = list(map(values.__getitem__, order))
-    if texts is not None:
-        texts = list(map(texts.__getitem__, order))
-    out: dict[int, Column] = {}
-    i, n = 0, len(sids)
-    while i < n:
-        sid = sids[i]
-        j = bisect_right(sids, sid, i)
-        col = out[sid] = Column()
-        col.times, col.values = times[i:j], values[i:j]
-        if texts is not None:
-            part = texts[i:j]
-            if part.count(None) != len(part):
-                col.texts = part
-        i = j
-    return out
-
-
-def _values_length(blob: bytes, n: int) -> int:
-    """The length of `chunks.encode_values`'s packing of ``n`` values at the
-    start of ``blob`` (its type byte says how it is laid out)."""
-    if blob[:1] in (b"q", b"d"):
-        return 1 + 8 * n
-    return 1 + n + 8 * (n - blob[1:1 + n].count(0))
-
-
-def _decode_pending_json(
-    text: str,
-) -> Iterator[tuple[str, SeriesKey, list[int], list[Value], list[str | None] | None]]:
-    """Rows of the first pending-log form: one JSON text per batch."""
-    for solution, metric, entity, tags, times, values, texts in json.loads(text):
-        yield solution, (metric, entity, tuple((k, v) for k, v in tags)), times, values, texts
-
-
-def _extend(cols: dict, key: Any, times: list[int], values: list[Value],
-            texts: list | None) -> None:
-    col = cols.get(key)
-    if col is None:
-        col = cols[key] = Column()
-    part = Column()
-    part.times, part.values, part.texts = times, values, texts
-    col.extend(part)
 
 
 def _small_runs(rows: list[tuple], target: int) -> Iterator[list[tuple]]:
