@@ -146,7 +146,8 @@ class LeanHTTPChannel(Protocol, TimeoutMixin):
             del buf[:need]
             self._close_after = b"close" in headers.get(b"connection", b"").lower()
             self._busy = True
-            d.addCallbacks(self._answer, self._crashed)
+            d.addErrback(self._crashed).addCallback(self._answer)
+            d.addErrback(lambda f: log.failure("could not answer a fast request", f))
 
     def _handler(self, parsed: tuple | None) -> FastHandler | None:
         if parsed is None:

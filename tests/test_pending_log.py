@@ -1,0 +1,239 @@
+"""The SQLite pending log: its row codec, the numpy fold against the plain one,
+rows from the first (JSON) form, row-form samples, and small writes committed
+on the reactor thread."""
+
+from __future__ import annotations
+
+import json
+import math
+import sqlite3
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+import pytest_twisted
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from twisted.internet import defer
+
+from tests.storage_conformance import CPU, T0, S, make_batch, typed
+from tsnet.model import INT64_MAX, INT64_MIN, WriteBatch, series_key
+from tsnet.storage import pending
+from tsnet.storage.sqlite import PENDING_MAX_POINTS, SqliteStorage
+
+values_st = st.one_of(
+    st.integers(INT64_MIN, INT64_MAX),
+    st.floats(allow_nan=True, allow_infinity=True),
+    st.none(),
+)
+
+
+@st.composite
+def rows_st(draw: Any) -> list[tuple[list[int], list[int], list, list | None]]:
+    """A few pending rows over a handful of series, with every value kind."""
+    out = []
+    for _ in range(draw(st.integers(1, 5))):
+        n = draw(st.integers(1, 25))
+        sids = draw(st.lists(st.integers(1, 6), min_size=n, max_size=n))
+        times = draw(st.lists(st.integers(-10, 10).map(lambda t: T0 + t), min_size=n, max_size=n))
+        kind = draw(st.sampled_from(["int", "float", "any"]))
+        one = {"int": st.integers(INT64_MIN, INT64_MAX), "float": st.floats(), "any": values_st}
+        values = draw(st.lists(one[kind], min_size=n, max_size=n))
+        texts = draw(st.one_of(st.none(), st.lists(st.one_of(st.none(), st.text(max_size=3)),
+                                                   min_size=n, max_size=n)))
+        out.append((sids, times, values, texts))
+    return out
+
+
+@settings(max_examples=150, deadline=None)
+@given(rows_st())
+def test_codec_round_trip(rows: list) -> None:
+    for sids, times, values, texts in rows:
+        s, t, v, x = pending.decode(pending.encode(sids, times, values, texts))
+        assert (s, t, typed(v)) == (sids, times, typed(values))
+        assert x == (texts if texts is not None and texts.count(None) != len(texts) else None)
+
+
+@settings(max_examples=200, deadline=None)
+@given(rows_st())
+def test_numpy_fold_equals_the_plain_fold(rows: list) -> None:
+    """Byte for byte: the same chunks (NaN bits, -0.0, None, ints past 2**53),
+    one per series, points in log order."""
+    blobs = [pending.encode(s, t, v) for s, t, v, _ in rows]  # numpy takes rows without texts
+    fast = sorted(pending.fold(blobs))
+    plain = sorted(pending._fold_lists(blobs))
+    assert fast == plain
+    assert [r[0] for r in fast] == sorted({sid for s, *_ in rows for sid in s})
+    assert sum(r[3] for r in fast) == sum(len(s) for s, *_ in rows)
+
+
+def test_fold_keeps_log_order_within_a_series() -> None:
+    a = pending.encode([7, 8, 7], [T0, T0, T0 + 1], [1, 2.5, 3])
+    b = pending.encode([7], [T0], [None])
+    rows = {r[0]: r for r in pending.fold([a, b])}
+    assert rows[7][1:4] == (T0, T0 + 1, 3)
+    assert pending.group_by_series([7, 8, 7, 7], [T0, T0, T0 + 1, T0],
+                                   [1, 2.5, 3, None], None)[7].values == [1, 3, None]
+
+
+def test_a_foreign_row_is_refused() -> None:
+    with pytest.raises(ValueError, match="unknown pending-log row format"):
+        pending.decode(b"XXXX" + bytes(16))
+    with pytest.raises((ValueError, OverflowError)):
+        pending.encode([1], [T0], [2**64])
+
+
+# -- the engine ------------------------------------------------------------------------
+
+
+@pytest.fixture
+def db_path(tmp_path: Path) -> str:
+    (tmp_path / "data").mkdir()
+    return str(tmp_path / "data" / "tsnet.sqlite")
+
+
+@pytest_twisted.async_yield_fixture
+async def storage(db_path: str) -> Any:
+    from twisted.internet import reactor
+
+    s = SqliteStorage("default", db_path, reactor, busy_timeout=5.0)
+    await s.open()
+    yield s
+    await s.close()
+
+
+def _raw(db_path: str, sql: str) -> list:
+    db = sqlite3.connect(db_path)
+    try:
+        return db.execute(sql).fetchall()
+    finally:
+        db.close()
+
+
+def rows_batch(points: list[tuple]) -> WriteBatch:
+    """A batch in the row form the HTTP fast path makes."""
+    wb = WriteBatch()
+    s = wb.for_solution(S).samples
+    for key, t, v in points:
+        s.keys.append(key)
+        s.times.append(t)
+        s.values.append(v)
+    s.count = len(points)
+    return wb
+
+
+@pytest_twisted.ensureDeferred
+async def test_rows_and_columns_in_one_batch(storage: SqliteStorage) -> None:
+    """Row-form samples land as column-form ones do, in the pending log and (a
+    big batch) straight as chunks; rows come after the columns they join."""
+    other = series_key("cpu", {"host": "b"})
+    wb = rows_batch([(CPU, T0 + 1, 1.5), (other, T0, 7), (CPU, T0 + 2, float("nan"))])
+    wb.for_solution(S).samples.add(CPU, T0, 1)
+    await storage.write(wb)
+    big = rows_batch([(other, T0 + i, i) for i in range(1, PENDING_MAX_POINTS + 10)])
+    await storage.write(big)
+    series = {k: (t, v) for k, t, v, _ in await storage.read_series(S, "cpu", None, None)}
+    assert series[CPU][0] == [T0, T0 + 1, T0 + 2]
+    assert typed(series[CPU][1])[:2] == typed([1, 1.5]) and math.isnan(series[CPU][1][2])
+    assert series[other][1][:3] == [7, 1, 2]
+    assert await storage.count_points(S) == 4 + PENDING_MAX_POINTS + 9
+
+
+@pytest_twisted.ensureDeferred
+async def test_json_rows_of_the_first_form_still_fold(storage: SqliteStorage,
+                                                      db_path: str) -> None:
+    old = json.dumps([[S, "cpu", None, [["host", "a"]], [T0, T0 + 1], [1, 2.5], None]])
+    db = sqlite3.connect(db_path)
+    db.execute("INSERT INTO pending (points, batch) VALUES (2, ?)", (old,))
+    db.commit()
+    db.close()
+    storage._engine._pending = None  # as after a restart: counted from the table
+    await storage.write(make_batch(samples=[(series_key("cpu", {"host": "a"}), T0 + 1, 9)]))
+    series = await storage.read_series(S, "cpu", None, None)
+    assert [(k, t, v) for k, t, v, _ in series] == [
+        (series_key("cpu", {"host": "a"}), [T0, T0 + 1], [1, 9])]  # the newer write wins
+    assert _raw(db_path, "SELECT count(*) FROM pending") == [(0,)]
+
+
+@pytest_twisted.ensureDeferred
+async def test_small_writes_commit_at_once_when_the_thread_is_idle(storage: SqliteStorage,
+                                                                   db_path: str) -> None:
+    await storage.write(make_batch(samples=[(CPU, T0, 1)]))  # learns the log's size
+    d = storage.write(make_batch(samples=[(CPU, T0 + 1, 2)]))
+    assert d.called  # committed before write() returned
+    await d
+    assert _raw(db_path, "SELECT points FROM pending ORDER BY id") == [(1,), (1,)]
+    big = storage.write(make_batch(samples=[(CPU, T0 + i, i) for i in range(PENDING_MAX_POINTS
+                                                                            + 1)]))
+    assert not big.called  # the writer thread's work
+    await big
+    assert _raw(db_path, "SELECT count(*) FROM pending") == [(0,)]
+
+
+@pytest_twisted.ensureDeferred
+async def test_small_writes_queue_behind_the_thread(storage: SqliteStorage) -> None:
+    from twisted.internet import reactor
+
+    await storage.write(make_batch(samples=[(CPU, T0, 1)]))
+    storage._engine.lock.acquire()  # as if a read or a fold were running
+    try:
+        d = storage.write(make_batch(samples=[(CPU, T0 + 1, 2)]))
+        assert not d.called
+    finally:
+        reactor.callLater(0.05, storage._engine.lock.release)
+    await d
+    assert await storage.count_points(S) == 2
+
+
+@pytest_twisted.ensureDeferred
+async def test_small_writes_never_wait_for_another_process(storage: SqliteStorage,
+                                                           db_path: str) -> None:
+    """Another process holding the write lock sends the write to the thread,
+    which waits for it (busy_timeout); the reactor does not."""
+    from twisted.internet import reactor
+
+    await storage.write(make_batch(samples=[(CPU, T0, 1)]))
+    other = sqlite3.connect(db_path, isolation_level=None)
+    other.execute("BEGIN IMMEDIATE")
+    try:
+        started = time.monotonic()
+        d = storage.write(make_batch(samples=[(CPU, T0 + 1, 2)]))
+        returned = time.monotonic() - started
+        assert not d.called
+    finally:
+        reactor.callLater(0.2, other.execute, "COMMIT")
+    await d
+    other.close()
+    assert returned < 1.0  # busy_timeout is 5 s: nothing waited for it on this thread
+    assert await storage.count_points(S) == 2
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_failed_small_write_fails_alone(storage: SqliteStorage) -> None:
+    await storage.write(make_batch(samples=[(CPU, T0, 1)]))
+    with pytest.raises((ValueError, OverflowError)):
+        await storage.write(make_batch(samples=[(CPU, T0 + 1, 2**64)]))
+    await storage.write(make_batch(samples=[(CPU, T0 + 2, 3)]))
+    series = await storage.read_series(S, "cpu", None, None)
+    assert [v for _, _, v, _ in series] == [[1, 3]]
+
+
+@pytest_twisted.ensureDeferred
+async def test_requests_of_one_reactor_turn_share_a_commit(make_server: Any) -> None:
+    from tests.helpers.fixtures import BASE_CONFIG
+    from tsnet.model import Batch, SampleSet, anonymous
+
+    server = await make_server(BASE_CONFIG)
+    ingest = server.core.ingest
+    who = anonymous("default")
+
+    def batch(t: int) -> Batch:
+        s = SampleSet()
+        s.add(CPU, t, 1)
+        return Batch(samples=s)
+
+    await ingest.submit(batch(T0), who, "test")
+    await defer.gatherResults([ingest.submit(batch(T0 + i), who, "test") for i in (1, 2, 3)])
+    path = server.core.storages.backend("default").path
+    assert _raw(path, "SELECT points FROM pending ORDER BY id") == [(1,), (3,)]
