@@ -129,17 +129,17 @@ def test_stop_commits_everything_read(make_server: Any) -> None:
 
 @pytest_twisted.inlineCallbacks
 def test_background_compaction_merges_small_chunks(make_server: Any) -> None:
-    from tsnet.storage.sqlite import COMPACT_TARGET, PENDING_MAX_POINTS
+    from tsnet.storage.sqlite import COMPACT_SMALL, COMPACT_TARGET, PENDING_MAX_POINTS
 
     server = yield make_server(BASE_CONFIG.replace(
         "flush_interval = 0.05", "flush_interval = 0.05\ncompact_interval = 3"))
     # the writes (well under a second) all land before the first compaction at 3 s
-    n = PENDING_MAX_POINTS + 1  # over the pending log's limit: written as a chunk
-    key = series_key("m", {"host": "h0"})
-    for i in range(12):  # twelve writes: twelve small chunks of one series
+    n = PENDING_MAX_POINTS + 1  # over the pending log's limit: written as chunks
+    small, big = series_key("m", {"host": "h0"}), series_key("m", {"host": "h1"})
+    for i in range(12):  # twelve writes: twelve small chunks of h0, twelve bigger of h1
         s = SampleSet()
         for j in range(n):
-            s.add(key, (1_356_998_400 + i * n + j) * 10**9, j)
+            s.add(small if j < 200 else big, (1_356_998_400 + i * n + j) * 10**9, j)
         yield server.core.ingest.submit(Batch(samples=s), anonymous("default"), "test")
     path = server.core.config.storages["default"].path
 
@@ -147,10 +147,11 @@ def test_background_compaction_merges_small_chunks(make_server: Any) -> None:
         with sqlite3.connect(path) as db:
             return [c for (c,) in db.execute("SELECT count FROM chunks ORDER BY id")]
 
+    assert 200 < COMPACT_SMALL < n - 200 <= COMPACT_TARGET
     total = 12 * n
-    full, rest = divmod(total, COMPACT_TARGET)
-    yield wait_for(lambda: sorted(chunk_counts()) == sorted([COMPACT_TARGET] * full + [rest]),
+    # h0's small chunks merged into one; h1's (not small) left alone
+    yield wait_for(lambda: sorted(chunk_counts()) == sorted([n - 200] * 12 + [12 * 200]),
                    timeout=20)
     rows = yield server.export()
     assert len(rows) == total
-    assert [r["time_ms"] // 1000 - 1_356_998_400 for r in rows] == list(range(total))
+    assert sorted(r["time_ms"] // 1000 - 1_356_998_400 for r in rows) == list(range(total))

@@ -2,9 +2,10 @@
 
 Every flush adds one small chunk per series written.  Every ``interval`` seconds
 each backend that can compact is asked to merge up to ``step`` series; while a
-call finds that much work it goes on at once, one step at a time, so the
-storage thread returns to writes between steps (carbon's writer likewise
-trades write latency against background work in small slices).
+call finds that much work it goes on after ``pause`` seconds, one step at a
+time, so writes get the storage between steps (carbon's writer likewise trades
+write latency against background work in small slices).  A step holds the
+storage for a few milliseconds: acked writers wait at most that long.
 """
 
 from __future__ import annotations
@@ -23,11 +24,13 @@ class Compactor(Service):
 
     name = "compactor"
 
-    def __init__(self, storages: Any, reactor: Any, interval: float, step: int = 32) -> None:
+    def __init__(self, storages: Any, reactor: Any, interval: float, step: int = 16,
+                 pause: float = 0.02) -> None:
         self.storages = storages
         self.reactor = reactor
         self.interval = interval
         self.step = step
+        self.pause = pause
         self._call: Any = None
         self._running: defer.Deferred | None = None
 
@@ -60,7 +63,7 @@ class Compactor(Service):
     def _done(self, result: Any) -> None:
         self._running = None
         if isinstance(result, bool):
-            self._schedule(0 if result else self.interval)
+            self._schedule(self.pause if result else self.interval)
         else:
             log.failure("compaction failed; trying again later", result)
             self._schedule(self.interval)

@@ -13,10 +13,13 @@ the same transaction as the samples: one transaction per batch.
 Durability: WAL with ``synchronous=NORMAL``.  A commit is in the WAL file when it
 returns, so an acked batch survives ``kill -9`` of the process; only a power loss or
 OS crash can lose the last commits, which DESIGN §6 does not ask for, and
-``synchronous=FULL`` would cost an fsync per batch.  The WAL is checkpointed
-into the database every `WAL_CHECKPOINT_PAGES` pages (SQLite's default, 1000, made
-a checkpoint and its fsync every few hundred small HTTP commits), and trimmed back
-to `WAL_SIZE_LIMIT` bytes after one.
+``synchronous=FULL`` would cost an fsync per batch.  A checkpoint (copying the
+WAL into the database, with an fsync) is costly, and SQLite runs it inside the
+commit that crosses ``wal_autocheckpoint`` pages.  The ``tsnet`` command keeps
+that, every `WAL_CHECKPOINT_PAGES` pages; the server turns it off and
+`SqliteStorage` checkpoints in its writer thread instead, each time the WAL
+passes `CHECKPOINT_BYTES`: small checkpoints that no reactor-thread commit
+ever runs.  The WAL is trimmed back to `WAL_SIZE_LIMIT` bytes after a checkpoint.
 
 Several processes may open the file (the server and the ``tsnet`` command): writes
 take the lock with ``BEGIN IMMEDIATE`` and wait up to ``busy_timeout`` for it, and
@@ -29,6 +32,7 @@ from __future__ import annotations
 import hmac
 import itertools
 import json
+import os
 import sqlite3
 import threading
 import time
@@ -36,8 +40,9 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
-from twisted.internet import defer
+from twisted.internet import defer, task
 from twisted.internet.threads import deferToThreadPool
+from twisted.logger import Logger
 from twisted.python.threadpool import ThreadPool
 from zope.interface import implementer
 
@@ -48,6 +53,8 @@ from tsnet.model import Column, Message, Meta, Property, Record, SeriesKey, Valu
 from tsnet.records import Credential, SolutionRecord, TokenRecord
 from tsnet.storage import chunks
 from tsnet.storage import pending as pending_log
+
+log = Logger(namespace="tsnet.storage.sqlite")
 
 SCHEMA_VERSION = 1
 
@@ -164,15 +171,27 @@ _DATA_TABLES = ("series", "properties", "messages", "meta", "records")
 WAL_CHECKPOINT_PAGES = 8192
 #: the WAL file is truncated to this after a checkpoint
 WAL_SIZE_LIMIT = 64 * 1024 * 1024
+#: the server checkpoints in the background once the WAL file is this big
+CHECKPOINT_BYTES = 4 * 1024 * 1024
+#: seconds between two looks at the WAL's size
+CHECKPOINT_INTERVAL = 0.5
 
 #: a batch of at most this many points is logged whole (one row), not as chunks
 PENDING_MAX_POINTS = 2000
 #: pending points that are folded into chunks at once, without waiting for a read
-PENDING_FOLD_POINTS = 100_000
+PENDING_FOLD_POINTS = 500_000
 
 #: points per chunk that compaction aims at, and small chunks that make it worth it
 COMPACT_TARGET = 4096
 COMPACT_MIN_CHUNKS = 8
+#: chunks below this many points are "small": merged, once, when 8 of them
+#: follow one another.  Below the target, so a merged chunk is not merged again
+#: and again as new small chunks arrive (each point is rewritten at most once)
+COMPACT_SMALL = 256
+#: compaction folds the pending log first only when it holds this many points or
+#: saw no write since the previous call; folding a few requests' worth at every
+#: step under load would make a tiny chunk per point (reads fold anyway)
+COMPACT_FOLD_POINTS = 20_000
 
 
 def _dumps(obj: Any) -> str:
@@ -237,6 +256,7 @@ class SqliteEngine:
         # again (a scan per step made it quadratic in the number of chunks)
         self._small: dict[int, int] | None = None
         self._pending: int | None = None  # points in the pending log; None: not read yet
+        self._pending_at_compact = -1  # the log's size when compact() last ran
         #: held by whichever thread uses the engine: `SqliteStorage`'s writer thread
         #: for everything, or the reactor for `write_small_now`, which never waits
         self.lock = threading.Lock()
@@ -283,8 +303,10 @@ class SqliteEngine:
 
     def open_small_writes(self) -> None:
         """Open `write_small_now`'s own connection: it never waits for a lock
-        (busy_timeout 0) and never checkpoints (the writer thread's commits do),
-        so it cannot block its caller on another process or on an fsync."""
+        (busy_timeout 0) and never checkpoints, so it cannot block its caller on
+        another process or on an fsync.  No commit of this engine checkpoints
+        from now on: the caller runs `checkpoint` in the background."""
+        self.db.execute("PRAGMA wal_autocheckpoint = 0")
         if self._now_db is None:
             db = sqlite3.connect(self.path, timeout=0, isolation_level=None,
                                  check_same_thread=False)
@@ -292,6 +314,15 @@ class SqliteEngine:
             db.execute("PRAGMA synchronous = NORMAL")
             db.execute("PRAGMA wal_autocheckpoint = 0")
             self._now_db = db
+
+    def checkpoint(self) -> tuple[int, int, int]:
+        """Copy the WAL into the database (PASSIVE: never waits for another
+        process).  Called with the engine's lock, so no write of this process
+        runs meanwhile and the checkpoint can finish, letting the next write
+        start the WAL over; under a stream of writes it would never finish and
+        the WAL would grow without end.  Returns SQLite's (busy, WAL frames,
+        frames checkpointed)."""
+        return tuple(self.db.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone())
 
     def close(self) -> None:
         for db in (self._db, self._now_db):
@@ -480,7 +511,7 @@ class SqliteEngine:
         small = self._small
         if small is not None:
             for row in rows:
-                if row[3] < COMPACT_TARGET:
+                if row[3] < COMPACT_SMALL:
                     small[row[0]] = small.get(row[0], 0) + 1
         db.executemany(
             "INSERT INTO chunks (series_id, min_time, max_time, count, times, vals, texts)"
@@ -712,9 +743,10 @@ class SqliteEngine:
         max_series: int | None = None,
         target: int = COMPACT_TARGET,
         min_chunks: int = COMPACT_MIN_CHUNKS,
+        small: int = COMPACT_SMALL,
     ) -> int:
-        """Merge runs of small chunks into time-ordered chunks of up to ``target``
-        points; returns how many series were compacted.
+        """Merge runs of small chunks (under ``small`` points) into time-ordered
+        chunks of up to ``target`` points; returns how many series were compacted.
 
         Reads decode every chunk of a series and a series gains a chunk per flush,
         so small chunks are merged in the background.  Only runs of chunks that are
@@ -725,16 +757,23 @@ class SqliteEngine:
         decodes a bounded amount beyond it.  ``max_series`` bounds one call, so the
         writer thread returns to writes between calls.
         """
-        self.fold_pending()
+        pending = self._pending_points(self.db)
+        if pending >= COMPACT_FOLD_POINTS or pending == self._pending_at_compact:
+            self.fold_pending()  # a big log, or no write since the last call: idle
+        self._pending_at_compact = self._pending_points(self.db)
         done = 0
-        for sid in self._compaction_candidates(solution, target, min_chunks, max_series):
-            with self._transaction() as db:
+        small = min(small, target)
+        sids = self._compaction_candidates(solution, target, small, min_chunks, max_series)
+        if not sids:
+            return 0
+        with self._transaction() as db:  # one commit per call, not per series
+            for sid in sids:
                 rows = db.execute(
                     "SELECT id, count, times, vals, texts FROM chunks WHERE series_id = ?"
                     " ORDER BY id",
                     (sid,),
                 ).fetchall()
-                for run in _small_runs(rows, target):
+                for run in _small_runs(rows, small):
                     merged = chunks.merge(chunks.decode_chunk(r[2], r[3], r[4]) for r in run)
                     ids = [r[0] for r in run]
                     db.executemany("DELETE FROM chunks WHERE id = ?", [(i,) for i in ids])
@@ -749,21 +788,23 @@ class SqliteEngine:
                         " vals, texts) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
                         [(i, sid, *piece) for i, piece in zip(ids, pieces, strict=False)],
                     )
-            if self._small is not None:
+                done += 1
+        if self._small is not None:
+            for sid in sids:
                 self._small.pop(sid, None)
-            done += 1
         return done
 
     def _compaction_candidates(
-        self, solution: str | None, target: int, min_chunks: int, max_series: int | None
+        self, solution: str | None, target: int, small: int, min_chunks: int,
+        max_series: int | None,
     ) -> list[int]:
         """Series worth compacting.  The background (all solutions, default
         target) asks the in-memory counts; an explicit call scans."""
-        if solution is None and target == COMPACT_TARGET:
+        if solution is None and target == COMPACT_TARGET and small == COMPACT_SMALL:
             if self._small is None:
                 self._small = dict(self.db.execute(
                     "SELECT series_id, count(*) FROM chunks WHERE count < ? GROUP BY series_id",
-                    (COMPACT_TARGET,)).fetchall())
+                    (COMPACT_SMALL,)).fetchall())
             found = [sid for sid, n in self._small.items() if n >= min_chunks]
             return found[:max_series] if max_series is not None else found
         sql = "SELECT c.series_id FROM chunks c"
@@ -774,7 +815,7 @@ class SqliteEngine:
         else:
             sql += " WHERE"
         sql += " c.count < ? GROUP BY c.series_id HAVING count(*) >= ?"
-        args += [target, min_chunks]
+        args += [small, min_chunks]
         if max_series is not None:
             sql += " LIMIT ?"
             args.append(max_series)
@@ -1029,12 +1070,12 @@ def _points(batch: WriteBatch) -> int:
                for b in batch.by_solution.values())
 
 
-def _small_runs(rows: list[tuple], target: int) -> Iterator[list[tuple]]:
-    """Maximal runs (2 or more) of consecutive chunks holding fewer than ``target``
+def _small_runs(rows: list[tuple], small: int) -> Iterator[list[tuple]]:
+    """Maximal runs (2 or more) of consecutive chunks holding fewer than ``small``
     points each; rows are (id, count, ...) in write order."""
     run: list[tuple] = []
     for r in rows:
-        if r[1] < target:
+        if r[1] < small:
             run.append(r)
             continue
         if len(run) > 1:
@@ -1069,6 +1110,8 @@ class SqliteStorage:
         self._reactor = reactor
         self._engine = SqliteEngine(path, busy_timeout, pending_max_points)
         self.small_writes_inline = small_writes_inline
+        self._checkpoints: Any = None  # LoopingCall, with small_writes_inline
+        self._checkpointing = False
         self._pool: ThreadPool | None = None
         self._closing: defer.Deferred | None = None
         self._trigger: Any = None
@@ -1099,10 +1142,40 @@ class SqliteStorage:
 
         def opened(_: Any) -> Any:
             if self.small_writes_inline:
-                return self._run(self._engine.open_small_writes)
+                return self._run(self._engine.open_small_writes).addCallback(
+                    lambda _: self._start_checkpoints())
             return None
 
         return self._run(self._engine.open).addCallback(opened).addErrback(failed)
+
+    def _start_checkpoints(self) -> None:
+        self._checkpoints = task.LoopingCall(self._maybe_checkpoint)
+        self._checkpoints.clock = self._reactor
+        self._checkpoints.start(CHECKPOINT_INTERVAL, now=False)
+
+    def _stop_checkpoints(self) -> None:
+        if self._checkpoints is not None and self._checkpoints.running:
+            self._checkpoints.stop()
+        self._checkpoints = None
+
+    def _maybe_checkpoint(self) -> None:
+        """Checkpoint in the writer thread once the WAL is big: small and
+        frequent, so the writes that queue behind one wait a few milliseconds."""
+        if self._checkpointing or self._pool is None or self._closing is not None:
+            return
+        try:
+            if os.path.getsize(self.path + "-wal") < CHECKPOINT_BYTES:
+                return
+        except OSError:
+            return
+        self._checkpointing = True
+        d = self._run(self._engine.checkpoint)
+        d.addErrback(lambda f: log.failure("checkpoint of {path} failed", f, path=self.path))
+
+        def done(_: Any) -> None:
+            self._checkpointing = False
+
+        d.addBoth(done)
 
     def _reactor_stopped(self) -> None:
         """The reactor stopped without close(): the trigger firing is spent."""
@@ -1110,6 +1183,7 @@ class SqliteStorage:
         self._stop_pool()
 
     def _stop_pool(self) -> None:
+        self._stop_checkpoints()
         pool, self._pool = self._pool, None
         if self._trigger is not None:
             self._reactor.removeSystemEventTrigger(self._trigger)
@@ -1130,6 +1204,7 @@ class SqliteStorage:
             return waiter
         if self._pool is None:
             return defer.succeed(None)
+        self._stop_checkpoints()
         d = deferToThreadPool(self._reactor, self._pool, self._locked, self._engine.close)
         self._closing = d
 
