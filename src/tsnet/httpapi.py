@@ -9,7 +9,7 @@ from zope.interface import implementer
 
 from tsnet.config import Key, positive_int, word_list
 from tsnet.interfaces import IProtocolPlugin
-from tsnet.listeners import StreamListenerService
+from tsnet.listeners import ConnectionTracker, StreamListenerService
 from tsnet.metrics import MetricsResource
 from tsnet.web import DEFAULT_MAX_BODY, collect_routes, make_site
 
@@ -39,6 +39,7 @@ class HttpPlugin:
     def makeService(self, listener: Any, core: Any) -> Any:
         apis = listener.options.get("apis") or api_names(core.plugins)
         site = make_site(listener, core, collect_routes(apis, core.plugins, core))
+        site.tracker = ConnectionTracker(listener, core, "http")
         return StreamListenerService(listener, site, core.reactor)
 
     def resources(self, core: Any) -> dict:

@@ -14,6 +14,10 @@ as the resource would.
 
 The hand-over happens only between requests, when no fast request awaits its
 answer, so replies stay in order.
+
+The channel is also where an ``http`` listener counts and limits its
+connections (``max_connections``, the ``tsnet_connections`` gauge), whatever
+they serve.
 """
 
 from __future__ import annotations
@@ -83,6 +87,11 @@ class LeanHTTPChannel(Protocol, TimeoutMixin):
 
     def connectionMade(self) -> None:
         self.callLater = self.site.reactor.callLater  # TimeoutMixin's clock
+        tracker = self.site.tracker
+        if tracker is not None and not tracker.admit(self):
+            self._gone = True
+            self.transport.loseConnection()
+            return
         if ITCPTransport.providedBy(self.transport):
             self.transport.setTcpNoDelay(True)
         self.setTimeout(self.site.timeOut)
@@ -90,6 +99,8 @@ class LeanHTTPChannel(Protocol, TimeoutMixin):
     def dataReceived(self, data: bytes) -> None:
         if self.inner is not None:
             self.inner.dataReceived(data)
+            return
+        if self._gone:
             return
         self.resetTimeout()
         self._buf += data
@@ -102,6 +113,8 @@ class LeanHTTPChannel(Protocol, TimeoutMixin):
     def connectionLost(self, reason: Any = None) -> None:
         self._gone = True
         self.setTimeout(None)
+        if self.site.tracker is not None:
+            self.site.tracker.forget(self)
         if self.inner is not None:
             self.inner.connectionLost(reason)
 

@@ -116,13 +116,22 @@ class Site(server.Site):
         self.max_body = max_body
         self.fast_handlers: dict[bytes, Any] = {}
         self.date_cache: list[Any] = [None, b""]
+        #: counts, limits and closes the connections when the site is a listener's
+        #: factory (`tsnet.listeners.ConnectionTracker`); None behind the
+        #: opentsdb listener's first-byte switch, which does that itself
+        self.tracker: Any = None
 
     def buildProtocol(self, addr: Any) -> Any:
-        if not self.fast_handlers:
+        if not self.fast_handlers and self.tracker is None:
             return self.build_web_channel(addr)
         from tsnet.leanhttp import LeanHTTPChannel
 
         return LeanHTTPChannel(self, addr)
+
+    def close_all(self) -> None:
+        """Drop every connection (the listener is stopping)."""
+        if self.tracker is not None:
+            self.tracker.close_all()
 
     def build_web_channel(self, addr: Any) -> Any:
         """twisted.web's own channel, for every request no fast handler takes."""
