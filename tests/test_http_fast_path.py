@@ -198,3 +198,22 @@ async def test_token_requests_take_the_fast_path_once_known(make_server: Any) ->
     rows = await server.export("iot")
     assert [(r["tags"], r["time_ms"]) for r in rows] == [
         ({"device": "d1", "h": "a"}, TS * 1000), ({"device": "d1", "h": "a"}, (TS + 1) * 1000)]
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_failed_commit_is_answered_as_the_full_path_answers_it(make_server: Any) -> None:
+    """Ingest refusing (a stopping server) fails the commit: the fast reply is
+    the full path's reply for the same request (``?sync`` takes the full path)."""
+    server = await make_server(BASE_CONFIG)
+    await server.core.ingest.stop()
+    p = [{"metric": "m", "timestamp": TS, "value": 1, "tags": {"h": "a"}}]
+    replies = []
+    for query in (b"", b"?sync"):
+        c = await connect_line(server.port("opentsdb"))
+        c.send(put_request(p, extra=b"Connection: close\r\n").replace(
+            b"/api/put ", b"/api/put" + query + b" ", 1))
+        data = await c.wait_closed()
+        replies.append((statuses(data), json.loads(data.partition(b"\r\n\r\n")[2])))
+    assert replies[0] == replies[1] == ([400], {"error": {
+        "code": 400, "message": "One or more data points had errors",
+        "details": 'Please see the TSD logs or append "details" to the put request'}})
