@@ -42,6 +42,8 @@ class FastEcho:
         if body == b"raise":
             raise RuntimeError("handler bug")
         self.seen.append(body)
+        if body.startswith(b"now"):  # answered at once, as a refused commit is
+            return defer.succeed((200, [], b"fast " + body))
         d: defer.Deferred = defer.Deferred()
         if body == b"fail":
             reactor.callLater(0.01, d.errback, RuntimeError("commit failed"))
@@ -96,6 +98,20 @@ async def test_pipelined_requests_answered_in_order_then_handed_over(site_port: 
     assert bodies(data) == [(200, b"fast one"), (200, b"fast two"), (200, b"web GET "),
                             (200, b"web POST three")]  # twisted.web's from the GET on
     assert fast.seen == [b"one", b"two"]
+
+
+@pytest_twisted.ensureDeferred
+async def test_many_pipelined_requests_answered_at_once(site_port: Any) -> None:
+    """Answers that come synchronously do not recurse (3000 deep would fail),
+    and nothing after a Connection: close request is read."""
+    _, fast, port = site_port
+    c = await connect_line(port)
+    c.send(b"".join(post(b"now%d" % i) for i in range(3000))
+           + post(b"now-last", extra=b"Connection: close\r\n") + post(b"never"))
+    data = await c.wait_closed(timeout=20)
+    got = bodies(data)
+    assert got == [(200, b"fast now%d" % i) for i in range(3000)] + [(200, b"fast now-last")]
+    assert b"never" not in fast.seen
 
 
 @pytest_twisted.ensureDeferred

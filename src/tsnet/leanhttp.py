@@ -80,8 +80,9 @@ class LeanHTTPChannel(Protocol, TimeoutMixin):
         self._buf = bytearray()
         self._busy = False  # a fast request awaits its answer
         self._close_after = False
-        self._gone = False
+        self._gone = False  # closed, or closing: nothing more is read or written
         self._paused = False
+        self._serving = False  # in _serve's loop (an answer may come synchronously)
 
     # -- connection events ------------------------------------------------------
 
@@ -126,6 +127,13 @@ class LeanHTTPChannel(Protocol, TimeoutMixin):
     def _serve(self) -> None:
         """Answer the buffered fast requests in order until one must wait for its
         commit, more bytes are needed, or twisted.web must take over."""
+        self._serving = True
+        try:
+            self._serve_buffered()
+        finally:
+            self._serving = False
+
+    def _serve_buffered(self) -> None:
         buf = self._buf
         while not self._busy and self.inner is None and not self._gone:
             end = buf.find(b"\r\n\r\n", 0, MAX_HEAD + 4)
@@ -193,13 +201,14 @@ class LeanHTTPChannel(Protocol, TimeoutMixin):
         out.append(body)
         self.transport.write(b"".join(out))
         if self._close_after:
+            self._gone = True
             self.transport.loseConnection()
             return
         if self._paused:
             self._paused = False
             self.transport.resumeProducing()
         self.resetTimeout()
-        if self._buf:
+        if self._buf and not self._serving:  # (else _serve's loop goes on by itself)
             self._serve()
 
     def _date(self) -> bytes:
