@@ -18,7 +18,7 @@ from hypothesis import strategies as st
 from twisted.internet import defer
 
 from tests.storage_conformance import CPU, T0, S, make_batch, typed
-from tsnet.model import INT64_MAX, INT64_MIN, WriteBatch, series_key
+from tsnet.model import INT64_MAX, INT64_MIN, Column, WriteBatch, series_key
 from tsnet.storage import pending
 from tsnet.storage.sqlite import PENDING_MAX_POINTS, SqliteStorage
 
@@ -130,13 +130,15 @@ async def test_rows_and_columns_in_one_batch(storage: SqliteStorage) -> None:
     other = series_key("cpu", {"host": "b"})
     wb = rows_batch([(CPU, T0 + 1, 1.5), (other, T0, 7), (CPU, T0 + 2, float("nan"))])
     wb.for_solution(S).samples.add(CPU, T0, 1)
-    await storage.write(wb)
+    wb.for_solution(S).samples.columns[series_key("cpu", {"host": "empty"})] = Column()
+    await storage.write(wb)  # (an empty column is no series)
     big = rows_batch([(other, T0 + i, i) for i in range(1, PENDING_MAX_POINTS + 10)])
     await storage.write(big)
     series = {k: (t, v) for k, t, v, _ in await storage.read_series(S, "cpu", None, None)}
     assert series[CPU][0] == [T0, T0 + 1, T0 + 2]
     assert typed(series[CPU][1])[:2] == typed([1, 1.5]) and math.isnan(series[CPU][1][2])
     assert series[other][1][:3] == [7, 1, 2]
+    assert set(series) == {CPU, other}  # no series for the empty column
     assert await storage.count_points(S) == 4 + PENDING_MAX_POINTS + 9
 
 

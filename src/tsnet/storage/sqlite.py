@@ -532,6 +532,8 @@ class SqliteEngine:
                 ids = self._series_ids(db, solution, samples.columns)
                 for key, col in samples.columns.items():
                     n = len(col.times)
+                    if not n:
+                        continue
                     if col.texts is not None or texts is not None:
                         if texts is None:
                             texts = [None] * len(times)
