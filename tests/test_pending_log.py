@@ -222,7 +222,7 @@ async def test_a_failed_small_write_fails_alone(storage: SqliteStorage) -> None:
 
 
 @pytest_twisted.ensureDeferred
-async def test_requests_of_one_reactor_turn_share_a_commit(make_server: Any) -> None:
+async def test_requests_arriving_together_share_a_commit(make_server: Any) -> None:
     from tests.helpers.fixtures import BASE_CONFIG
     from tsnet.model import Batch, SampleSet, anonymous
 
@@ -235,7 +235,15 @@ async def test_requests_of_one_reactor_turn_share_a_commit(make_server: Any) -> 
         s.add(CPU, t, 1)
         return Batch(samples=s)
 
+    from twisted.internet import reactor
+
     await ingest.submit(batch(T0), who, "test")
     await defer.gatherResults([ingest.submit(batch(T0 + i), who, "test") for i in (1, 2, 3)])
+    # a request of the next turn still joins, as long as requests keep coming
+    later: list[defer.Deferred] = []
+    first = ingest.submit(batch(T0 + 4), who, "test")
+    reactor.callLater(0, lambda: later.append(ingest.submit(batch(T0 + 5), who, "test")))
+    await first
+    await later[0]
     path = server.core.storages.backend("default").path
-    assert _raw(path, "SELECT points FROM pending ORDER BY id") == [(1,), (3,)]
+    assert _raw(path, "SELECT points FROM pending ORDER BY id") == [(1,), (3,), (2,)]
