@@ -34,6 +34,8 @@ from twisted.python.failure import Failure
 from twisted.web import http
 from twisted.web.server import version as SERVER_VERSION
 
+from tsnet.web import JSON_CONTENT_TYPE, error_body
+
 log = Logger(namespace="tsnet.web")
 
 #: the most bytes a request line plus headers may have before twisted.web judges it
@@ -182,8 +184,7 @@ class LeanHTTPChannel(Protocol, TimeoutMixin):
 
     def _crashed(self, f: Failure) -> tuple[int, list, bytes]:
         log.failure("fast request failed", f)
-        return 500, [(b"content-type", b"application/json; charset=UTF-8")], \
-            b'{"error":{"code":500,"message":"Unexpected exception"}}'
+        return 500, [(b"Content-Type", JSON_CONTENT_TYPE)], error_body(500, "Unexpected exception")
 
     def _answer(self, reply: tuple[int, list[tuple[bytes, bytes]], bytes]) -> None:
         self._busy = False
@@ -193,7 +194,7 @@ class LeanHTTPChannel(Protocol, TimeoutMixin):
         out = [b"HTTP/1.1 %d %s\r\nServer: %s\r\nDate: %s\r\n"
                % (code, _REASONS.get(code, b"Unknown"), SERVER_VERSION, self._date())]
         out.extend(b"%s: %s\r\n" % h for h in headers)
-        if code != 204 and code >= 200:
+        if code != 204:
             out.append(b"Content-Length: %d\r\n" % len(body))
         if self._close_after:
             out.append(b"Connection: close\r\n")

@@ -23,13 +23,21 @@ log = Logger(namespace="tsnet.web")
 DEFAULT_MAX_BODY = 8 * 1024 * 1024
 
 
-def json_error(request: Any, code: int, message: str, **extra: Any) -> bytes:
-    """Write the status and return an OpenTSDB-style JSON error body."""
-    request.setResponseCode(code)
-    request.setHeader(b"content-type", b"application/json; charset=UTF-8")
+JSON_CONTENT_TYPE = b"application/json; charset=UTF-8"
+
+
+def error_body(code: int, message: str, **extra: Any) -> bytes:
+    """An OpenTSDB-style JSON error body, compact as clients match it."""
     body: dict[str, Any] = {"code": code, "message": message}
     body.update(extra)
     return json.dumps({"error": body}, separators=(",", ":")).encode()
+
+
+def json_error(request: Any, code: int, message: str, **extra: Any) -> bytes:
+    """Write the status and return `error_body`."""
+    request.setResponseCode(code)
+    request.setHeader(b"content-type", JSON_CONTENT_TYPE)
+    return error_body(code, message, **extra)
 
 
 def normalise_path(path: bytes) -> bytes:

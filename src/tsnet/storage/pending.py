@@ -34,6 +34,29 @@ _F64 = np.dtype("<f8")
 _K_INT, _K_FLOAT = 1, 2  # chunks' kind bytes of a mixed value blob
 
 
+class Points:
+    """Points tagged with series ids, gathered part by part into the parallel
+    lists `encode` takes; texts are kept only once some part has them."""
+
+    __slots__ = ("sids", "texts", "times", "values")
+
+    def __init__(self) -> None:
+        self.sids: list[int] = []
+        self.times: list[int] = []
+        self.values: list[Value] = []
+        self.texts: list | None = None
+
+    def add(self, sids: list[int], times: list[int], values: list[Value],
+            texts: list | None = None) -> None:
+        if texts is not None or self.texts is not None:
+            if self.texts is None:
+                self.texts = [None] * len(self.times)
+            self.texts += texts if texts is not None else [None] * len(times)
+        self.sids += sids
+        self.times += times
+        self.values += values
+
+
 def encode(sids: list[int], times: list[int], values: list[Value],
            texts: list | None = None) -> bytes:
     """Points tagged with series ids as one row.  Checks what a chunk would
@@ -184,18 +207,9 @@ def _arrays(blob: bytes) -> tuple[Any, Any, Any, Any, Any]:
 
 def _fold_lists(blobs: list[bytes]) -> list[tuple]:
     """`fold` in plain Python, for rows with texts."""
-    sids: list[int] = []
-    times: list[int] = []
-    values: list[Value] = []
-    texts: list | None = None
+    points = Points()
     for blob in blobs:
-        s, t, v, x = decode(blob)
-        if x is not None or texts is not None:
-            if texts is None:
-                texts = [None] * len(times)
-            texts += x if x is not None else [None] * len(t)
-        sids += s
-        times += t
-        values += v
+        points.add(*decode(blob))
+    grouped = group_by_series(points.sids, points.times, points.values, points.texts)
     return [(sid, *chunks.encode_chunk(col.times, col.values, col.texts))
-            for sid, col in group_by_series(sids, times, values, texts).items()]
+            for sid, col in grouped.items()]

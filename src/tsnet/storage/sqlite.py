@@ -36,7 +36,7 @@ import os
 import sqlite3
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
@@ -489,16 +489,16 @@ class SqliteEngine:
             self._data_generation = gen
 
     def _write_samples(self, db: sqlite3.Connection, solution: str, columns: dict) -> None:
-        ids = self._series_ids(db, solution, columns)
-        self._write_chunks(db, {ids[key]: col for key, col in columns.items() if col.times})
+        live = {key: col for key, col in columns.items() if col.times}
+        ids = self._series_ids(db, solution, live)
+        self._write_chunks(db, {ids[key]: col for key, col in live.items()})
 
-    def _series_ids(self, db: sqlite3.Connection, solution: str, columns: dict) -> dict:
-        """The ids of the series of ``columns`` (known ones cached), created if new."""
-        ids = self._ids.get(solution)
-        if ids is None:
-            ids = self._ids[solution] = {}
-        for key, col in columns.items():
-            if key not in ids and col.times:
+    def _series_ids(self, db: sqlite3.Connection, solution: str,
+                    keys: Iterable[SeriesKey]) -> dict[SeriesKey, int]:
+        """The solution's series ids (known ones cached), ``keys`` created if new."""
+        ids = self._ids.setdefault(solution, {})
+        for key in keys:
+            if key not in ids:
                 ids[key] = self._series_id(db, solution, key)
         return ids
 
@@ -522,41 +522,22 @@ class SqliteEngine:
     def _encode_pending(self, db: sqlite3.Connection, batch: WriteBatch) -> bytes:
         """A batch's samples as one pending-log row (`encode_pending`), its series
         created now so that the row can name them by id."""
-        sids: list[int] = []
-        times: list[int] = []
-        values: list[Value] = []
-        texts: list | None = None
+        points = pending_log.Points()
         for solution, b in batch.by_solution.items():
             samples = b.samples
             if samples.columns:
-                ids = self._series_ids(db, solution, samples.columns)
-                for key, col in samples.columns.items():
-                    n = len(col.times)
-                    if not n:
-                        continue
-                    if col.texts is not None or texts is not None:
-                        if texts is None:
-                            texts = [None] * len(times)
-                        texts += col.texts if col.texts is not None else [None] * n
-                    sids += [ids[key]] * n
-                    times += col.times
-                    values += col.values
+                live = {key: col for key, col in samples.columns.items() if col.times}
+                ids = self._series_ids(db, solution, live)
+                for key, col in live.items():
+                    points.add([ids[key]] * len(col.times), col.times, col.values, col.texts)
             if samples.keys:
-                ids = self._ids.get(solution)
-                if ids is None:
-                    ids = self._ids[solution] = {}
-                found = list(map(ids.get, samples.keys))
+                # one point per series: look the ids up in C, loop only for new ones
+                found = list(map(self._ids.setdefault(solution, {}).get, samples.keys))
                 if None in found:
-                    for key in samples.keys:
-                        if key not in ids:
-                            ids[key] = self._series_id(db, solution, key)
+                    ids = self._series_ids(db, solution, samples.keys)
                     found = list(map(ids.__getitem__, samples.keys))
-                if texts is not None:
-                    texts += [None] * len(found)
-                sids += found
-                times += samples.times
-                values += samples.values
-        return pending_log.encode(sids, times, values, texts)
+                points.add(found, samples.times, samples.values)
+        return pending_log.encode(points.sids, points.times, points.values, points.texts)
 
     def _series_id(self, db: sqlite3.Connection, solution: str, key: SeriesKey) -> int:
         skey, (metric, entity, tags) = _series_skey(solution, key)

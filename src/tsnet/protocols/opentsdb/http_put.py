@@ -52,14 +52,14 @@ from tsnet.protocols.opentsdb.json_put import (
     read_chunks,
     validate_point,
 )
-from tsnet.web import DEFAULT_MAX_BODY, json_error
+from tsnet.web import DEFAULT_MAX_BODY, JSON_CONTENT_TYPE, error_body, json_error
 
 log = Logger(namespace="tsnet.opentsdb.http")
 
 PROTOCOL = "opentsdb"
 REALM = b'Basic realm="opentsdb"'
 SEE_DETAILS = 'Please see the TSD logs or append "details" to the put request'
-CONTENT_TYPE = b"application/json; charset=UTF-8"
+CONTENT_TYPE = JSON_CONTENT_TYPE
 
 
 def put_resources(core: Any) -> dict[bytes, Resource]:
@@ -399,9 +399,8 @@ def _stored(_: Any) -> tuple[int, list[tuple[bytes, bytes]], bytes]:
 
 def _not_stored(f: Failure) -> tuple[int, list[tuple[bytes, bytes]], bytes]:
     """A failed commit, answered as `_store` answers it without flags."""
-    body = json.dumps({"error": {"code": 400, "message": "One or more data points had errors",
-                                 "details": SEE_DETAILS}}, separators=(",", ":")).encode()
-    return 400, [(b"Content-Type", CONTENT_TYPE)], body
+    return 400, [(b"Content-Type", CONTENT_TYPE)], error_body(
+        400, "One or more data points had errors", details=SEE_DETAILS)
 
 
 def _echo(p: RawPoint | None) -> dict[str, Any] | None:
