@@ -200,20 +200,21 @@ def _f_avg(vals: Sequence[float]) -> float:
     return s / len(vals)
 
 
-def _f_min(vals: Sequence[float]) -> float:
-    m = min(vals)
-    if any(map(math.isnan, vals)):
-        vals = _finite(vals)
-        return min(vals) if vals else math.nan
-    return m
+def _nan_skipping(pick: Callable[[Sequence[float]], float]) -> Callable[..., float]:
+    """``pick`` (min or max) over the values that are not NaN, as OpenTSDB's
+    double aggregators do; NaN when every value is."""
+
+    def aggregate(vals: Sequence[float]) -> float:
+        if any(map(math.isnan, vals)):
+            vals = _finite(vals)
+            return pick(vals) if vals else math.nan
+        return pick(vals)
+
+    return aggregate
 
 
-def _f_max(vals: Sequence[float]) -> float:
-    m = max(vals)
-    if any(map(math.isnan, vals)):
-        vals = _finite(vals)
-        return max(vals) if vals else math.nan
-    return m
+_f_min = _nan_skipping(min)
+_f_max = _nan_skipping(max)
 
 
 def _welford(vals: Iterable[float]) -> float:
