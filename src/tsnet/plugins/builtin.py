@@ -1,6 +1,6 @@
 """The protocol families that ship with tsnet; third parties add theirs alike."""
 
-from tsnet.httpapi import HttpPlugin, MetricsPlugin
+from tsnet.http.plugin import HttpPlugin, MetricsPlugin
 from tsnet.protocols.opentsdb.plugin import OpenTSDBPlugin
 
 opentsdb = OpenTSDBPlugin()

@@ -39,7 +39,8 @@ from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET
 
 from tsnet.errors import Forbidden, Overloaded, Unauthorized
-from tsnet.httpauth import header_secrets, listener_of, principal_for, request_secrets
+from tsnet.http.credentials import header_secrets, listener_of, principal_for, request_secrets
+from tsnet.http.site import DEFAULT_MAX_BODY, JSON_CONTENT_TYPE, error_body, json_error
 from tsnet.model import WRITE, Batch, Principal, SampleSet, anonymous
 from tsnet.protocols.opentsdb.json_put import (
     PointError,
@@ -52,7 +53,6 @@ from tsnet.protocols.opentsdb.json_put import (
     read_chunks,
     validate_point,
 )
-from tsnet.web import DEFAULT_MAX_BODY, JSON_CONTENT_TYPE, error_body, json_error
 
 log = Logger(namespace="tsnet.opentsdb.http")
 
@@ -121,7 +121,7 @@ class PutResource(Resource):
         self._series = SeriesCache()
         self._anonymous: dict[str, Principal] = {}
 
-    # -- the fast path (tsnet.leanhttp) -------------------------------------------
+    # -- the fast path (tsnet.http.lean) -------------------------------------------
 
     def fast_post(
         self, site: Any, target: bytes, headers: dict[bytes, bytes], body: bytes

@@ -35,7 +35,7 @@ from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET
 
 from tsnet.errors import Forbidden, NotFound, Unauthorized
-from tsnet.httpauth import principal_for
+from tsnet.http.credentials import principal_for
 from tsnet.model import READ
 from tsnet.protocols.opentsdb import BUILD_TIMESTAMP, OPENTSDB_VERSION
 from tsnet.query import (

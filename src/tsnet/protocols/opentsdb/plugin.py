@@ -8,9 +8,9 @@ from twisted.plugin import IPlugin
 from zope.interface import implementer
 
 from tsnet.config import Key, as_bool, positive_int
+from tsnet.http.site import DEFAULT_MAX_BODY
 from tsnet.interfaces import IProtocolPlugin
 from tsnet.listeners import StreamListenerService
-from tsnet.web import DEFAULT_MAX_BODY
 
 
 @implementer(IPlugin, IProtocolPlugin)
@@ -25,8 +25,8 @@ class OpenTSDBPlugin:
     }
 
     def makeService(self, listener: Any, core: Any) -> Any:
+        from tsnet.http.site import make_site
         from tsnet.protocols.opentsdb.telnet import TelnetFactory
-        from tsnet.web import make_site
 
         factory = TelnetFactory(listener, core, make_site(listener, core, self.resources(core)))
         return StreamListenerService(listener, factory, core.reactor)

@@ -8,10 +8,10 @@ from twisted.plugin import IPlugin
 from zope.interface import implementer
 
 from tsnet.config import Key, positive_int, word_list
+from tsnet.http.site import DEFAULT_MAX_BODY, collect_routes, make_site
 from tsnet.interfaces import IProtocolPlugin
 from tsnet.listeners import ConnectionTracker, StreamListenerService
 from tsnet.metrics import MetricsResource
-from tsnet.web import DEFAULT_MAX_BODY, collect_routes, make_site
 
 
 def api_names(plugins: dict) -> list[str]:

@@ -34,9 +34,9 @@ from twisted.python.failure import Failure
 from twisted.web import http
 from twisted.web.server import version as SERVER_VERSION
 
-from tsnet.web import JSON_CONTENT_TYPE, error_body
+from tsnet.http.site import JSON_CONTENT_TYPE, error_body
 
-log = Logger(namespace="tsnet.web")
+log = Logger(namespace="tsnet.http")
 
 #: the most bytes a request line plus headers may have before twisted.web judges it
 MAX_HEAD = 16384

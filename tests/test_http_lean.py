@@ -1,4 +1,4 @@
-"""tsnet.leanhttp: which requests the lean channel answers itself, and that it
+"""tsnet.http.lean: which requests the lean channel answers itself, and that it
 hands the connection to twisted.web with the bytes untouched, replies in order,
 over real loopback connections to a site with a test fast handler."""
 
@@ -13,8 +13,8 @@ from twisted.internet import defer
 from twisted.web.resource import Resource
 
 from tests.helpers.clients import connect_line, sleep
-from tsnet.leanhttp import MAX_HEAD, parse_head
-from tsnet.web import Router, Site
+from tsnet.http.lean import MAX_HEAD, parse_head
+from tsnet.http.site import Router, Site
 
 
 class Echo(Resource):

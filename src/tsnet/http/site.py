@@ -18,7 +18,7 @@ from twisted.web.resource import IResource, Resource
 
 from tsnet.errors import ConfigError
 
-log = Logger(namespace="tsnet.web")
+log = Logger(namespace="tsnet.http")
 
 DEFAULT_MAX_BODY = 8 * 1024 * 1024
 
@@ -113,7 +113,7 @@ class LimitedRequest(server.Request):
 
 
 class Site(server.Site):
-    """twisted.web's site, behind `tsnet.leanhttp`'s channel when a resource
+    """twisted.web's site, behind `tsnet.http.lean`'s channel when a resource
     has a fast handler (``fast_handlers``: request path -> handler)."""
 
     requestFactory = LimitedRequest
@@ -132,7 +132,7 @@ class Site(server.Site):
     def buildProtocol(self, addr: Any) -> Any:
         if not self.fast_handlers and self.tracker is None:
             return self.build_web_channel(addr)
-        from tsnet.leanhttp import LeanHTTPChannel
+        from tsnet.http.lean import LeanHTTPChannel
 
         return LeanHTTPChannel(self, addr)
 
