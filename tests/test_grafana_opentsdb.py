@@ -44,7 +44,7 @@ import treq
 from twisted.internet import defer
 
 from tests.helpers.clients import connect_line
-from tests.helpers.fixtures import BASE_CONFIG
+from tsnet.testing.fixtures import BASE_CONFIG
 
 BROWSER_HEADERS = {  # what Angular/fetch send through Grafana's proxy
     "Accept": "application/json, text/plain, */*",

@@ -13,8 +13,6 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from tests.helpers.clients import connect_line, sleep, wait_for
-from tests.helpers.fixtures import BASE_CONFIG, make_token
-from tests.storage_conformance import typed
 from tsnet.protocols.opentsdb.json_put import (
     PointError,
     PutBodyError,
@@ -23,6 +21,8 @@ from tsnet.protocols.opentsdb.json_put import (
     parse_put_body,
     validate_point,
 )
+from tsnet.testing.conformance import typed
+from tsnet.testing.fixtures import BASE_CONFIG, make_token
 
 TS = 1356998400
 

@@ -7,7 +7,7 @@ from typing import Any
 import pytest_twisted
 
 from tests.helpers.clients import connect_line, wait_for
-from tests.helpers.fixtures import BASE_CONFIG
+from tsnet.testing.fixtures import BASE_CONFIG
 
 
 @pytest_twisted.inlineCallbacks

@@ -10,8 +10,8 @@ from typing import Any
 import pytest_twisted
 
 from tests.helpers.clients import connect_line, sleep, wait_for
-from tests.helpers.fixtures import BASE_CONFIG
 from tsnet.model import Batch, SampleSet, anonymous, series_key
+from tsnet.testing.fixtures import BASE_CONFIG
 
 
 def sqlite_count(server: Any) -> int:

@@ -18,7 +18,6 @@ from twisted.internet import defer
 from twisted.logger import globalLogPublisher
 
 from tests.helpers.clients import connect_line
-from tests.helpers.fixtures import BASE_CONFIG, make_token
 from tsnet.protocols.opentsdb.http_put import content_charset
 from tsnet.protocols.opentsdb.json_put import (
     BodyTooLarge,
@@ -29,6 +28,7 @@ from tsnet.protocols.opentsdb.json_put import (
     parse_put_body,
     validate_point,
 )
+from tsnet.testing.fixtures import BASE_CONFIG, make_token
 
 TS = 1356998400
 NS = 1_000_000_000

@@ -13,8 +13,8 @@ import treq
 from twisted.internet import defer
 
 from tests.helpers.clients import connect_line
-from tests.helpers.fixtures import BASE_CONFIG
 from tsnet.model import Batch, Principal, anonymous, series_key
+from tsnet.testing.fixtures import BASE_CONFIG
 
 T0 = 1_356_998_400  # 2013-01-01T00:00:00Z
 S = 1_000_000_000

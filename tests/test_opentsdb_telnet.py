@@ -7,7 +7,7 @@ from typing import Any
 import pytest_twisted
 
 from tests.helpers.clients import connect_line, sleep, wait_for
-from tests.helpers.fixtures import BASE_CONFIG, make_token
+from tsnet.testing.fixtures import BASE_CONFIG, make_token
 
 # (input line, expected reply or None for silence) -- specs/opentsdb.md §1.4-§1.6, §6
 CASES = [

@@ -11,7 +11,7 @@ from twisted.internet import defer, endpoints, ssl
 
 from tests.helpers.certs import make_certs
 from tests.helpers.clients import LineClient
-from tests.helpers.fixtures import make_token
+from tsnet.testing.fixtures import make_token
 
 TLS_CONFIG = """
 [tsnet]

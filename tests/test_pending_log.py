@@ -17,10 +17,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from twisted.internet import defer
 
-from tests.storage_conformance import CPU, T0, S, make_batch, typed
 from tsnet.model import INT64_MAX, INT64_MIN, Column, WriteBatch, series_key
 from tsnet.storage import pending
 from tsnet.storage.sqlite import PENDING_MAX_POINTS, SqliteStorage
+from tsnet.testing.conformance import CPU, T0, S, make_batch, typed
 
 values_st = st.one_of(
     st.integers(INT64_MIN, INT64_MAX),
@@ -223,8 +223,8 @@ async def test_a_failed_small_write_fails_alone(storage: SqliteStorage) -> None:
 
 @pytest_twisted.ensureDeferred
 async def test_requests_arriving_together_share_a_commit(make_server: Any) -> None:
-    from tests.helpers.fixtures import BASE_CONFIG
     from tsnet.model import Batch, SampleSet, anonymous
+    from tsnet.testing.fixtures import BASE_CONFIG
 
     server = await make_server(BASE_CONFIG)
     ingest = server.core.ingest

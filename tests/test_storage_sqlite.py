@@ -15,11 +15,11 @@ import pytest_twisted
 from hypothesis import given
 from hypothesis import strategies as st
 
-from tests.storage_conformance import CPU, T0, S, StorageConformance, collect, make_batch, typed
 from tsnet.model import INT64_MAX, INT64_MIN, Message, Meta, Property, Record, series_key
 from tsnet.records import SolutionRecord
 from tsnet.storage import chunks
 from tsnet.storage.sqlite import SqliteEngine, SqliteStorage
+from tsnet.testing.conformance import CPU, T0, S, StorageConformance, collect, make_batch, typed
 
 
 @pytest.fixture

@@ -39,7 +39,7 @@ class IProtocolPlugin(Interface):
 class IStorage(Interface):
     """A storage backend.  Every method that touches data returns a Deferred.
 
-    All backends pass the same conformance suite (tests/storage_conformance.py).
+    All backends pass the same conformance suite (tsnet.testing.conformance).
     """
 
     name = Attribute("The [storage:NAME] section this backend serves.")

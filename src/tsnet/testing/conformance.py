@@ -3,7 +3,7 @@
 A backend's test module subclasses `StorageConformance` (the name does not start
 with ``Test``, so it is collected only through subclasses) and supplies one fixture::
 
-    from tests.storage_conformance import StorageConformance
+    from tsnet.testing.conformance import StorageConformance
 
     class TestSqliteConformance(StorageConformance):
         @pytest.fixture
