@@ -24,8 +24,8 @@ from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from tsnet.errors import NotFound, Overloaded
-from tsnet.interfaces import IIngest
-from tsnet.model import Batch, Principal, SampleSet, WriteBatch
+from tsnet.interfaces import IIngest, IPointSink
+from tsnet.model import Batch, Column, Principal, SampleSet, SeriesKey, WriteBatch
 
 log = Logger(namespace="tsnet.ingest")
 
@@ -66,8 +66,8 @@ def apply_token_tags(batch: Batch, tags: tuple[tuple[str, str], ...]) -> Batch:
 class _Queue:
     """The items waiting for one storage backend."""
 
-    __slots__ = ("by_protocol", "count", "inflight", "pending", "seen", "soon", "timer",
-                 "turns", "waiters")
+    __slots__ = ("by_protocol", "count", "inflight", "lent", "pending", "postponed", "seen",
+                 "soon", "timer", "turns", "waiters")
 
     def __init__(self) -> None:
         self.pending = WriteBatch()
@@ -79,6 +79,8 @@ class _Queue:
         self.soon = False  # the timer is the end of this reactor turn, not the interval
         self.turns = 0  # reactor turns the acked write has waited for company
         self.seen = 0  # waiters at the last of those turns
+        self.lent = 0  # sinks holding the pending columns between columns() and added()
+        self.postponed: Any = None  # a write waiting for those sinks
 
     def counts(self, protocol: str) -> list[int]:
         """[points, properties, messages, meta, records] queued by ``protocol``."""
@@ -224,35 +226,9 @@ class Ingest:
 
     # -- the hot path: appending straight into the queue ------------------------
 
-    def columns_for(self, principal: Principal) -> dict | None:
-        """The write queue's live columns (series key -> Column) for the
-        principal's solution, for a protocol's hot loop to append points into
-        with no intermediate objects.  The caller must call `appended` before
-        anything else touches ingest (a submit may start a write that takes these
-        columns), and fetch the columns again afterwards.  None when the points
-        need the token's tags merged, or the solution is not known yet: use
-        `submit` then."""
-        if principal.tags or not self._running:
-            return None
-        try:
-            name = self._storages.storage_name_for(principal.solution)
-        except NotFound:
-            return None
-        return self._queue(name).pending.for_solution(principal.solution).samples.columns
-
-    def appended(self, principal: Principal, n: int, protocol: str = "") -> None:
-        """Account for ``n`` points appended into `columns_for`'s columns, and
-        schedule their write.  They are committed within the flush interval."""
-        if not n:
-            return
-        name = self._storages.storage_name_for(principal.solution)
-        q = self._queue(name)
-        q.pending.for_solution(principal.solution).samples.count += n
-        q.counts(protocol)[0] += n
-        q.count += n
-        self._queued += n
-        self._schedule(q, name)
-        self._check_watermarks()
+    def sink(self, principal: Principal, protocol: str = "") -> PointSink:
+        """A new `PointSink` for one connection's unacknowledged points."""
+        return PointSink(self, principal, protocol)
 
     # -- writing --------------------------------------------------------------
 
@@ -292,6 +268,12 @@ class Ingest:
             self._write(q, name)
 
     def _write(self, q: _Queue, name: str) -> None:
+        if q.lent:
+            # A sink's caller is appending into these columns and has not said
+            # how many yet: it will before this reactor turn ends.
+            if q.postponed is None:
+                q.postponed = self._reactor.callLater(0, self._postponed_write, q, name)
+            return
         if q.timer is not None:
             if q.timer.active():
                 q.timer.cancel()
@@ -303,6 +285,15 @@ class Ingest:
         d = defer.maybeDeferred(self._storages.backend(name).write, batch)
         d.addCallbacks(self._written, self._failed, callbackArgs=(q, name, waiters, counts),
                        errbackArgs=(q, name, waiters, counts))
+
+    def _postponed_write(self, q: _Queue, name: str) -> None:
+        q.postponed = None
+        if q.lent:
+            log.error("a protocol kept {n} point sinks open across a reactor turn; their "
+                      "uncounted points are written with the batch", n=q.lent)
+            q.lent = 0
+        if not q.inflight and q.count:
+            self._write(q, name)
 
     def _written(self, _: Any, q: _Queue, name: str, waiters: list, counts: dict) -> None:
         for protocol, c in counts.items():
@@ -350,8 +341,110 @@ class Ingest:
         def done(r: Any) -> Any:
             self._running = False
             for q in self._queues.values():
-                if q.timer is not None and q.timer.active():
-                    q.timer.cancel()
+                for call in (q.timer, q.postponed):
+                    if call is not None and call.active():
+                        call.cancel()
             return r
 
         return d.addBoth(done)
+
+
+@implementer(IPointSink)
+class PointSink:
+    """One connection's unacknowledged points (see `IPointSink`).
+
+    For a principal without token tags whose solution is known, `columns` lends
+    the write queue's own pending columns, so a line protocol appends points
+    where storage will read them; the queue holds back a write while columns are
+    lent.  Otherwise (token tags to merge, a solution created since the last
+    catalog poll, a server stopping) the points collect in columns of the sink's
+    own and `added` queues them as a batch.
+    """
+
+    __slots__ = ("_ingest", "_lent", "_name", "_own", "_pending", "_q", "_samples",
+                 "principal", "protocol")
+
+    def __init__(self, ingest: Ingest, principal: Principal, protocol: str) -> None:
+        self._ingest = ingest
+        self.principal = principal
+        self.protocol = protocol
+        self._q: _Queue | None = None
+        self._name = ""
+        self._pending: WriteBatch | None = None
+        self._samples = SampleSet()
+        self._own = True
+        self._lent = False
+
+    def _bind(self) -> bool:
+        """Point at the write queue's live columns when that is allowed."""
+        ing = self._ingest
+        if self.principal.tags or not ing._running:
+            return False
+        if self._q is None:
+            try:
+                self._name = ing._storages.storage_name_for(self.principal.solution)
+            except NotFound:
+                return False
+            self._q = ing._queue(self._name)
+        q = self._q
+        if q.pending is not self._pending:  # a write took the previous batch
+            self._pending = q.pending
+            self._samples = q.pending.for_solution(self.principal.solution).samples
+        self._own = False
+        return True
+
+    def columns(self) -> dict[SeriesKey, Column]:
+        if self._lent:
+            return self._samples.columns
+        if not self._bind():
+            if not self._own:
+                self._samples, self._own = SampleSet(), True
+            return self._samples.columns
+        self._lent = True
+        self._q.lent += 1  # type: ignore[union-attr]
+        return self._samples.columns
+
+    def added(self, n: int) -> None:
+        ing = self._ingest
+        q = self._q
+        if self._lent:
+            self._lent = False
+            q.lent -= 1  # type: ignore[union-attr]
+        if n <= 0:
+            return
+        ing._metrics.received(self.protocol, n)
+        if self._own:
+            samples, self._samples = self._samples, SampleSet()
+            samples.recount()
+            self._queue_own(Batch(samples=samples))
+            return
+        assert q is not None
+        self._samples.count += n
+        q.counts(self.protocol)[0] += n
+        q.count += n
+        ing._queued += n
+        ing._schedule(q, self._name)
+        ing._check_watermarks()
+
+    def _queue_own(self, batch: Batch, retry: bool = True) -> None:
+        ing = self._ingest
+        n = batch.samples.count
+        try:
+            q, name = ing._enqueue(batch, self.principal, self.protocol)
+        except NotFound:
+            if not retry:
+                raise
+            # a solution created since the last catalog poll: reload once
+            d = ing._storages.refresh().addCallback(lambda _: self._queue_own(batch, False))
+            d.addErrback(self._failed, n)
+            return
+        except Exception:
+            self._failed(Failure(), n)
+            return
+        ing._schedule(q, name)
+        ing._check_watermarks()
+
+    def _failed(self, f: Failure, n: int) -> None:
+        self._ingest._metrics.rejected(self.protocol, "storage", n)
+        log.error("{n} points of solution {solution} could not be queued: {reason}", n=n,
+                  solution=self.principal.solution, reason=f.getErrorMessage())

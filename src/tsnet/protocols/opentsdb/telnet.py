@@ -56,14 +56,13 @@ def no_tags_error(metric: str) -> str:
 
 
 class _Direct:
-    """Points of the session principal appended by `_process` and not yet
-    accounted: straight into the write queue (``live``) or into a SampleSet."""
+    """Points of the session principal appended by `_process` into its sink's
+    columns and not yet accounted."""
 
-    __slots__ = ("live", "n", "principal")
+    __slots__ = ("n", "sink")
 
-    def __init__(self, principal: Principal | None, live: bool) -> None:
-        self.principal = principal
-        self.live = live
+    def __init__(self, sink: Any) -> None:
+        self.sink = sink
         self.n = 0
 
 
@@ -127,6 +126,7 @@ class TelnetProtocol(Protocol, TimeoutMixin):
         self._ingest_paused = False
         self._transport_paused = False
         self._principal: Principal | None = None
+        self._sink: Any = None  # the session principal's IPointSink
         self._secret: str | None = None
         self._pending_secret: str | None = None
         self._close_when_done = False  # EOF or an overlong line: finish, then close
@@ -232,9 +232,9 @@ class TelnetProtocol(Protocol, TimeoutMixin):
     def _process(self) -> None:
         """Handle queued lines in order until done, closing, or waiting on a token.
 
-        Points of the session's principal go straight into the write queue's
-        columns (`Ingest.columns_for`), runs of plain lines through the parser's
-        bulk fast path; points of per-line tokens are submitted per principal.
+        Points of the session's principal go into the connection's point sink
+        (`Ingest.sink`: the write queue's own columns), runs of plain lines
+        through the parser's bulk fast path; points of per-line tokens are submitted per principal.
         """
         f = self.factory
         core = f.core
@@ -258,11 +258,13 @@ class TelnetProtocol(Protocol, TimeoutMixin):
                                       self._session_checked)
         token_auth = f.token_auth
         allow_no_tags = token_auth or bool(session and session.tags)
-        cols = live = None
+        cols = sink = None
         if session is not None:
-            live = core.ingest.columns_for(session)
-            cols = live if live is not None else sets.setdefault(session, SampleSet()).columns
-        direct = _Direct(session, live is not None)
+            sink = self._sink
+            if sink is None or sink.principal is not session:
+                sink = self._sink = core.ingest.sink(session, PROTOCOL)
+            cols = sink.columns()
+        direct = _Direct(sink)
         parse = f.parser.parse
         take = f.parser.take_puts
         close = False
@@ -356,18 +358,16 @@ class TelnetProtocol(Protocol, TimeoutMixin):
 
     def _flush(self, out: list[str], sets: dict[Principal, SampleSet], rejected: int,
                direct: _Direct) -> None:
-        """Send the replies; account for the points appended straight into the write
-        queue first (a submit may start the write that takes those columns), then
-        submit the rest."""
+        """Send the replies, account for the points appended into the session's
+        sink, and submit the points of per-line tokens."""
         core = self.factory.core
         if out:
             self.transport.write(("\n".join(out) + "\n").encode("utf-8"))
             out.clear()
         if rejected:
             core.metrics.rejected(PROTOCOL, "invalid", rejected)
-        if direct.n and direct.live:
-            core.metrics.received(PROTOCOL, direct.n)
-            core.ingest.appended(direct.principal, direct.n, PROTOCOL)
+        if direct.sink is not None:
+            direct.sink.added(direct.n)
         direct.n = 0
         for principal, samples in sets.items():
             if samples.recount():
