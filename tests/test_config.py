@@ -81,8 +81,11 @@ def test_defaults_and_relative_paths(tmp_path: Path, plugins: dict) -> None:
          "[listener:a] apis: no installed plugin provides 'nosuch'"),
         ("[listener:a]\nprotocol = metrics\nendpoint = tcp:0\n",
          "[listener:a] protocol: no installed plugin provides 'metrics'"),
-        ("[storage:default]\nbackend = oracle\n", "[storage:default] backend: must be one of"),
-        ("[storage:x]\nbackend = sqlite\nurl = redis://h\n", "[storage:x] url:"),
+        ("[storage:default]\nbackend = oracle\n",
+         "[storage:default] backend: no installed storage backend provides 'oracle' "
+         "(installed: sqlite)"),
+        ("[storage:x]\nbackend = sqlite\nurl = redis://h\n",
+         "[storage:x] unknown key 'url' (known keys: backend, path)"),
         ("[listener:a]\nprotocol = opentsdb\nendpoint = ssl:0:privateKey=no.pem\n",
          "[listener:a] endpoint:"),
         ("not an ini file\n", "not a valid config file"),

@@ -41,3 +41,55 @@ def test_max_connections_and_the_connection_gauge(make_server: Any) -> None:
     assert b'tsnet_connections{listener="http",protocol="http"} 2.0' in text
     yield server.service.getServiceNamed("listener:http").stopService()
     yield a.wait_closed(timeout=3)  # a stopping listener drops its connections
+
+
+TWO_FAMILIES = BASE_CONFIG.replace("apis = metrics", "apis = opentsdb metrics\nmax_body = 100")
+
+
+def raw(port: int, request: str) -> Any:
+    """The whole reply to one request sent on a fresh connection."""
+
+    @pytest_twisted.inlineCallbacks
+    def go() -> Any:
+        c = yield connect_line(port)
+        c.send(request)
+        return (yield c.wait_closed())
+
+    return go()
+
+
+def split(reply: bytes) -> tuple[int, dict[str, str], bytes]:
+    head, _, body = reply.partition(b"\r\n\r\n")
+    lines = head.decode("latin-1").split("\r\n")
+    headers = dict(line.split(": ", 1) for line in lines[1:])
+    return int(lines[0].split()[1]), {k.lower(): v for k, v in headers.items()}, body
+
+
+@pytest_twisted.inlineCallbacks
+def test_each_route_answers_site_errors_in_its_familys_dialect(make_server: Any) -> None:
+    """A path of no family gets neutral text; an OpenTSDB route OpenTSDB's JSON."""
+    server = yield make_server(TWO_FAMILIES)
+    port = server.port("http")
+    code, headers, body = split((yield raw(
+        port, "GET /nowhere HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")))
+    assert (code, headers["content-type"], body) == (
+        404, "text/plain; charset=utf-8", b"404 Not Found\n")
+    big = "x" * 200
+    code, headers, body = split((yield raw(
+        port, f"POST /nowhere HTTP/1.1\r\nHost: x\r\nContent-Length: {len(big)}\r\n\r\n{big}")))
+    assert (code, body) == (413, b"413 Request Entity Too Large: the body is over 100 bytes\n")
+    code, headers, body = split((yield raw(
+        port, f"POST /api/put HTTP/1.1\r\nHost: x\r\nContent-Length: {len(big)}\r\n"
+              f"Transfer-Encoding: identity\r\n\r\n{big}")))
+    assert (code, headers["content-type"]) == (413, "application/json; charset=UTF-8")
+    assert body == (b'{"error":{"code":413,"message":"Request Entity Too Large",'
+                    b'"details":"the body is over 100 bytes"}}')
+
+
+@pytest_twisted.inlineCallbacks
+def test_the_opentsdb_port_answers_every_path_as_opentsdb(make_server: Any) -> None:
+    server = yield make_server(TWO_FAMILIES)
+    code, headers, body = split((yield raw(
+        server.port("opentsdb"), "GET /nowhere HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")))
+    assert (code, headers["content-type"]) == (404, "application/json; charset=UTF-8")
+    assert body == b'{"error":{"code":404,"message":"Endpoint not found"}}'

@@ -12,18 +12,22 @@ import pytest
 import pytest_twisted
 
 from tests.helpers.clients import connect_line
-from tsnet.plugins import load_plugins
+from tsnet.plugins import load_plugins, load_storage_backends
 
 ECHO_PLUGIN = '''
 """A throwaway third-party family: 'put NAME VALUE' lines, answered 'stored'."""
 from twisted.internet.protocol import Protocol
-from twisted.plugin import IPlugin
-from zope.interface import implementer
 
-from tsnet.config import Key
-from tsnet.interfaces import IProtocolPlugin
-from tsnet.listeners import ConnectionTracker, StreamListenerService
-from tsnet.model import Batch, SampleSet, anonymous, series_key
+from tsnet.plugin import (
+    Batch,
+    ConnectionTracker,
+    Key,
+    ProtocolPlugin,
+    SampleSet,
+    StreamListenerService,
+    anonymous,
+    series_key,
+)
 
 
 class Upper(Protocol):
@@ -45,8 +49,7 @@ class Factory(ConnectionTracker):
         return p
 
 
-@implementer(IPlugin, IProtocolPlugin)
-class EchoPlugin:
+class EchoPlugin(ProtocolPlugin):
     name = "echo"
     description = "test plugin"
     transports = frozenset({"stream"})
@@ -55,11 +58,30 @@ class EchoPlugin:
     def makeService(self, listener, core):
         return StreamListenerService(listener, Factory(listener, core, "echo"), core.reactor)
 
-    def resources(self, core):
-        return {}
-
 
 echo = EchoPlugin()
+'''
+
+#: provides IProtocolPlugin by declaration but lacks most of it: verifyObject
+#: refuses it, and it is skipped with its name and the missing attribute
+INCOMPLETE_PLUGIN = '''
+from twisted.plugin import IPlugin
+from zope.interface import implementer
+
+from tsnet.plugin import IProtocolPlugin
+
+
+@implementer(IPlugin, IProtocolPlugin)
+class Half:
+    name = "half"
+    description = "declares the interface, implements a part of it"
+    transports = frozenset({"stream"})
+
+    def makeService(self, listener, core):
+        raise AssertionError("never loaded")
+
+
+half = Half()
 '''
 
 
@@ -70,6 +92,7 @@ def third_party(tmp_path: Path) -> Any:
     folder.mkdir(parents=True)
     (folder / "echo_tsnet.py").write_text(ECHO_PLUGIN)
     (folder / "broken_tsnet.py").write_text("raise ImportError('this plugin is broken')\n")
+    (folder / "half_tsnet.py").write_text(INCOMPLETE_PLUGIN)
     sys.path.insert(0, str(site))
     yield folder
     sys.path.remove(str(site))
@@ -78,6 +101,35 @@ def third_party(tmp_path: Path) -> Any:
 def test_discovery_finds_builtins() -> None:
     plugins = load_plugins()
     assert {"opentsdb", "http", "metrics"} <= set(plugins)
+    assert set(load_storage_backends()) >= {"sqlite"}
+
+
+def test_builtins_pass_verify_object() -> None:
+    from zope.interface.verify import verifyObject
+
+    from tsnet.plugin import IProtocolPlugin, IStorageBackend
+
+    for p in load_plugins().values():
+        assert verifyObject(IProtocolPlugin, p)
+    for b in load_storage_backends().values():
+        assert verifyObject(IStorageBackend, b)
+
+
+def test_an_incomplete_plugin_is_logged_and_skipped(third_party: Path) -> None:
+    from twisted.logger import globalLogPublisher
+
+    events: list[dict] = []
+    globalLogPublisher.addObserver(events.append)
+    try:
+        plugins = load_plugins()
+    finally:
+        globalLogPublisher.removeObserver(events.append)
+    assert "half" not in plugins and "echo" in plugins
+    skipped = [e for e in events if e.get("log_namespace") == "tsnet.plugins"
+               and e.get("name") == "half"]
+    assert len(skipped) == 1
+    assert skipped[0]["module"] == "tsnet.plugins.half_tsnet"
+    assert "config_sections" in skipped[0]["why"]  # one of the missing attributes, by name
 
 
 @pytest_twisted.inlineCallbacks

@@ -152,8 +152,9 @@ async def test_pending_log_survives_a_reopen(factory: Callable[[], SqliteStorage
 async def test_open_fails_cleanly_on_a_bad_path(tmp_path: Path) -> None:
     from twisted.internet import reactor
 
-    s = SqliteStorage("bad", str(tmp_path / "missing-dir" / "x.sqlite"), reactor)
-    with pytest.raises(sqlite3.OperationalError):
+    (tmp_path / "a-file").write_text("")  # a missing folder is made; this one cannot be
+    s = SqliteStorage("bad", str(tmp_path / "a-file" / "x.sqlite"), reactor)
+    with pytest.raises(OSError):
         await s.open()
     await s.close()  # nothing to close, and no thread left behind
     assert s._pool is None

@@ -20,7 +20,8 @@ log = Logger(namespace="tsnet.compaction")
 
 
 class Compactor(Service):
-    """Calls ``backend.compact(max_series=step)`` on every backend that has it."""
+    """Calls ``backend.compact(max_series=step)`` on every backend (a backend
+    with nothing to compact answers 0)."""
 
     name = "compactor"
 
@@ -51,10 +52,7 @@ class Compactor(Service):
     async def _compact_some(self) -> bool:
         more = False
         for name, backend in self.storages.backends.items():
-            compact = getattr(backend, "compact", None)
-            if compact is None:
-                continue
-            n = await compact(None, max_series=self.step)
+            n = await backend.compact(None, max_series=self.step)
             if n:
                 log.debug("compacted {n} series in {storage}", n=n, storage=name)
             more = more or n >= self.step

@@ -35,6 +35,7 @@ class Key:
 
 
 def as_bool(text: str) -> bool:
+    """yes/no, true/false, on/off, 1/0."""
     t = text.strip().lower()
     if t in ("1", "yes", "true", "on"):
         return True
@@ -44,6 +45,7 @@ def as_bool(text: str) -> bool:
 
 
 def positive_float(text: str) -> float:
+    """A number greater than 0."""
     v = float(text)
     if not v > 0:
         raise ValueError(f"must be greater than 0, got {text!r}")
@@ -51,6 +53,7 @@ def positive_float(text: str) -> float:
 
 
 def non_negative_float(text: str) -> float:
+    """A number, 0 or more."""
     v = float(text)
     if v < 0:
         raise ValueError(f"must be 0 or more, got {text!r}")
@@ -58,6 +61,7 @@ def non_negative_float(text: str) -> float:
 
 
 def positive_int(text: str) -> int:
+    """A whole number greater than 0."""
     v = int(text)
     if v <= 0:
         raise ValueError(f"must be a whole number greater than 0, got {text!r}")
@@ -65,10 +69,12 @@ def positive_int(text: str) -> int:
 
 
 def word_list(text: str) -> list[str]:
+    """Names separated by spaces or commas."""
     return text.replace(",", " ").split()
 
 
 def one_of(*choices: str) -> Callable[[str], str]:
+    """A parser accepting exactly one of ``choices``."""
     def parse(text: str) -> str:
         t = text.strip()
         if t not in choices:
@@ -79,6 +85,7 @@ def one_of(*choices: str) -> Callable[[str], str]:
 
 
 def solution_name(text: str) -> str:
+    """A solution name (DESIGN §5)."""
     t = text.strip()
     if not valid_solution_name(t):
         raise ValueError(f"{text!r} is not a solution name (letters, digits, '-', '_', '.')")
@@ -97,10 +104,9 @@ TSNET_KEYS: dict[str, Key] = {
                             "seconds between chunk compactions (0: never)"),
 }
 
+#: keys of every [storage:*] section; each backend adds its own (`storage_keys`)
 STORAGE_KEYS: dict[str, Key] = {
-    "backend": Key(one_of("sqlite", "redis"), doc="sqlite (embedded) or redis"),
-    "path": Key(str, None, "sqlite: the database file (default DATA_DIR/NAME.sqlite)"),
-    "url": Key(str, None, "redis: redis://HOST:PORT/DB"),
+    "backend": Key(str, doc="the kind of storage: an installed backend (sqlite is built in)"),
 }
 
 LISTENER_KEYS: dict[str, Key] = {
@@ -115,10 +121,22 @@ LISTENER_KEYS: dict[str, Key] = {
 
 @dataclass
 class StorageConfig:
+    """One [storage:NAME] section, validated by its backend."""
+
     name: str
     backend: str
-    path: str | None = None
-    url: str | None = None
+    options: dict[str, Any] = field(default_factory=dict)  # the backend's own keys
+    plugin: Any = None  # the IStorageBackend that builds it
+
+    @property
+    def path(self) -> str | None:
+        """The file of a file-based backend (sqlite's ``path``)."""
+        return self.options.get("path")
+
+    @property
+    def url(self) -> str | None:
+        """The server of a networked backend (``url``)."""
+        return self.options.get("url")
 
 
 @dataclass
@@ -279,8 +297,15 @@ def read_ini(path: str) -> configparser.ConfigParser:
     return parser
 
 
-def load_config(path: str, plugins: Mapping[str, Any], reactor: Any = None) -> Config:
-    """Read and validate ``path`` against the installed ``plugins`` (name -> plugin)."""
+def load_config(path: str, plugins: Mapping[str, Any], reactor: Any = None,
+                backends: Mapping[str, Any] | None = None) -> Config:
+    """Read and validate ``path`` against the installed ``plugins`` (name ->
+    IProtocolPlugin) and storage ``backends`` (name -> IStorageBackend; the
+    installed ones when None)."""
+    if backends is None:
+        from tsnet.plugins import load_storage_backends
+
+        backends = load_storage_backends()
     path = os.path.abspath(path)
     base = os.path.dirname(path)
     ini = read_ini(path)
@@ -296,7 +321,7 @@ def load_config(path: str, plugins: Mapping[str, Any], reactor: Any = None) -> C
 
     plugin_sections: dict[str, tuple[Any, dict[str, Key]]] = {}
     for p in plugins.values():
-        for sec, keys in (getattr(p, "config_sections", None) or {}).items():
+        for sec, keys in p.config_sections.items():
             plugin_sections[sec] = (p, keys)
 
     for sec in sections:
@@ -305,15 +330,7 @@ def load_config(path: str, plugins: Mapping[str, Any], reactor: Any = None) -> C
         if sec == "tsnet":
             continue
         if kind == "storage" and name:
-            st = _parse_keys(sec, items, STORAGE_KEYS, src)
-            if st["backend"] == "sqlite":
-                if st["url"] is not None:
-                    raise ConfigError(f"{src}: [{sec}] url: only for backend = redis")
-                p = st["path"] or os.path.join(data_dir, f"{name}.sqlite")
-                st["path"] = os.path.normpath(os.path.join(base, p))
-            elif st["url"] is None:
-                raise ConfigError(f"{src}: [{sec}] missing required key 'url' for redis")
-            cfg.storages[name] = StorageConfig(name=name, **st)
+            cfg.storages[name] = _storage(sec, name, items, backends, cfg, src)
         elif kind == "listener" and name:
             cfg.listeners[name] = _listener(sec, name, items, plugins, base, src, reactor)
         elif sec in plugin_sections:
@@ -324,9 +341,8 @@ def load_config(path: str, plugins: Mapping[str, Any], reactor: Any = None) -> C
                 f"[listener:NAME]{''.join(', [' + s + ']' for s in sorted(plugin_sections))})"
             )
     if "default" not in cfg.storages:
-        cfg.storages["default"] = StorageConfig(
-            name="default", backend="sqlite", path=os.path.join(data_dir, "default.sqlite")
-        )
+        cfg.storages["default"] = _storage("storage:default", "default", {"backend": "sqlite"},
+                                           backends, cfg, src)
     for sec, (_p, keys) in plugin_sections.items():
         if sec not in cfg.sections:
             try:
@@ -334,13 +350,34 @@ def load_config(path: str, plugins: Mapping[str, Any], reactor: Any = None) -> C
             except ConfigError:
                 cfg.sections[sec] = {}  # required keys are checked by the plugin that needs them
     for ln in cfg.listeners.values():
-        check = getattr(plugins[ln.protocol], "check", None)
-        if check is not None:
+        users = [ln.protocol] + [a for a in ln.options.get("apis") or () if a in plugins]
+        for name in dict.fromkeys(users):
             try:
-                check(ln, cfg, plugins)
+                plugins[name].check(ln, cfg, plugins)
             except ValueError as e:
                 raise ConfigError(f"{src}: [listener:{ln.name}] {e}") from None
     return cfg
+
+
+def _storage(sec: str, name: str, items: dict[str, str], backends: Mapping[str, Any],
+             cfg: Config, src: str) -> StorageConfig:
+    kind = items.get("backend", "").strip()
+    if not kind:
+        raise ConfigError(f"{src}: [{sec}] missing required key 'backend'")
+    backend = backends.get(kind)
+    if backend is None:
+        raise ConfigError(
+            f"{src}: [{sec}] backend: no installed storage backend provides {kind!r} "
+            f"(installed: {', '.join(sorted(backends))})")
+    keys = {**STORAGE_KEYS, **backend.storage_keys}
+    vals = _parse_keys(sec, items, keys, src)
+    storage = StorageConfig(name=name, backend=kind, plugin=backend,
+                            options={k: vals[k] for k in backend.storage_keys})
+    try:
+        backend.check(storage, cfg)
+    except ValueError as e:
+        raise ConfigError(f"{src}: [{sec}] {e}") from None
+    return storage
 
 
 def _listener(
@@ -356,14 +393,14 @@ def _listener(
     if not proto:
         raise ConfigError(f"{src}: [{sec}] missing required key 'protocol'")
     plugin = plugins.get(proto)
-    if plugin is None or not getattr(plugin, "transports", None):
-        names = ", ".join(sorted(n for n, p in plugins.items() if getattr(p, "transports", None)))
+    if plugin is None or not plugin.transports:
+        names = ", ".join(sorted(n for n, p in plugins.items() if p.transports))
         raise ConfigError(
             f"{src}: [{sec}] protocol: no installed plugin provides {proto!r} "
             f"(installed: {names})"
         )
     keys = dict(LISTENER_KEYS)
-    extra = dict(getattr(plugin, "listener_keys", None) or {})
+    extra = dict(plugin.listener_keys)
     keys.update(extra)
     vals = _parse_keys(sec, items, keys, src)
     try:

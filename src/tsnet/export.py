@@ -109,6 +109,7 @@ def series_lines(
 
 
 def property_line(solution: str, prop: Property) -> dict:
+    """The export line of a property (DESIGN §7)."""
     return {
         "kind": "property",
         "solution": solution,
@@ -121,6 +122,7 @@ def property_line(solution: str, prop: Property) -> dict:
 
 
 def message_line(solution: str, msg: Message) -> dict:
+    """The export line of a message (DESIGN §7)."""
     line: dict[str, Any] = {"kind": "message", "solution": solution, "entity": msg.entity}
     for name in ("type", "source", "severity"):
         v = getattr(msg, name)

@@ -1,5 +1,11 @@
-"""The public plugin API: what a protocol family, a storage backend and the
-authenticator promise each other.  Third-party plugins depend on this module only.
+"""The zope interfaces of the plugin API: what a protocol family, a storage
+backend and the core they plug into promise each other.
+
+Third parties import them from `tsnet.plugin`, the one public module; every
+plugin and backend is checked against them with `verifyObject` when it is
+loaded, so each attribute and method declared here is required (the base
+classes `tsnet.plugin.ProtocolPlugin` and `tsnet.plugin.StorageBackend` give
+defaults for the optional ones).
 """
 
 from __future__ import annotations
@@ -11,35 +17,93 @@ class IProtocolPlugin(Interface):
     """A protocol family, found with ``getPlugins(IProtocolPlugin, tsnet.plugins)``.
 
     A plugin may provide listeners (``protocol = NAME`` in a ``[listener:*]``
-    section), HTTP resources (``apis = NAME`` on an ``http`` listener), or both.
+    section), HTTP routes (``apis = NAME`` on an ``http`` listener), or both.
     """
 
-    name = Attribute("The name used by `protocol =` and `apis =` in the config.")
-    description = Attribute("One line for `--help` and config errors.")
-    listener_keys = Attribute(
-        "dict of extra listener keys this family accepts: key -> tsnet.config.Key."
-    )
+    name = Attribute("str: the name used by `protocol =` and `apis =` in the config.")
+    description = Attribute("str: one line for `--help` and config errors.")
     transports = Attribute(
-        "frozenset of endpoint kinds it can listen on: 'stream' (tcp/ssl/unix) and/or 'udp'."
-        " Empty for an API-only plugin."
-    )
+        "frozenset of endpoint kinds it can listen on: 'stream' (tcp/ssl/unix) and/or"
+        " 'udp'.  Empty for an API-only plugin (no `protocol = NAME` listener).")
+    listener_keys = Attribute(
+        "dict: the family's own listener keys, key -> tsnet.plugin.Key.  Their values"
+        " are in `listener.options`.")
+    config_sections = Attribute(
+        "dict: top-level sections the family owns, section name -> {key: Key}"
+        " (e.g. {'tsstore': {...}}).  Parsed values are in `config.sections[name]`.")
+    provides_api = Attribute(
+        "bool: `resources` mounts HTTP routes, so `apis = NAME` may name this plugin.")
+    http_errors = Attribute(
+        "IHTTPErrors: how this family's routes answer errors the shared site raises"
+        " for them (an oversized body, a crash); None for the neutral plain text.")
+
+    def check(listener, config, plugins):
+        """Called for every listener that uses this plugin, as its ``protocol``
+        or as one of its ``apis`` (``listener.protocol`` tells which), once the
+        whole file is parsed.  Raise ValueError with a message naming the key;
+        it becomes a config error naming the file and the section."""
 
     def makeService(listener, core):
-        """Return an IService that listens as the `tsnet.config.Listener` says.
+        """Return an IService that listens as the `tsnet.plugin.Listener` says.
 
-        The service must log ``listener NAME bound ENDPOINT`` once bound.
-        """
+        The service must log ``listener NAME bound ENDPOINT`` once bound
+        (`StreamListenerService` and `DatagramListenerService` do) and may have
+        ``whenListening() -> Deferred``, awaited before the server reports
+        itself started."""
 
     def resources(core):
         """Return ``{b"/full/path": IResource}`` to mount on http listeners.
 
-        Paths are matched exactly (a trailing slash is ignored)."""
+        Paths are matched whole, case-insensitively as a fallback, a trailing
+        slash ignored.  A resource may also provide `IFastPost`."""
+
+
+class IHTTPErrors(Interface):
+    """A family's error dialect, for errors the shared site answers on its routes."""
+
+    def error_reply(code, message, details=None):
+        """``(content_type, body)`` bytes for an error: ``message`` is the
+        site's short text (``Endpoint not found``, ``Request Entity Too
+        Large``, ``Unexpected exception``), ``details`` an optional longer one."""
+
+
+class IFastPost(Interface):
+    """An HTTP resource with a fast path for its hot ``POST`` (`tsnet.http.lean`).
+
+    A plain keep-alive POST with a Content-Length body, no query string and no
+    content coding is offered to `fast_post` before twisted.web sees it."""
+
+    def fast_post(site, target, headers, body):
+        """Return a Deferred of ``(status, [(name, value), ...], body)``, or None
+        to leave this request to the resource's ``render``.  It must answer
+        exactly as ``render`` would; it only saves twisted.web's per-request cost.
+        ``headers`` maps lower-case header names to values (bytes)."""
+
+
+class IStorageBackend(Interface):
+    """A kind of storage (``[storage:NAME] backend = KIND``), found with
+    ``getPlugins(IStorageBackend, tsnet.plugins)`` like protocol families."""
+
+    name = Attribute("str: the `backend =` value.")
+    description = Attribute("str: one line for config errors.")
+    storage_keys = Attribute(
+        "dict: the backend's own keys in a [storage:*] section, key -> Key.  Their"
+        " values are in `StorageConfig.options`.")
+
+    def check(storage, config):
+        """Validate a parsed `StorageConfig` (raise ValueError naming the key) and
+        normalise its options in place (e.g. make a path absolute)."""
+
+    def makeStorage(storage, reactor):
+        """Build (not open) the `IStorage` (and, for ``default``, `ICatalog`)."""
 
 
 class IStorage(Interface):
     """A storage backend.  Every method that touches data returns a Deferred.
 
-    All backends pass the same conformance suite (tsnet.testing.conformance).
+    All backends pass the same conformance suite (`tsnet.testing.conformance`).
+    Rules of the data model (tag and meta merging, entity tags) are in
+    `tsnet.storage.rules`, for every backend to reuse.
     """
 
     name = Attribute("The [storage:NAME] section this backend serves.")
@@ -67,14 +131,19 @@ class IStorage(Interface):
         """Deferred[int]: distinct (series, time) pairs stored for the solution."""
 
     def export(solution, emit):
-        """Call ``emit(dict)`` for every stored item of the solution, in the export
-        format of DESIGN §7.  Deferred[None] when done."""
+        """Call ``emit(dict)`` for every stored item of the solution (every
+        solution when None), in the export format of DESIGN §7.  Deferred[None]."""
 
     def solution_has_data(solution):
         """Deferred[bool]."""
 
     def delete_solution_data(solution):
         """Remove every item of the solution.  Deferred."""
+
+    def compact(solution=None, max_series=None):
+        """Deferred[int]: background upkeep, a step of at most ``max_series``
+        series (None: all); returns how many series it worked on (0 when there
+        was nothing to do, or nothing to compact in this kind of store)."""
 
 
 class ICatalog(Interface):
@@ -86,6 +155,9 @@ class ICatalog(Interface):
 
     def create_solution(solution):
         """Deferred; fails with tsnet.errors.Conflict if the name exists."""
+
+    def update_solution(solution):
+        """Deferred; replaces a solution's description and attributes."""
 
     def get_solution(name):
         """Deferred[SolutionRecord | None]."""
@@ -113,6 +185,29 @@ class ICatalog(Interface):
         """Deferred[int]: a number that changes whenever a solution or token does."""
 
 
+class IStorages(Interface):
+    """The storage backends of one server, and which solution lives in which
+    (``core.storage``): the read side for protocols."""
+
+    catalog = Attribute("The ICatalog (the default storage).")
+    backends = Attribute("dict: storage name -> IStorage.")
+
+    def backend_for(solution):
+        """The IStorage holding ``solution``; raises tsnet.errors.NotFound."""
+
+    def storage_name_for(solution):
+        """The name of that storage; raises tsnet.errors.NotFound."""
+
+    def solution(name):
+        """The cached SolutionRecord, or None (call `refresh` when it may be new)."""
+
+    def refresh():
+        """Deferred: reload the solution list from the catalog."""
+
+    def ensure_solution(name, description="", now_ns=0):
+        """Deferred[SolutionRecord]: create the solution unless it exists."""
+
+
 class IAuthenticator(Interface):
     """Turns a secret a client sent into a `tsnet.model.Principal`."""
 
@@ -121,13 +216,58 @@ class IAuthenticator(Interface):
         is unknown, expired or revoked, and tsnet.errors.Forbidden when the token
         lacks ``scope``."""
 
+    def authenticate_any(candidates, scope):
+        """Like `authenticate` for several readings of one credential (HTTP
+        Basic's joined and password-only forms): the first known token decides."""
+
+    def cached(secret, scope):
+        """The Principal for a secret verified recently, with no Deferred (for hot
+        paths), or None when it must go through `authenticate`.  Raises
+        Unauthorized or Forbidden as `authenticate` fails."""
+
+
+class IPointSink(Interface):
+    """One connection's stream of unacknowledged points into the write queue
+    (`IIngest.sink`): the hot path of line protocols, with no object per point.
+
+    Use::
+
+        cols = sink.columns()          # series key -> tsnet.model.Column
+        ...append n points into cols...
+        sink.added(n)                  # counted, queued, committed within flush_interval
+
+    Points appended between `columns` and `added` are never split from their
+    count: the write queue does not hand those columns to storage until `added`.
+    Call `added` before returning to the reactor."""
+
+    principal = Attribute("The Principal the points are written for.")
+
+    def columns():
+        """The dict to append into (may be the write queue's own columns)."""
+
+    def added(n):
+        """Account for ``n`` points appended since `columns`: they are counted as
+        received and committed within the flush interval; a storage failure is
+        logged, once per batch."""
+
 
 class IIngest(Interface):
     """The one write path: every protocol hands its parsed items here."""
 
-    def submit(batch, principal):
+    queued = Attribute("int: items accepted and not yet committed.")
+    paused = Attribute("bool: the queue is past its high watermark (streams paused).")
+
+    def submit(batch, principal, protocol=""):
         """Queue a `tsnet.model.Batch` for the principal's solution.  Returns a
-        Deferred that fires once every item of the batch is committed."""
+        Deferred that fires once every item of the batch is committed: what an
+        ack waits for.  ``protocol`` labels the metrics."""
+
+    def offer(batch, principal, protocol=""):
+        """Queue without an ack, for inputs that cannot be paused (UDP).  Returns
+        False, and stores nothing, when the queue is past ``max_queue``."""
+
+    def sink(principal, protocol=""):
+        """A new `IPointSink` for one connection's unacknowledged points."""
 
     def registerProducer(producer):
         """Pause ``producer`` (pauseProducing/resumeProducing) while the write queue
@@ -135,3 +275,42 @@ class IIngest(Interface):
 
     def unregisterProducer(producer):
         """Forget a producer registered before."""
+
+    def flush():
+        """Deferred: write everything queued now; fires when the queue is empty."""
+
+
+class IMetrics(Interface):
+    """The server's counters (DESIGN §7 metrics); bump them with counts, once
+    per batch, never once per point."""
+
+    registry = Attribute("The server's prometheus_client CollectorRegistry, for a"
+                         " family's own counters.")
+
+    def received(protocol, n):
+        """``n`` points parsed from clients."""
+
+    def rejected(protocol, reason, n=1):
+        """``n`` points refused, by reason (``invalid``, ``line_too_long``, ...)."""
+
+    def written(protocol, points, items):
+        """Committed: ``points`` samples and ``items`` {kind: count} (ingest calls it)."""
+
+    def connection_opened(protocol, listener):
+        """A client connection was admitted."""
+
+    def connection_closed(protocol, listener):
+        """It closed."""
+
+
+class ICore(Interface):
+    """What every plugin is handed: the shared services, nothing global."""
+
+    config = Attribute("tsnet.plugin.Config: the whole parsed config file.")
+    reactor = Attribute("The reactor: plugins schedule and listen through it only.")
+    ingest = Attribute("IIngest: the one write path.")
+    auth = Attribute("IAuthenticator.")
+    storage = Attribute("IStorages: the read side.")
+    catalog = Attribute("ICatalog: solutions and tokens.")
+    metrics = Attribute("IMetrics.")
+    plugins = Attribute("dict: name -> IProtocolPlugin, every installed family.")

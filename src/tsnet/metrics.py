@@ -12,10 +12,14 @@ from typing import Any
 from prometheus_client import CollectorRegistry, Counter, Gauge
 from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
 from twisted.web.resource import Resource
+from zope.interface import implementer
+
+from tsnet.interfaces import IMetrics
 
 KIND_LABELS = {"properties": "property", "messages": "message", "meta": "meta", "records": "record"}
 
 
+@implementer(IMetrics)
 class Metrics:
     """The server's counters; protocols and ingest call these with counts."""
 

@@ -63,6 +63,7 @@ def valid_solution_name(name: str) -> bool:
 
 
 def series_key(metric: str, tags: dict[str, str], entity: str | None = None) -> SeriesKey:
+    """The canonical key of a series: tags sorted by key."""
     return (metric, entity, tuple(sorted(tags.items())))
 
 

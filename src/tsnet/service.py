@@ -10,58 +10,17 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass
 from typing import Any
 
 from twisted.application.service import MultiService, Service
 from twisted.internet import defer
 from twisted.logger import Logger
 
-from tsnet.auth import TokenAuthenticator
 from tsnet.compaction import Compactor
 from tsnet.config import Config
-from tsnet.ingest import Ingest
-from tsnet.metrics import Metrics
-from tsnet.storages import Storages
+from tsnet.core import build_core
 
 log = Logger(namespace="tsnet.service")
-
-
-@dataclass
-class Core:
-    """What every plugin is handed: the shared services, nothing global."""
-
-    config: Config
-    reactor: Any
-    storages: Storages
-    auth: TokenAuthenticator
-    ingest: Ingest
-    metrics: Metrics
-    plugins: Mapping[str, Any]
-
-    @property
-    def storage(self) -> Storages:
-        """The read side: ``storage.backend_for(solution).read_series(...)``."""
-        return self.storages
-
-    @property
-    def catalog(self) -> Any:
-        return self.storages.catalog
-
-
-def build_core(config: Config, plugins: Mapping[str, Any], reactor: Any) -> Core:
-    storages = Storages(config, reactor)
-    metrics = Metrics()
-    ingest = Ingest(
-        storages, reactor, metrics,
-        flush_interval=config.flush_interval, batch_size=config.batch_size,
-        high_watermark=config.high_watermark, low_watermark=config.low_watermark,
-        max_queue=config.max_queue,
-    )
-    metrics.watch_queue(ingest)
-    auth = TokenAuthenticator(storages.catalog, reactor, refresh=config.auth_refresh)
-    return Core(config=config, reactor=reactor, storages=storages, auth=auth, ingest=ingest,
-                metrics=metrics, plugins=plugins)
 
 
 class TsnetService(MultiService):

@@ -6,28 +6,29 @@ node configured with the same default storage shares tokens and revocations.
 
 from __future__ import annotations
 
-import os
 from typing import Any
 
 from twisted.internet import defer
 from twisted.logger import Logger
+from zope.interface import implementer
 
 from tsnet.config import Config, StorageConfig
 from tsnet.errors import ConfigError, NotFound
+from tsnet.interfaces import IStorages
 from tsnet.records import SolutionRecord
 
 log = Logger(namespace="tsnet.storage")
 
 
 def make_backend(sc: StorageConfig, reactor: Any) -> Any:
-    """Build (not open) the backend a [storage:NAME] section describes."""
-    if sc.backend == "sqlite":
-        from tsnet.storage.sqlite import SqliteStorage
+    """Build (not open) the backend a [storage:NAME] section describes, with the
+    `IStorageBackend` plugin that config loading found for it."""
+    if sc.plugin is None:
+        raise ConfigError(f"[storage:{sc.name}] backend: {sc.backend!r} is not installed")
+    return sc.plugin.makeStorage(sc, reactor)
 
-        return SqliteStorage(sc.name, sc.path, reactor)
-    raise ConfigError(f"[storage:{sc.name}] backend: {sc.backend!r} is not available")
 
-
+@implementer(IStorages)
 class Storages:
     """Named backends plus a cache of solution -> storage name."""
 
@@ -39,10 +40,7 @@ class Storages:
 
     @defer.inlineCallbacks
     def open(self) -> Any:
-        for name, b in self.backends.items():
-            sc = self.config.storages[name]
-            if sc.path:
-                os.makedirs(os.path.dirname(sc.path), exist_ok=True)
+        for b in self.backends.values():
             yield b.open()
         yield self.refresh()
 

@@ -25,6 +25,7 @@ def listener_of(request: Any) -> Any:
 
 
 def core_of(request: Any) -> Any:
+    """The `tsnet.core.Core` of the server that received ``request``."""
     return request.channel.site.core
 
 

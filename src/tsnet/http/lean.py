@@ -34,8 +34,6 @@ from twisted.python.failure import Failure
 from twisted.web import http
 from twisted.web.server import version as SERVER_VERSION
 
-from tsnet.http.site import JSON_CONTENT_TYPE, error_body
-
 log = Logger(namespace="tsnet.http")
 
 #: the most bytes a request line plus headers may have before twisted.web judges it
@@ -169,7 +167,7 @@ class LeanHTTPChannel(Protocol, TimeoutMixin):
             del buf[:need]
             self._close_after = b"close" in headers.get(b"connection", b"").lower()
             self._busy = True
-            d.addErrback(self._crashed).addCallback(self._answer)
+            d.addErrback(self._crashed, target).addCallback(self._answer)
             d.addErrback(lambda f: log.failure("could not answer a fast request", f))
 
     def _handler(self, parsed: tuple | None) -> FastHandler | None:
@@ -182,9 +180,11 @@ class LeanHTTPChannel(Protocol, TimeoutMixin):
         fast = self.site.fast_handlers
         return fast.get(path) or fast.get(path.lower())
 
-    def _crashed(self, f: Failure) -> tuple[int, list, bytes]:
+    def _crashed(self, f: Failure, target: bytes) -> tuple[int, list, bytes]:
         log.failure("fast request failed", f)
-        return 500, [(b"Content-Type", JSON_CONTENT_TYPE)], error_body(500, "Unexpected exception")
+        errors = self.site.resource.errors_for(target)
+        content_type, body = errors.error_reply(500, "Unexpected exception")
+        return 500, [(b"Content-Type", content_type)], body
 
     def _answer(self, reply: tuple[int, list[tuple[bytes, bytes]], bytes]) -> None:
         self._busy = False

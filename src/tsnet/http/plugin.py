@@ -2,24 +2,26 @@
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Mapping
 
-from twisted.plugin import IPlugin
-from zope.interface import implementer
+from twisted.application.service import IService
+from twisted.web.resource import IResource
 
-from tsnet.config import Key, positive_int, word_list
+from tsnet.config import Config, Key, Listener, positive_int, word_list
+from tsnet.core import Core
 from tsnet.http.site import DEFAULT_MAX_BODY, collect_routes, make_site
 from tsnet.interfaces import IProtocolPlugin
 from tsnet.listeners import ConnectionTracker, StreamListenerService
 from tsnet.metrics import MetricsResource
+from tsnet.plugin import ProtocolPlugin
 
 
-def api_names(plugins: dict) -> list[str]:
-    return sorted(n for n, p in plugins.items() if getattr(p, "provides_api", False))
+def api_names(plugins: Mapping[str, IProtocolPlugin]) -> list[str]:
+    """The installed plugins that `apis =` may name."""
+    return sorted(n for n, p in plugins.items() if p.provides_api)
 
 
-@implementer(IPlugin, IProtocolPlugin)
-class HttpPlugin:
+class HttpPlugin(ProtocolPlugin):
     name = "http"
     description = "the shared HTTP site: mounts the APIs named by `apis`"
     transports = frozenset({"stream"})
@@ -28,34 +30,29 @@ class HttpPlugin:
         "max_body": Key(positive_int, DEFAULT_MAX_BODY, "bytes a request body may have"),
     }
 
-    def check(self, listener: Any, config: Any, plugins: dict) -> None:
-        """Called by config loading: every named API must be installed."""
+    def check(self, listener: Listener, config: Config,
+              plugins: Mapping[str, IProtocolPlugin]) -> None:
+        """Every named API must be installed."""
+        if listener.protocol != self.name:
+            return
         installed = api_names(plugins)
         for name in listener.options.get("apis") or ():
             if name not in installed:
                 raise ValueError(f"apis: no installed plugin provides {name!r} "
                                  f"(installed: {', '.join(installed)})")
 
-    def makeService(self, listener: Any, core: Any) -> Any:
+    def makeService(self, listener: Listener, core: Core) -> IService:
         apis = listener.options.get("apis") or api_names(core.plugins)
-        site = make_site(listener, core, collect_routes(apis, core.plugins, core))
+        routes, errors = collect_routes(apis, core.plugins, core)
+        site = make_site(listener, core, routes, errors)
         site.tracker = ConnectionTracker(listener, core, "http")
         return StreamListenerService(listener, site, core.reactor)
 
-    def resources(self, core: Any) -> dict:
-        return {}
 
-
-@implementer(IPlugin, IProtocolPlugin)
-class MetricsPlugin:
+class MetricsPlugin(ProtocolPlugin):
     name = "metrics"
     description = "GET /metrics: Prometheus text"
-    transports = frozenset()
-    listener_keys: dict = {}
     provides_api = True
 
-    def makeService(self, listener: Any, core: Any) -> Any:  # pragma: no cover - no listener
-        raise NotImplementedError("metrics is mounted on http listeners with apis = metrics")
-
-    def resources(self, core: Any) -> dict:
+    def resources(self, core: Core) -> dict[bytes, IResource]:
         return {b"/metrics": MetricsResource(core.metrics)}

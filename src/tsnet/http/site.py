@@ -8,36 +8,24 @@ more than ``max_body`` bytes.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from twisted.logger import Logger
 from twisted.web import server
 from twisted.web.resource import IResource, Resource
 
 from tsnet.errors import ConfigError
+from tsnet.http.replies import PLAIN_ERRORS, send_error
+from tsnet.interfaces import IFastPost
+
+if TYPE_CHECKING:
+    from tsnet.config import Listener
+    from tsnet.core import Core
 
 log = Logger(namespace="tsnet.http")
 
 DEFAULT_MAX_BODY = 8 * 1024 * 1024
-
-
-JSON_CONTENT_TYPE = b"application/json; charset=UTF-8"
-
-
-def error_body(code: int, message: str, **extra: Any) -> bytes:
-    """An OpenTSDB-style JSON error body, compact as clients match it."""
-    body: dict[str, Any] = {"code": code, "message": message}
-    body.update(extra)
-    return json.dumps({"error": body}, separators=(",", ":")).encode()
-
-
-def json_error(request: Any, code: int, message: str, **extra: Any) -> bytes:
-    """Write the status and return `error_body`."""
-    request.setResponseCode(code)
-    request.setHeader(b"content-type", JSON_CONTENT_TYPE)
-    return error_body(code, message, **extra)
 
 
 def normalise_path(path: bytes) -> bytes:
@@ -46,25 +34,42 @@ def normalise_path(path: bytes) -> bytes:
 
 
 class NotFound(Resource):
+    """What a path that no family mounted gets, in the site's default dialect."""
+
     isLeaf = True
 
+    def __init__(self, errors: Any) -> None:
+        super().__init__()
+        self.errors = errors
+
     def render(self, request: Any) -> bytes:
-        return json_error(request, 404, "Endpoint not found")
+        return send_error(request, self.errors, 404, "Endpoint not found")
 
 
 class Router(Resource):
-    """Maps whole request paths to the resources plugins mounted."""
+    """Maps whole request paths to the resources plugins mounted, and each
+    path to the error dialect of the family that mounted it."""
 
-    def __init__(self, routes: Mapping[bytes, Any]) -> None:
+    def __init__(self, routes: Mapping[bytes, Any],
+                 errors: Mapping[bytes, Any] | None = None,
+                 default_errors: Any = PLAIN_ERRORS) -> None:
         super().__init__()
         self.routes = {normalise_path(p): r for p, r in routes.items()}
         self._lower = {p.lower(): r for p, r in self.routes.items()}
+        self.default_errors = default_errors
+        self.errors = {normalise_path(p): e for p, e in (errors or {}).items()}
+        self._lower_errors = {p.lower(): e for p, e in self.errors.items()}
+
+    def errors_for(self, path: bytes) -> Any:
+        """The error dialect of the route ``path`` names, or the site's default."""
+        p = normalise_path(path)
+        return self.errors.get(p) or self._lower_errors.get(p.lower()) or self.default_errors
 
     def getChildWithDefault(self, name: bytes, request: Any) -> Any:
         path = normalise_path(request.path)
         r = self.routes.get(path) or self._lower.get(path.lower())
         if r is None:
-            return NotFound()
+            return NotFound(self.default_errors)
         request.prepath = path.strip(b"/").split(b"/")
         request.postpath = []
         return r
@@ -73,7 +78,7 @@ class Router(Resource):
         r = self.routes.get(b"/")
         if r is not None:
             return r.render(request)
-        return NotFound().render(request)
+        return NotFound(self.default_errors).render(request)
 
 
 class LimitedRequest(server.Request):
@@ -103,11 +108,14 @@ class LimitedRequest(server.Request):
     def process(self) -> None:
         if self.too_large:
             self.setHeader(b"connection", b"close")
-            body = json_error(self, 413, "Request Entity Too Large",
-                              details=f"the body is over {self._limit()} bytes")
+            errors = self.channel.site.resource.errors_for(self.path)
+            body = send_error(self, errors, 413, "Request Entity Too Large",
+                              f"the body is over {self._limit()} bytes")
             self.setHeader(b"content-length", str(len(body)).encode())
             self.write(body)
             self.finish()
+            # What is left of the body must not be read as the next request.
+            self.transport.loseConnection()
             return
         super().process()
 
@@ -149,28 +157,37 @@ class Site(server.Site):
         pass
 
 
-def make_site(listener: Any, core: Any, routes: Mapping[bytes, Any]) -> Site:
-    """The HTTP site of one listener: its routes, body cap and idle timeout.
-    Resources find the listener and the core through ``request.channel.site``."""
-    site = Site(Router(routes), max_body=listener.options.get("max_body", DEFAULT_MAX_BODY),
+def make_site(listener: Listener, core: Core, routes: Mapping[bytes, Any],
+              errors: Mapping[bytes, Any] | None = None,
+              default_errors: Any = PLAIN_ERRORS) -> Site:
+    """The HTTP site of one listener: its routes, their error dialects
+    (path -> IHTTPErrors; ``default_errors`` for the rest), the body cap and
+    the idle timeout.  Resources find the listener and the core through
+    ``request.channel.site`` (`tsnet.http.credentials.listener_of`)."""
+    router = Router(routes, errors, default_errors)
+    site = Site(router, max_body=listener.options.get("max_body", DEFAULT_MAX_BODY),
                 reactor=core.reactor)
     for path, res in routes.items():
-        fast = getattr(res, "fast_post", None)
-        if fast is not None:
-            site.fast_handlers[normalise_path(path)] = fast
-            site.fast_handlers.setdefault(normalise_path(path).lower(), fast)
+        if IFastPost.providedBy(res):
+            p = normalise_path(path)
+            site.fast_handlers[p] = res.fast_post
+            site.fast_handlers.setdefault(p.lower(), res.fast_post)
     site.listener = listener
     site.core = core
     site.timeOut = listener.idle_timeout or None
     return site
 
 
-def collect_routes(apis: list[str], plugins: Mapping[str, Any], core: Any) -> dict[bytes, Any]:
-    """The routes of every named API; two plugins claiming a path is a config error."""
+def collect_routes(apis: list[str], plugins: Mapping[str, Any], core: Core,
+                   ) -> tuple[dict[bytes, Any], dict[bytes, Any]]:
+    """The routes of every named API and their error dialects; two plugins
+    claiming a path is a config error."""
     routes: dict[bytes, Any] = {}
+    errors: dict[bytes, Any] = {}
     owner: dict[bytes, str] = {}
     for name in apis:
-        for path, res in plugins[name].resources(core).items():
+        plugin = plugins[name]
+        for path, res in plugin.resources(core).items():
             p = normalise_path(path)
             if p in routes:
                 raise ConfigError(f"apis: {name!r} and {owner[p]!r} both serve {p.decode()}")
@@ -178,4 +195,5 @@ def collect_routes(apis: list[str], plugins: Mapping[str, Any], core: Any) -> di
                 raise ConfigError(f"apis: {name!r} mounts a non-resource at {p.decode()}")
             routes[p] = res
             owner[p] = name
-    return routes
+            errors[p] = plugin.http_errors or PLAIN_ERRORS
+    return routes, errors

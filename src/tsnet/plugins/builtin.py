@@ -1,8 +1,11 @@
-"""The protocol families that ship with tsnet; third parties add theirs alike."""
+"""The protocol families and storage backends that ship with tsnet; third
+parties declare theirs alike, in their own ``tsnet/plugins/`` folder."""
 
 from tsnet.http.plugin import HttpPlugin, MetricsPlugin
 from tsnet.protocols.opentsdb.plugin import OpenTSDBPlugin
+from tsnet.storage.sqlite_backend import SqliteBackend
 
 opentsdb = OpenTSDBPlugin()
 http = HttpPlugin()
 metrics = MetricsPlugin()
+sqlite = SqliteBackend()

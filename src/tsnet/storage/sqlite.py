@@ -51,7 +51,7 @@ from tsnet.errors import Conflict, NotFound
 from tsnet.interfaces import ICatalog, IStorage
 from tsnet.model import Column, Message, Meta, Property, Record, SeriesKey, Value, WriteBatch
 from tsnet.records import Credential, SolutionRecord, TokenRecord
-from tsnet.storage import chunks
+from tsnet.storage import chunks, rules
 from tsnet.storage import pending as pending_log
 
 log = Logger(namespace="tsnet.storage.sqlite")
@@ -198,36 +198,6 @@ def _dumps(obj: Any) -> str:
     return json.dumps(obj, separators=(",", ":"), sort_keys=True)
 
 
-def _blank(v: Any) -> bool:
-    """An empty or whitespace-only value: ATSD's way of deleting a tag or field."""
-    return v is None or (isinstance(v, str) and not v.strip())
-
-
-def merge_tags(stored: dict[str, str], new: dict[str, str]) -> dict[str, str]:
-    """ATSD tag merge (§4.2, §4.4): new tags overwrite, blank values delete, others stay."""
-    out = dict(stored)
-    for k, v in new.items():
-        if _blank(v):
-            out.pop(k, None)
-        else:
-            out[k] = v
-    return dict(sorted(out.items()))
-
-
-def merge_meta_fields(stored: dict, new: dict) -> dict:
-    """Meta upsert (ATSD §4.4/4.5): only the fields given change; a None or ``""``
-    field resets it; ``tags`` merge tag by tag like property tags."""
-    out = dict(stored)
-    for k, v in new.items():
-        if k == "tags":
-            out["tags"] = merge_tags(out.get("tags") or {}, v or {})
-        elif v is None or v == "":
-            out.pop(k, None)
-        else:
-            out[k] = v
-    return out
-
-
 def _series_skey(solution: str, key: SeriesKey) -> tuple[str, SeriesKey]:
     """The unique text key of a series, and its canonical SeriesKey (tags sorted)."""
     metric, entity, tags = key
@@ -276,6 +246,8 @@ class SqliteEngine:
 
     def open(self) -> None:
         """Open or create the file in WAL mode and create missing tables."""
+        if self.path != ":memory:":
+            os.makedirs(os.path.dirname(os.path.abspath(self.path)), exist_ok=True)
         db = self._connect()
         try:
             mode = db.execute("PRAGMA journal_mode = WAL").fetchone()[0]
@@ -389,6 +361,8 @@ class SqliteEngine:
                         self._write_meta(db, solution, m.kind, m.name, m.fields)
                     if b.records:
                         self._write_records(db, solution, b.records)
+                    for entity in rules.implicit_entities(b):
+                        self._register(db, solution, "entity", entity)
         except BaseException:
             # Series rows created in the rolled-back transaction are gone.
             self._ids.clear()
@@ -548,10 +522,8 @@ class SqliteEngine:
             "INSERT INTO series (solution, metric, entity, tags, skey) VALUES (?, ?, ?, ?, ?)",
             (solution, metric, entity, _dumps(dict(tags)), skey),
         )
-        if entity is not None:
-            # ATSD registers the metric and entity of a series implicitly (§7).
-            self._register(db, solution, "metric", metric)
-            self._register(db, solution, "entity", entity)
+        for kind, name in rules.implicit_meta_of_series((metric, entity, tags)):
+            self._register(db, solution, kind, name)
         return cur.lastrowid
 
     def _register(self, db: sqlite3.Connection, solution: str, kind: str, name: str) -> None:
@@ -561,21 +533,22 @@ class SqliteEngine:
         )
 
     def _write_property(self, db: sqlite3.Connection, solution: str, p: Property) -> None:
-        if p.type == "$entity_tags":  # ATSD §4.2: these are the entity's own tags
-            self._write_meta(db, solution, "entity", p.entity, {"tags": p.tags})
+        entity_tags = rules.entity_tags_meta(p)
+        if entity_tags is not None:
+            self._write_meta(db, solution, entity_tags.kind, entity_tags.name,
+                             entity_tags.fields)
             return
         pkey = _dumps(p.key)
         row = db.execute(
             "SELECT tags FROM properties WHERE solution=? AND entity=? AND type=? AND pkey=?",
             (solution, p.entity, p.type, pkey),
         ).fetchone()
-        tags = merge_tags(json.loads(row[0]) if row else {}, p.tags)
+        tags = rules.merge_tags(json.loads(row[0]) if row else {}, p.tags)
         db.execute(
             "INSERT OR REPLACE INTO properties (solution, entity, type, pkey, tags, time_ns)"
             " VALUES (?, ?, ?, ?, ?, ?)",
             (solution, p.entity, p.type, pkey, _dumps(tags), p.time_ns),
         )
-        self._register(db, solution, "entity", p.entity)
 
     def _write_messages(
         self, db: sqlite3.Connection, solution: str, messages: list[Message]
@@ -597,19 +570,16 @@ class SqliteEngine:
                 for m in messages
             ],
         )
-        for entity in {m.entity for m in messages}:
-            self._register(db, solution, "entity", entity)
 
     def _write_meta(
         self, db: sqlite3.Connection, solution: str, kind: str, name: str, fields: dict
     ) -> None:
-        if kind not in ("metric", "entity"):
-            raise ValueError(f"unknown meta kind {kind!r}")
+        rules.check_meta_kind(kind)
         row = db.execute(
             "SELECT fields FROM meta WHERE solution=? AND kind=? AND name=?",
             (solution, kind, name),
         ).fetchone()
-        merged = merge_meta_fields(json.loads(row[0]) if row else {}, fields)
+        merged = rules.merge_meta_fields(json.loads(row[0]) if row else {}, fields)
         db.execute(
             "INSERT OR REPLACE INTO meta (solution, kind, name, fields) VALUES (?, ?, ?, ?)",
             (solution, kind, name, _dumps(merged)),
@@ -1249,9 +1219,10 @@ class SqliteStorage:
     def delete_solution_data(self, solution: str) -> defer.Deferred:
         return self._run(self._engine.delete_solution_data, solution)
 
-    def compact(self, solution: str | None = None, **kw: Any) -> defer.Deferred:
-        """Deferred[int]: see `SqliteEngine.compact`."""
-        return self._run(self._engine.compact, solution, **kw)
+    def compact(self, solution: str | None = None, max_series: int | None = None,
+                **kw: Any) -> defer.Deferred:
+        """Deferred[int]: see `SqliteEngine.compact` (None: every series)."""
+        return self._run(self._engine.compact, solution, max_series, **kw)
 
     # ICatalog
 

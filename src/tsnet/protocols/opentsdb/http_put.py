@@ -37,10 +37,12 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET
+from zope.interface import implementer
 
 from tsnet.errors import Forbidden, Overloaded, Unauthorized
 from tsnet.http.credentials import header_secrets, listener_of, principal_for, request_secrets
-from tsnet.http.site import DEFAULT_MAX_BODY, JSON_CONTENT_TYPE, error_body, json_error
+from tsnet.http.site import DEFAULT_MAX_BODY
+from tsnet.interfaces import IFastPost
 from tsnet.model import WRITE, Batch, Principal, SampleSet, anonymous
 from tsnet.protocols.opentsdb.json_put import (
     PointError,
@@ -53,6 +55,7 @@ from tsnet.protocols.opentsdb.json_put import (
     read_chunks,
     validate_point,
 )
+from tsnet.protocols.opentsdb.replies import JSON_CONTENT_TYPE, error_body, json_error
 
 log = Logger(namespace="tsnet.opentsdb.http")
 
@@ -110,6 +113,7 @@ class _Outcome:
         self.error = ""
 
 
+@implementer(IFastPost)
 class PutResource(Resource):
     """``POST /api/put``: one object or an array of datapoints."""
 

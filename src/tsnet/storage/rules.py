@@ -1,0 +1,78 @@
+"""Rules of the data model that every storage backend applies the same way.
+
+They belong to the items (ATSD's merge semantics, implicit registration), not
+to any one kind of storage, so a new backend reuses them instead of re-reading
+the spec: SQLite and Redis must store the same thing for the same batch, which
+the conformance suite checks.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from tsnet.model import Batch, Meta, Property, SeriesKey
+
+#: the property type that carries an entity's own tags (ATSD §4.2)
+ENTITY_TAGS = "$entity_tags"
+
+#: the kinds of meta records (ATSD `metric` and `entity` commands)
+META_KINDS = ("metric", "entity")
+
+
+def blank(v: Any) -> bool:
+    """An empty or whitespace-only value: ATSD's way of deleting a tag or field."""
+    return v is None or (isinstance(v, str) and not v.strip())
+
+
+def merge_tags(stored: dict[str, str], new: dict[str, str]) -> dict[str, str]:
+    """ATSD tag merge (§4.2, §4.4): new tags overwrite, blank values delete,
+    others stay; the result is sorted by key."""
+    out = dict(stored)
+    for k, v in new.items():
+        if blank(v):
+            out.pop(k, None)
+        else:
+            out[k] = v
+    return dict(sorted(out.items()))
+
+
+def merge_meta_fields(stored: dict, new: dict) -> dict:
+    """Meta upsert (ATSD §4.4/4.5): only the fields given change; a None or ``""``
+    field resets it; ``tags`` merge tag by tag like property tags."""
+    out = dict(stored)
+    for k, v in new.items():
+        if k == "tags":
+            out["tags"] = merge_tags(out.get("tags") or {}, v or {})
+        elif v is None or v == "":
+            out.pop(k, None)
+        else:
+            out[k] = v
+    return out
+
+
+def check_meta_kind(kind: str) -> None:
+    if kind not in META_KINDS:
+        raise ValueError(f"unknown meta kind {kind!r}")
+
+
+def entity_tags_meta(p: Property) -> Meta | None:
+    """A ``$entity_tags`` property is not stored as a property: it is an upsert
+    of the entity's own tags.  None for every other property."""
+    if p.type != ENTITY_TAGS:
+        return None
+    return Meta("entity", p.entity, {"tags": p.tags})
+
+
+def implicit_meta_of_series(key: SeriesKey) -> tuple[tuple[str, str], ...]:
+    """The (kind, name) meta records a new series registers implicitly: ATSD
+    registers its metric and entity (§7); series without an entity none."""
+    metric, entity, _ = key
+    if entity is None:
+        return ()
+    return (("metric", metric), ("entity", entity))
+
+
+def implicit_entities(batch: Batch) -> set[str]:
+    """The entities a batch's properties and messages register implicitly
+    (ATSD §4.2, §4.3): each becomes an entity record if it is not one yet."""
+    return {p.entity for p in batch.properties} | {m.entity for m in batch.messages}
