@@ -153,3 +153,33 @@ def test_third_party_plugin_listens(third_party: Path, make_server: Any) -> None
     assert [(r["metric"], r["tags"], r["value"]) for r in rows] == [
         ("answer", {"via": "third-party"}, 42)]
     c.close()
+
+
+@pytest_twisted.inlineCallbacks
+def test_serve_plugin_builds_a_tree_for_a_plugin_not_installed(serve_plugin: Any) -> None:
+    """tsnet.testing's helper: a plugin object under test, on port 0, torn down
+    after the test, with no installation and no config file to write."""
+    from twisted.web.resource import Resource
+
+    from tsnet.plugin import ProtocolPlugin
+
+    class Hello(Resource):
+        isLeaf = True
+
+        def render_GET(self, request: Any) -> bytes:
+            return b"hello from " + request.channel.site.listener.name.encode()
+
+    class HelloPlugin(ProtocolPlugin):
+        name = "hello"
+        description = "an API-only plugin under test"
+        provides_api = True
+
+        def resources(self, core: Any) -> dict:
+            return {b"/hello": Hello()}
+
+    server = yield serve_plugin(HelloPlugin())
+    assert "hello" not in load_plugins()  # served without being installed
+    c = yield connect_line(server.port("http"))
+    c.send("GET /hello HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+    reply = yield c.wait_closed()
+    assert reply.startswith(b"HTTP/1.1 200 ") and reply.endswith(b"\r\n\r\nhello from http")

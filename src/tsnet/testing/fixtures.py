@@ -1,8 +1,17 @@
-"""Fixtures that build a real tsnet service tree (makeService's), on port 0."""
+"""Real tsnet service trees (what ``twistd tsnet`` builds), on free loopback
+ports, for tsnet's tests and third-party plugins' alike.
+
+In a conftest.py: ``pytest_plugins = ["tsnet.testing.fixtures"]``; then
+``make_server(config_text)`` or ``serve_plugin(plugin)`` in a test (both are
+fixtures returning a function that gives a Deferred of a started `Server`;
+every server is stopped after the test).  Outside pytest, `start_server` does
+the same and `Server.stop` tears it down.
+"""
 
 from __future__ import annotations
 
 import textwrap
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -42,7 +51,14 @@ class Server:
         self.config_path = config_path
 
     def port(self, listener: str) -> int:
+        """The bound port of ``[listener:NAME]`` (the config said 0)."""
         return self.service.getServiceNamed(f"listener:{listener}").port.getHost().port
+
+    def stop(self) -> defer.Deferred:
+        """Stop as SIGTERM would: stop accepting, commit, close storage."""
+        if not self.service.running:
+            return defer.succeed(None)
+        return defer.maybeDeferred(self.service.stopService)
 
     def flush(self) -> defer.Deferred:
         return self.core.ingest.flush()
@@ -76,28 +92,71 @@ def write_config(directory: Path, text: str) -> Path:
     return path
 
 
+@defer.inlineCallbacks
+def start_server(directory: Path, text: str = BASE_CONFIG, reactor: Any = None,
+                 plugins: Mapping[str, Any] | None = None) -> Any:
+    """Deferred[Server]: ``text`` written as ``DIRECTORY/tsnet.ini`` and served
+    once every listener is bound.  ``plugins`` are added to the installed ones
+    (a plugin under test need not be installed yet)."""
+    if reactor is None:
+        from twisted.internet import reactor
+    path = write_config(directory, text)
+    found = {**load_plugins(), **(plugins or {})}
+    config = load_config(str(path), found, reactor)
+    service = TsnetService(config, found, reactor)
+    service.startService()
+    try:
+        yield service.started
+    except Exception:
+        if service.running:
+            yield defer.maybeDeferred(service.stopService)
+        raise
+    return Server(service, path)
+
+
+def plugin_config(plugin: Any, **listener_keys: str) -> str:
+    """A config serving ``plugin`` on port 0 of 127.0.0.1: a listener named
+    after it when it has transports (udp only if it cannot do stream), and an
+    ``http`` listener mounting it and ``metrics`` when it provides an API."""
+    text = BASE_CONFIG.split("[listener:opentsdb]")[0]
+    if plugin.transports:
+        endpoint = "tcp:0:interface=127.0.0.1" if "stream" in plugin.transports else "udp:0"
+        text += f"[listener:{plugin.name}]\nprotocol = {plugin.name}\nendpoint = {endpoint}\n"
+        text += "".join(f"{k} = {v}\n" for k, v in listener_keys.items())
+    apis = f"{plugin.name} metrics" if plugin.provides_api else "metrics"
+    text += f"[listener:http]\nprotocol = http\nendpoint = tcp:0:interface=127.0.0.1\n" \
+            f"apis = {apis}\n"
+    return text
+
+
 @pytest.fixture
 def make_server(tmp_path: Path) -> Any:
-    """``await make_server(config_text)`` -> a started Server; stopped after the test."""
-    from twisted.internet import reactor
-
-    started: list[TsnetService] = []
+    """``await make_server(config_text, name="srv", plugins=None)`` -> a started
+    `Server`, stopped after the test."""
+    started: list[Server] = []
 
     @defer.inlineCallbacks
-    def make(text: str = BASE_CONFIG, name: str = "srv") -> Any:
-        path = write_config(tmp_path / name, text)
-        plugins = load_plugins()
-        config = load_config(str(path), plugins, reactor)
-        service = TsnetService(config, plugins, reactor)
-        service.startService()
-        started.append(service)
-        yield service.started
-        return Server(service, path)
+    def make(text: str = BASE_CONFIG, name: str = "srv",
+             plugins: Mapping[str, Any] | None = None) -> Any:
+        server = yield start_server(tmp_path / name, text, plugins=plugins)
+        started.append(server)
+        return server
 
     yield make
     for s in reversed(started):
-        if s.running:
-            pytest_twisted.blockon(defer.maybeDeferred(s.stopService))
+        pytest_twisted.blockon(s.stop())
+
+
+@pytest.fixture
+def serve_plugin(make_server: Any) -> Any:
+    """``await serve_plugin(plugin, **listener_keys)`` -> a started `Server`
+    with ``plugin`` on port 0 (see `plugin_config`), stopped after the test."""
+
+    def serve(plugin: Any, **listener_keys: str) -> defer.Deferred:
+        return make_server(plugin_config(plugin, **listener_keys), name=f"serve-{plugin.name}",
+                           plugins={plugin.name: plugin})
+
+    return serve
 
 
 @pytest.fixture
