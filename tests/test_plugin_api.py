@@ -27,6 +27,7 @@ PINNED = [
     "merge_tags", "message_line", "meta_line", "non_negative_float", "one_of",
     "positive_float", "positive_int", "principal_for", "property_line", "record_line",
     "request_secrets", "send_error", "series_key", "series_lines", "store_line", "word_list",
+    "OutboundService", "Target", "WebSocketResource", "client_tls_options", "parse_target",
 ]
 
 

@@ -59,6 +59,7 @@ from tsnet.http.credentials import (
 )
 from tsnet.http.replies import PLAIN_ERRORS, send_error
 from tsnet.http.site import DEFAULT_MAX_BODY
+from tsnet.http.websocket import WebSocketResource
 from tsnet.interfaces import (
     IAuthenticator,
     ICatalog,
@@ -93,6 +94,7 @@ from tsnet.model import (
     anonymous,
     series_key,
 )
+from tsnet.outbound import OutboundService, Target, client_tls_options, parse_target
 from tsnet.records import Credential, SolutionRecord, TokenRecord
 from tsnet.storage.rules import (
     ENTITY_TAGS,
@@ -185,6 +187,7 @@ __all__ = [
     "Message",
     "Meta",
     "NotFound",
+    "OutboundService",
     "Overloaded",
     "Principal",
     "Property",
@@ -196,13 +199,16 @@ __all__ = [
     "StorageBackend",
     "StorageConfig",
     "StreamListenerService",
+    "Target",
     "TokenRecord",
     "TsnetError",
     "Unauthorized",
     "Value",
+    "WebSocketResource",
     "WriteBatch",
     "anonymous",
     "as_bool",
+    "client_tls_options",
     "core_of",
     "entity_tags_meta",
     "header_secrets",
@@ -215,6 +221,7 @@ __all__ = [
     "meta_line",
     "non_negative_float",
     "one_of",
+    "parse_target",
     "positive_float",
     "positive_int",
     "principal_for",

@@ -122,6 +122,14 @@ class LeanHTTPChannel(Protocol, TimeoutMixin):
     def timeoutConnection(self) -> None:
         self.transport.loseConnection()
 
+    def take_over(self, protocol: Any) -> None:
+        """A resource upgraded the connection (`tsnet.http.websocket`): from now
+        on its bytes go to ``protocol``, while this channel still counts the
+        connection and drops it when the listener stops."""
+        self.setTimeout(None)
+        self.inner = protocol
+        protocol.makeConnection(self.transport)
+
     # -- requests -----------------------------------------------------------------
 
     def _serve(self) -> None:

@@ -50,6 +50,15 @@ class FirstByteSwitch(Protocol, TimeoutMixin):
             self.inner.makeConnection(self.transport)
         self.inner.dataReceived(data)
 
+    def take_over(self, protocol: Any) -> None:
+        """An HTTP resource upgraded the connection (a WebSocket)."""
+        take_over = getattr(self.inner, "take_over", None)
+        if take_over is not None:
+            take_over(protocol)
+        else:
+            self.inner = protocol
+            protocol.makeConnection(self.transport)
+
     def connectionLost(self, reason: Any = None) -> None:
         self.setTimeout(None)
         self.factory.forget(self)
