@@ -18,13 +18,12 @@ from twisted.internet import defer
 from twisted.logger import globalLogPublisher
 
 from tests.helpers.clients import connect_line
+from tsnet.http.bodies import BodyTooLarge, inflate_body
 from tsnet.protocols.opentsdb.http_put import content_charset
 from tsnet.protocols.opentsdb.json_put import (
-    BodyTooLarge,
     PointError,
     PutBodyError,
     RawPoint,
-    inflate_body,
     parse_put_body,
     validate_point,
 )

@@ -50,6 +50,7 @@ from tsnet.export import (
     series_lines,
     store_line,
 )
+from tsnet.http.bodies import BodyError, BodyTooLarge, request_body
 from tsnet.http.credentials import (
     core_of,
     header_secrets,
@@ -161,6 +162,8 @@ __all__ = [
     "READ",
     "WRITE",
     "Batch",
+    "BodyError",
+    "BodyTooLarge",
     "Column",
     "Config",
     "ConfigError",
@@ -227,6 +230,7 @@ __all__ = [
     "principal_for",
     "property_line",
     "record_line",
+    "request_body",
     "request_secrets",
     "send_error",
     "series_key",

@@ -40,6 +40,7 @@ from twisted.web.server import NOT_DONE_YET
 from zope.interface import implementer
 
 from tsnet.errors import Forbidden, Overloaded, Unauthorized
+from tsnet.http.bodies import inflate_body, read_chunks
 from tsnet.http.credentials import header_secrets, listener_of, principal_for, request_secrets
 from tsnet.http.site import DEFAULT_MAX_BODY
 from tsnet.interfaces import IFastPost
@@ -50,9 +51,7 @@ from tsnet.protocols.opentsdb.json_put import (
     RawPoint,
     SeriesCache,
     fast_put_samples,
-    inflate_body,
     parse_put_body,
-    read_chunks,
     validate_point,
 )
 from tsnet.protocols.opentsdb.replies import JSON_CONTENT_TYPE, error_body, json_error

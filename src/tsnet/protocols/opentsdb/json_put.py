@@ -13,8 +13,8 @@ layers, both pure functions over bytes and values:
 * `validate_point` -> series key, time and value, or a `PointError` whose text is
   OpenTSDB's ``details`` error string.
 
-`inflate_body` undoes ``Content-Encoding`` incrementally under a size cap, so a
-compression bomb never costs more memory than the cap.
+Compressed bodies are inflated under a size cap by `tsnet.http.bodies`, the
+same for every family.
 
 The number and character rules are the telnet parser's (`telnet_parse`); only
 the HTTP error strings differ.
@@ -25,14 +25,14 @@ from __future__ import annotations
 import json
 import math
 import re
-import zlib
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Any
 
 import orjson
 
+from tsnet.http.bodies import BodyError
 from tsnet.model import INT64_MAX, INT64_MIN, SampleSet, SeriesKey, series_key
 from tsnet.protocols.opentsdb.telnet_parse import (
     AUTH_TAG,
@@ -82,22 +82,9 @@ _PYTHON_SPELLING = MappingProxyType(
 _LONG_MAX_D = float(INT64_MAX)
 
 
-class PutBodyError(ValueError):
-    """The whole request is rejected: ``code``, ``message`` and optional ``details``
-    of OpenTSDB's JSON error object."""
-
-    def __init__(self, message: str, details: str = "", code: int = 400) -> None:
-        super().__init__(message)
-        self.message = message
-        self.details = details
-        self.code = code
-
-
-class BodyTooLarge(PutBodyError):
-    """The body, once decompressed, is over the cap."""
-
-    def __init__(self, cap: int) -> None:
-        super().__init__("Request Entity Too Large", f"the body is over {cap} bytes", 413)
+#: the whole request is rejected: ``code``, ``message`` and optional ``details``
+#: of OpenTSDB's JSON error object (the shared HTTP body error)
+PutBodyError = BodyError
 
 
 class PointError(ValueError):
@@ -143,79 +130,6 @@ class RawPoint:
         if self.tsuid is not None:
             d["tsuid"] = self.tsuid
         return d
-
-
-# -- decompression --------------------------------------------------------------
-
-
-def inflate_body(chunks: Iterable[bytes], encoding: str, cap: int) -> bytes:
-    """Undo a ``Content-Encoding`` (``gzip``, ``x-gzip``, ``deflate``, ``identity``,
-    or a comma list of them, applied in order) without ever holding more than
-    ``cap + 1`` decompressed bytes.
-
-    ``deflate`` is zlib-wrapped per RFC 9110, but many clients send raw deflate, so
-    both are accepted.  Concatenated gzip members are read as one stream, as
-    Java's GZIPInputStream does.  Raises `BodyTooLarge` past ``cap``, and
-    `PutBodyError` for an unknown coding (415) or corrupt data (400)."""
-    codings = [c.strip().lower() for c in encoding.split(",") if c.strip()]
-    data: Iterable[bytes] = chunks
-    for coding in reversed(codings):  # the last coding applied is undone first
-        if coding == "identity":
-            continue
-        if coding not in ("gzip", "x-gzip", "deflate"):
-            raise PutBodyError("Unsupported Content-Encoding", coding, 415)
-        data = [_inflate(data, coding != "deflate", cap)]
-    out = bytearray()
-    for c in data:
-        out += c
-        if len(out) > cap:
-            raise BodyTooLarge(cap)
-    return bytes(out)
-
-
-def _inflate(chunks: Iterable[bytes], gzip: bool, cap: int) -> bytes:
-    out = bytearray()
-    d: Any = None
-    trailing = False  # bytes after the last stream: ignored, as Java does
-    try:
-        for chunk in chunks:
-            while chunk and not trailing:
-                if d is None:
-                    d = zlib.decompressobj(_wbits(chunk, gzip))
-                elif d.eof:
-                    if not gzip or not b"\x1f\x8b".startswith(chunk[:2]):
-                        trailing = True
-                        break
-                    d = zlib.decompressobj(16 + zlib.MAX_WBITS)  # the next gzip member
-                # max_length bounds this call's output, so at most cap + 1 bytes exist
-                out += d.decompress(chunk, cap + 1 - len(out))
-                if len(out) > cap:
-                    raise BodyTooLarge(cap)
-                chunk = d.unused_data if d.eof else b""
-    except zlib.error as e:
-        raise PutBodyError("Unable to decompress the request content", str(e)) from None
-    if d is not None and not d.eof:
-        raise PutBodyError("Unable to decompress the request content",
-                           "unexpected end of compressed data")
-    return bytes(out)
-
-
-def _wbits(head: bytes, gzip: bool) -> int:
-    """gzip; or deflate, zlib-wrapped when the first two bytes are a zlib header."""
-    if gzip:
-        return 16 + zlib.MAX_WBITS
-    if len(head) >= 2 and head[0] & 0x0F == 8 and (head[0] << 8 | head[1]) % 31 == 0:
-        return zlib.MAX_WBITS
-    return -zlib.MAX_WBITS
-
-
-def read_chunks(f: Any, size: int = 65536) -> Iterator[bytes]:
-    """A file's content in blocks, from where it is positioned."""
-    while True:
-        b = f.read(size)
-        if not b:
-            return
-        yield b
 
 
 # -- JSON -----------------------------------------------------------------------
