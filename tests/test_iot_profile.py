@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from tests.helpers.certs import make_certs
-from tests.helpers.procs import TsnetProcess, json_lines, tsnet
+from tsnet.testing.process import TsnetProcess, json_lines, tsnet
 
 pytestmark = pytest.mark.subprocess
 

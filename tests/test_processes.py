@@ -9,7 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers.procs import (
+from tests.test_plugins import ECHO_PLUGIN
+from tsnet.testing.process import (
     TsnetProcess,
     env_with_pythonpath,
     json_lines,
@@ -17,7 +18,6 @@ from tests.helpers.procs import (
     send_until,
     tsnet,
 )
-from tests.test_plugins import ECHO_PLUGIN
 
 pytestmark = pytest.mark.subprocess
 
@@ -224,7 +224,7 @@ def test_token_changes_reach_running_server_within_5s(tmp_path: Path) -> None:
 def test_twistd_help_and_tsnet_help() -> None:
     import subprocess
 
-    from tests.helpers.procs import BIN
+    from tsnet.testing.process import BIN
 
     out = subprocess.run([str(BIN / "twistd"), "tsnet", "--help"], capture_output=True,
                          text=True, timeout=30).stdout

@@ -31,7 +31,7 @@ import potsdb
 import pytest
 from opentsdb import TSDBClient, TSDBConnectProtocols
 
-from tests.helpers.procs import TsnetProcess, json_lines, tsnet
+from tsnet.testing.process import TsnetProcess, json_lines, tsnet
 
 pytestmark = pytest.mark.subprocess
 
