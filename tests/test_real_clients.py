@@ -18,7 +18,6 @@ import shutil
 import signal
 import socket
 import subprocess
-import textwrap
 import threading
 import time
 import urllib.parse
@@ -31,7 +30,7 @@ import potsdb
 import pytest
 from opentsdb import TSDBClient, TSDBConnectProtocols
 
-from tsnet.testing.process import TsnetProcess, json_lines, tsnet
+from tsnet.testing.process import TsnetProcess, json_lines, running, tsnet
 
 pytestmark = pytest.mark.subprocess
 
@@ -58,14 +57,8 @@ Key = tuple[str, tuple[tuple[str, str], ...], int]  # metric, sorted tags, time_
 
 @pytest.fixture
 def server(tmp_path: Path) -> Iterator[TsnetProcess]:
-    cfg = tmp_path / "tsnet.ini"
-    cfg.write_text(textwrap.dedent(CONFIG))
-    srv = TsnetProcess(cfg)
-    try:
-        srv.wait_bound({"opentsdb", "http"})
+    with running(tmp_path, CONFIG, {"opentsdb", "http"}) as srv:
         yield srv
-    finally:
-        srv.stop()
 
 
 # -- what was sent, what is stored ---------------------------------------------------

@@ -1,4 +1,6 @@
-"""Run the real `twistd -n tsnet` and `tsnet` commands as subprocesses."""
+"""Run the real ``twistd -n tsnet`` and ``tsnet`` commands as subprocesses, for
+tests that drive tsnet with blocking client libraries, or test the commands
+themselves."""
 
 from __future__ import annotations
 
@@ -9,12 +11,15 @@ import signal
 import socket
 import subprocess
 import sys
+import textwrap
 import time
 import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 BIN = Path(sys.executable).parent
-BOUND = re.compile(r"listener (\S+) bound (?:tcp|ssl):[\d.]+:(\d+)")
+BOUND = re.compile(r"listener (\S+) bound (?:tcp|ssl|udp):[\d.]+:(\d+)")
 
 
 def tsnet(config: Path, *args: str, check: bool = True, env: dict | None = None,
@@ -86,6 +91,21 @@ class TsnetProcess:
         if self.proc.poll() is None:
             self.proc.send_signal(signal.SIGKILL)
         self.wait()
+
+
+@contextmanager
+def running(directory: Path, config_text: str, listeners: set[str]) -> Iterator[TsnetProcess]:
+    """``config_text`` written as DIRECTORY/tsnet.ini and served by a real
+    ``twistd -n tsnet`` until the block ends (then killed); entered once every
+    listener in ``listeners`` is bound."""
+    cfg = directory / "tsnet.ini"
+    cfg.write_text(textwrap.dedent(config_text))
+    srv = TsnetProcess(cfg)
+    try:
+        srv.wait_bound(listeners)
+        yield srv
+    finally:
+        srv.stop()
 
 
 def send_lines(port: int, lines: list[str], read: bool = False, timeout: float = 10) -> str:
