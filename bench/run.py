@@ -3,8 +3,9 @@
 
 For each run: write a private config in a fresh temp dir (every listener on
 127.0.0.1, port 0), start ``twistd -n tsnet`` on it, read the bound ports from its
-log, run the shared load generator against the OpenTSDB listener, poll
-``GET /metrics`` until ``tsnet_points_written_total{protocol="opentsdb"}`` reaches
+log, run the shared load generator against the listener of the format (OpenTSDB
+telnet or HTTP, or the graphite family of examples/tsnet-lineproto), poll
+``GET /metrics`` until ``tsnet_points_written_total{protocol=FAMILY}`` reaches
 the point count, sample the server's CPU time and peak RSS, stop it with SIGTERM
 and check with ``tsnet export`` that storage holds exactly the points sent.
 
@@ -39,7 +40,12 @@ BIN = os.path.dirname(sys.executable)
 CLK = os.sysconf("SC_CLK_TCK")
 LOOPBACK = "127.0.0.1"
 BOUND = re.compile(r"listener (\S+) bound tcp:([0-9.]+):(\d+)")
-FORMATS = ("opentsdb-telnet", "opentsdb-http")
+FORMATS = ("opentsdb-telnet", "opentsdb-http", "graphite")
+#: the listener each format loads, and the protocol label its points are counted under
+TARGETS = {"opentsdb-telnet": ("opentsdb", "opentsdb"), "opentsdb-http": ("http", "opentsdb"),
+           "graphite": ("graphite", "graphite")}
+#: where the graphite family comes from (a plugin distribution of its own)
+LINEPROTO = os.path.join(REPO, "examples", "tsnet-lineproto")
 HTTP_BATCH = 50
 FLUSH_INTERVAL = 0.5
 
@@ -141,7 +147,9 @@ def write_config(workdir: str, fmt: str) -> str:
     # The telnet run mounts only /metrics on the http listener.  The HTTP run leaves
     # `apis` out, which mounts every installed API: /metrics and, once a plugin
     # provides it, OpenTSDB's /api/put.
-    apis = "apis = metrics\n" if fmt == "opentsdb-telnet" else ""
+    apis = "apis = metrics\n" if fmt != "opentsdb-http" else ""
+    graphite = ("[listener:graphite]\nprotocol = graphite\nendpoint = tcp:0:interface=127.0.0.1\n"
+                if fmt == "graphite" else "")
     text = (
         "; written by bench/run.py: every listener on 127.0.0.1, free ports\n"
         "[tsnet]\n"
@@ -156,6 +164,7 @@ def write_config(workdir: str, fmt: str) -> str:
         "protocol = http\n"
         "endpoint = tcp:0:interface=127.0.0.1\n"
         f"{apis}"
+        f"{graphite}"
     )
     path = os.path.join(workdir, "tsnet.ini")
     with open(path, "w") as f:
@@ -444,12 +453,13 @@ def one_run(a: argparse.Namespace, run: int) -> dict:
         cfg = write_config(workdir, a.format)
         cprof = numbered(a.cprofile, run, a.runs) if a.cprofile else None
         server = Server(workdir, cfg, cprof)
-        server.start(a.startup_timeout)
+        listener = TARGETS[a.format][0]
+        server.start(a.startup_timeout, names=tuple(dict.fromkeys((listener, "http"))))
         pid = server.pid
         rec["startup_s"] = round(time.time() - t_start, 2)
         rec["ports"] = dict(server.ports)
         http_port = server.ports["http"]
-        target = server.ports["opentsdb" if a.format == "opentsdb-telnet" else "http"]
+        target = server.ports[listener]
         metrics_url = f"http://{LOOPBACK}:{http_port}/metrics"
         st, body = http(metrics_url)
         if st != 200:
@@ -574,6 +584,14 @@ def one_run(a: argparse.Namespace, run: int) -> dict:
 
 # ------------------------------------------------------------------ main
 
+def graphite_installed() -> bool:
+    """Whether the server this interpreter runs will find a `graphite` plugin."""
+    p = subprocess.run([sys.executable, "-c", "from tsnet.plugins import load_plugins; "
+                        "import sys; sys.exit('graphite' not in load_plugins())"],
+                       capture_output=True, timeout=60)
+    return p.returncode == 0
+
+
 def git_state() -> dict:
     """The commit measured, and whether the work tree had changes (best effort)."""
     def git(*args: str) -> str | None:
@@ -634,8 +652,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--startup-timeout", type=float, default=60.0)
     p.add_argument("--stop-timeout", type=float, default=120.0)
     p.add_argument("--export-timeout", type=float, default=600.0)
-    p.add_argument("--protocol-label", default="opentsdb",
-                   help='protocol label of tsnet_points_written_total to wait on ("*": all)')
+    p.add_argument("--protocol-label", default=None,
+                   help="protocol label of tsnet_points_written_total to wait on (default: "
+                        'the format\'s family; "*": all)')
     p.add_argument("--py-spy", metavar="OUT", default=None,
                    help="attach `py-spy record --threads` to the server during the load; "
                         "OUT.txt: raw collapsed stacks, .json: speedscope, .svg: flamegraph "
@@ -653,6 +672,12 @@ def main(argv: list[str] | None = None) -> int:
         p.error("points, conns, series and runs must be >= 1, tags >= 0")
     if a.poll_interval <= 0 or a.timeout <= 0:
         p.error("--poll-interval and --timeout must be > 0")
+    if a.protocol_label is None:
+        a.protocol_label = TARGETS[a.format][1]
+    if a.format == "graphite" and not graphite_installed():
+        print("bench: --format graphite needs the graphite family: "
+              f"pip install {os.path.relpath(LINEPROTO)}", file=sys.stderr)
+        return 2
     a.loadgen = os.path.abspath(a.loadgen)
     if not os.path.isfile(a.loadgen):
         print(f"bench: load generator not found at {a.loadgen}; pass --loadgen PATH "
