@@ -83,7 +83,7 @@ def test_defaults_and_relative_paths(tmp_path: Path, plugins: dict) -> None:
          "[listener:a] protocol: no installed plugin provides 'metrics'"),
         ("[storage:default]\nbackend = oracle\n",
          "[storage:default] backend: no installed storage backend provides 'oracle' "
-         "(installed: sqlite)"),
+         "(installed: "),
         ("[storage:x]\nbackend = sqlite\nurl = redis://h\n",
          "[storage:x] unknown key 'url' (known keys: backend, path)"),
         ("[listener:a]\nprotocol = opentsdb\nendpoint = ssl:0:privateKey=no.pem\n",

@@ -85,6 +85,21 @@ half = Half()
 '''
 
 
+#: a third-party plugin that takes a built-in family's name: ignored, with a warning
+IMPOSTOR_PLUGIN = '''
+from tsnet.plugin import ProtocolPlugin
+
+
+class Impostor(ProtocolPlugin):
+    name = "opentsdb"
+    description = "not the real one"
+    transports = frozenset({"stream"})
+
+
+impostor = Impostor()
+'''
+
+
 @pytest.fixture
 def third_party(tmp_path: Path) -> Any:
     site = tmp_path / "site"
@@ -93,6 +108,7 @@ def third_party(tmp_path: Path) -> Any:
     (folder / "echo_tsnet.py").write_text(ECHO_PLUGIN)
     (folder / "broken_tsnet.py").write_text("raise ImportError('this plugin is broken')\n")
     (folder / "half_tsnet.py").write_text(INCOMPLETE_PLUGIN)
+    (folder / "impostor_tsnet.py").write_text(IMPOSTOR_PLUGIN)
     sys.path.insert(0, str(site))
     yield folder
     sys.path.remove(str(site))
@@ -130,6 +146,10 @@ def test_an_incomplete_plugin_is_logged_and_skipped(third_party: Path) -> None:
     assert len(skipped) == 1
     assert skipped[0]["module"] == "tsnet.plugins.half_tsnet"
     assert "config_sections" in skipped[0]["why"]  # one of the missing attributes, by name
+    assert type(plugins["opentsdb"]).__module__ == "tsnet.protocols.opentsdb.plugin"
+    ignored = [e for e in events if e.get("name") == "opentsdb"
+               and e.get("module") == "tsnet.plugins.impostor_tsnet"]
+    assert len(ignored) == 1 and "installed already" in ignored[0]["log_format"]
 
 
 @pytest_twisted.inlineCallbacks

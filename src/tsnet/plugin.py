@@ -99,11 +99,14 @@ from tsnet.outbound import OutboundService, Target, client_tls_options, parse_ta
 from tsnet.records import Credential, SolutionRecord, TokenRecord
 from tsnet.storage.rules import (
     ENTITY_TAGS,
+    META_KINDS,
+    check_meta_kind,
     entity_tags_meta,
     implicit_entities,
     implicit_meta_of_series,
     merge_meta_fields,
     merge_tags,
+    series_sort_key,
 )
 
 _EMPTY: Mapping[str, Any] = MappingProxyType({})
@@ -158,6 +161,7 @@ __all__ = [
     "ENTITY_TAGS",
     "INT64_MAX",
     "INT64_MIN",
+    "META_KINDS",
     "PLAIN_ERRORS",
     "READ",
     "WRITE",
@@ -211,6 +215,7 @@ __all__ = [
     "WriteBatch",
     "anonymous",
     "as_bool",
+    "check_meta_kind",
     "client_tls_options",
     "core_of",
     "entity_tags_meta",
@@ -235,6 +240,7 @@ __all__ = [
     "send_error",
     "series_key",
     "series_lines",
+    "series_sort_key",
     "store_line",
     "word_list",
 ]

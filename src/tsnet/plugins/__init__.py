@@ -24,13 +24,14 @@ log = Logger(namespace="tsnet.plugins")
 def _found(interface: Any) -> list[Any]:
     """Every provider of ``interface`` in the plugin package, built-ins first."""
     import tsnet.plugins as package
+    from tsnet.plugins import builtin
 
     for path in pluginPackagePaths(package.__name__):  # sys.path may have grown
         if path not in package.__path__:
             package.__path__.append(path)
+    builtins = {id(v) for v in vars(builtin).values()}
     return sorted(getPlugins(interface, package),
-                  key=lambda p: (type(p).__module__ != "tsnet.plugins.builtin",
-                                 str(getattr(p, "name", ""))))
+                  key=lambda p: (id(p) not in builtins, str(getattr(p, "name", ""))))
 
 
 def _load(interface: Any, what: str) -> dict[str, Any]:

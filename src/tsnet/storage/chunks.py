@@ -31,7 +31,7 @@ from bisect import bisect_left, bisect_right
 from collections.abc import Iterable, Sequence
 from typing import NamedTuple
 
-from tsnet.model import SeriesKey, Value
+from tsnet.model import Value
 
 _INT = b"q"
 _FLOAT = b"d"
@@ -231,9 +231,3 @@ def count_distinct(time_lists: Iterable[Sequence[int]]) -> int:
     for times in time_lists:
         seen.update(times)
     return len(seen)
-
-
-def series_sort_key(key: SeriesKey) -> tuple:
-    """Order series by metric, entity (none first), tags: the order reads return."""
-    metric, entity, tags = key
-    return (metric, entity is not None, entity or "", tags)

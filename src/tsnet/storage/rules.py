@@ -19,6 +19,13 @@ ENTITY_TAGS = "$entity_tags"
 META_KINDS = ("metric", "entity")
 
 
+def series_sort_key(key: SeriesKey) -> tuple:
+    """Order series by metric, entity (none first), tags: the order every read
+    (`IStorage.read_series`, `list_series`) and the export return."""
+    metric, entity, tags = key
+    return (metric, entity is not None, entity or "", tags)
+
+
 def blank(v: Any) -> bool:
     """An empty or whitespace-only value: ATSD's way of deleting a tag or field."""
     return v is None or (isinstance(v, str) and not v.strip())
@@ -51,6 +58,7 @@ def merge_meta_fields(stored: dict, new: dict) -> dict:
 
 
 def check_meta_kind(kind: str) -> None:
+    """Refuse a meta record that is neither ``metric`` nor ``entity``."""
     if kind not in META_KINDS:
         raise ValueError(f"unknown meta kind {kind!r}")
 

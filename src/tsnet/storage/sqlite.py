@@ -635,7 +635,7 @@ class SqliteEngine:
             times, values, texts = chunks.time_slice(merged, start_ns, end_ns)
             if times:
                 out.append((_key_from_row(m, e, tags), times, values, texts))
-        out.sort(key=lambda item: chunks.series_sort_key(item[0]))
+        out.sort(key=lambda item: rules.series_sort_key(item[0]))
         return out
 
     def list_series(self, solution: str, metric: str | None = None) -> list[SeriesKey]:
@@ -647,7 +647,7 @@ class SqliteEngine:
             sql += " AND metric = ?"
             args = (solution, metric)
         keys = [_key_from_row(*row) for row in self.db.execute(sql, args)]
-        keys.sort(key=chunks.series_sort_key)
+        keys.sort(key=rules.series_sort_key)
         return keys
 
     def count_points(self, solution: str | None = None) -> int:
@@ -815,7 +815,7 @@ class SqliteEngine:
                 "SELECT id, metric, entity, tags FROM series WHERE solution = ?", (solution,)
             )
         ]
-        series.sort(key=lambda item: chunks.series_sort_key(item[0]))
+        series.sort(key=lambda item: rules.series_sort_key(item[0]))
         for key, sid in series:
             rows = db.execute(
                 "SELECT times, vals, texts FROM chunks WHERE series_id = ? ORDER BY id", (sid,)
