@@ -291,7 +291,7 @@ class Ingest:
         if q.lent:
             log.error("a protocol kept {n} point sinks open across a reactor turn; their "
                       "uncounted points are written with the batch", n=q.lent)
-            q.lent = 0
+            q.lent = 0  # those sinks' added() will find it so
         if not q.inflight and q.count:
             self._write(q, name)
 
@@ -409,7 +409,7 @@ class PointSink:
         q = self._q
         if self._lent:
             self._lent = False
-            q.lent -= 1  # type: ignore[union-attr]
+            q.lent = max(0, q.lent - 1)  # type: ignore[union-attr]  # _postponed_write resets
         if n <= 0:
             return
         ing._metrics.received(self.protocol, n)
