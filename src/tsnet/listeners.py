@@ -3,7 +3,7 @@ real address, bound connections, close everything on stop."""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from twisted.application.service import Service
 from twisted.internet import defer
@@ -12,6 +12,9 @@ from twisted.internet.protocol import Factory
 from twisted.logger import Logger
 
 from tsnet.config import Listener
+
+if TYPE_CHECKING:
+    from tsnet.core import Core
 
 log = Logger(namespace="tsnet.listener")
 
@@ -34,7 +37,7 @@ class ConnectionTracker(Factory):
 
     noisy = False
 
-    def __init__(self, listener: Listener, core: Any, protocol_name: str) -> None:
+    def __init__(self, listener: Listener, core: Core, protocol_name: str) -> None:
         self.listener = listener
         self.core = core
         self.protocol_name = protocol_name

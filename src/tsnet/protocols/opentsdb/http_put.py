@@ -29,7 +29,7 @@ longer than N ms (the points are still written).
 from __future__ import annotations
 
 import json
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qs
 
 from twisted.internet import defer
@@ -56,6 +56,9 @@ from tsnet.protocols.opentsdb.json_put import (
 )
 from tsnet.protocols.opentsdb.replies import JSON_CONTENT_TYPE, error_body, json_error
 
+if TYPE_CHECKING:
+    from tsnet.core import Core
+
 log = Logger(namespace="tsnet.opentsdb.http")
 
 PROTOCOL = "opentsdb"
@@ -64,7 +67,7 @@ SEE_DETAILS = 'Please see the TSD logs or append "details" to the put request'
 CONTENT_TYPE = JSON_CONTENT_TYPE
 
 
-def put_resources(core: Any) -> dict[bytes, Resource]:
+def put_resources(core: Core) -> dict[bytes, Resource]:
     """The put endpoint at every path OpenTSDB serves it (the router ignores a
     trailing slash and case)."""
     r = PutResource(core)
@@ -118,7 +121,7 @@ class PutResource(Resource):
 
     isLeaf = True
 
-    def __init__(self, core: Any) -> None:
+    def __init__(self, core: Core) -> None:
         super().__init__()
         self._core = core
         self._series = SeriesCache()

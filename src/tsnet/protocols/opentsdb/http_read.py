@@ -26,7 +26,7 @@ import json
 import math
 import re
 import socket
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qs
 
 from twisted.internet import defer
@@ -60,6 +60,9 @@ from tsnet.query import (
     run_sub_query,
     tags_to_filters,
 )
+
+if TYPE_CHECKING:
+    from tsnet.core import Core
 
 log = Logger(namespace="tsnet.opentsdb.read")
 
@@ -149,7 +152,7 @@ def _number(value: Any, what: str) -> int | float:
                              f"{what} must be a number, got {value!r}") from None
 
 
-async def _backend(core: Any, solution: str) -> Any:
+async def _backend(core: Core, solution: str) -> Any:
     """The principal's storage, reloading the solution list once if it is new."""
     try:
         return core.storages.backend_for(solution)
@@ -171,7 +174,7 @@ class _Endpoint(Resource):
     isLeaf = True
     methods: tuple[bytes, ...] = (b"GET", b"POST")
 
-    def __init__(self, core: Any) -> None:
+    def __init__(self, core: Core) -> None:
         super().__init__()
         self.core = core
 
@@ -504,7 +507,7 @@ class QueryResource(_Endpoint):
         return runs
 
 
-def _in_thread(core: Any, f: Any, *args: Any) -> defer.Deferred:
+def _in_thread(core: Core, f: Any, *args: Any) -> defer.Deferred:
     from twisted.internet.threads import deferToThreadPool
 
     reactor = core.reactor
@@ -514,7 +517,7 @@ def _in_thread(core: Any, f: Any, *args: Any) -> defer.Deferred:
 # -- /api/suggest, /api/search/lookup ------------------------------------------------
 
 
-async def _visible_series(core: Any, principal: Any) -> list[Any]:
+async def _visible_series(core: Core, principal: Any) -> list[Any]:
     """The principal's series: its solution's, narrowed by its token's tags."""
     backend = await _backend(core, principal.solution)
     if backend is None:
@@ -707,7 +710,7 @@ class FiltersResource(_Endpoint):
                 for t, d in FILTER_DOCS.items()}
 
 
-def read_resources(core: Any) -> dict[bytes, Resource]:
+def read_resources(core: Core) -> dict[bytes, Resource]:
     """Every read route, under /api/ and /api/v1/."""
     endpoints: dict[bytes, Resource] = {
         b"query": QueryResource(core),

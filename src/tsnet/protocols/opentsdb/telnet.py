@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import socket
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from twisted.internet import defer
 from twisted.internet.interfaces import IHalfCloseableProtocol
@@ -35,6 +35,9 @@ from tsnet.protocols.opentsdb.telnet_parse import (
     help_reply,
     unknown_command_reply,
 )
+
+if TYPE_CHECKING:
+    from tsnet.core import Core
 
 log = Logger(namespace="tsnet.opentsdb")
 
@@ -69,7 +72,7 @@ class _Direct:
 class TelnetFactory(ConnectionTracker):
     """One per listener: the shared parser (and its cache) and settings."""
 
-    def __init__(self, listener: Any, core: Any, site: Any = None) -> None:
+    def __init__(self, listener: Any, core: Core, site: Any = None) -> None:
         super().__init__(listener, core, PROTOCOL)
         self.site = site  # HTTP on the same port (first byte A-Z), when APIs exist
         self.parser = PutParser()
