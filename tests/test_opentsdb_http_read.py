@@ -463,3 +463,25 @@ def test_read_token_tags_filter_every_read(make_server: Any) -> None:
     assert [r["tags"] for r in got["results"]] == [{"device": "d1", "room": "a"}]
     code, got, _, _ = yield call("GET", url(server, "/api/search/lookup?m=hum"), **d1)
     assert (code, got["error"]["message"]) == (404, "Unable to resolve one or more UIDs")
+
+
+@pytest_twisted.inlineCallbacks
+def test_series_with_an_entity_show_it_as_the_entity_tag(make_server: Any) -> None:
+    """ATSD series (entity, metric, tags) are read by OpenTSDB's API too: the
+    entity is the tag ``entity``, to filter and group on like any tag."""
+    from tsnet.model import SampleSet
+
+    server = yield make_server(BASE_CONFIG.replace("apis = metrics", "apis = opentsdb"))
+    s = SampleSet()
+    s.add(series_key("cpu", {"core": "0"}, entity="srv1"), 1_356_998_400 * 10**9, 1.5)
+    s.add(series_key("cpu", {"core": "0"}, entity="srv2"), 1_356_998_400 * 10**9, 2.5)
+    yield server.core.ingest.submit(Batch(samples=s), anonymous("default"), "test")
+    url = (f"http://127.0.0.1:{server.port('http')}/api/query?start=1356998000"
+           "&m=sum:cpu{entity=srv1}")
+    resp = yield treq.get(url)
+    assert json.loads((yield treq.content(resp))) == [{
+        "metric": "cpu", "tags": {"core": "0", "entity": "srv1"}, "aggregateTags": [],
+        "dps": {"1356998400": 1.5}}]
+    resp = yield treq.get(url.replace("{entity=srv1}", "{entity=*}"))
+    assert [r["tags"]["entity"] for r in json.loads((yield treq.content(resp)))] == [
+        "srv1", "srv2"]

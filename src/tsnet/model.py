@@ -67,6 +67,15 @@ def series_key(metric: str, tags: dict[str, str], entity: str | None = None) -> 
     return (metric, entity, tuple(sorted(tags.items())))
 
 
+def series_tags(key: SeriesKey) -> dict[str, str]:
+    """The tags a tag-only read API (OpenTSDB's) sees for a series: its tags,
+    and its entity (ATSD's) as the tag ``entity`` unless a tag has that name."""
+    tags = dict(key[2])
+    if key[1] is not None:
+        tags.setdefault("entity", key[1])
+    return tags
+
+
 class Column:
     """The samples of one series received in one batch, in arrival order."""
 

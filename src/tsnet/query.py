@@ -42,7 +42,7 @@ from datetime import datetime, timezone
 from types import MappingProxyType
 from typing import Any
 
-from tsnet.model import SeriesKey, Value, parse_java_long
+from tsnet.model import SeriesKey, Value, parse_java_long, series_tags
 
 NS_PER_MS = 1_000_000
 NS_PER_S = 1_000_000_000
@@ -900,7 +900,7 @@ def run_sub_query(
         key: SeriesKey = item[0]
         if key[0] != sub.metric:
             continue
-        tags = dict(key[2])
+        tags = series_tags(key)
         if not sub.selects(tags):
             continue
         if sub.aggregator.name == "none":
@@ -926,6 +926,6 @@ def run_sub_query(
         if unit_ns > 1:
             times_out, values_out = merge_resolution(times_out, values_out, unit_ns,
                                                      sub.aggregator)
-        tags, aggregated = common_tags([dict(k[2]) for k, _, _ in members])
+        tags, aggregated = common_tags([series_tags(k) for k, _, _ in members])
         results.append(Result(sub.metric, tags, aggregated, times_out, values_out, sub.index))
     return results

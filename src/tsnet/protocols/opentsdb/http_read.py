@@ -36,7 +36,7 @@ from twisted.web.server import NOT_DONE_YET
 
 from tsnet.errors import Forbidden, NotFound, Unauthorized
 from tsnet.http.credentials import principal_for
-from tsnet.model import READ
+from tsnet.model import READ, series_tags
 from tsnet.protocols.opentsdb import BUILD_TIMESTAMP, OPENTSDB_VERSION
 from tsnet.query import (
     AGGREGATORS,
@@ -494,7 +494,7 @@ class QueryResource(_Endpoint):
             if not keys:
                 raise QueryError(f"No such name for 'metrics': '{sub.metric}'")
             effective = dataclasses.replace(sub, filters=[*sub.filters, *token_filters])
-            if not any(effective.selects(dict(k[2])) for k in keys):
+            if not any(effective.selects(series_tags(k)) for k in keys):
                 continue
             lo, hi = effective.read_range(start_ns, end_ns)
             rows = await backend.read_series(principal.solution, sub.metric, lo, hi)
@@ -525,7 +525,7 @@ async def _visible_series(core: Core, principal: Any) -> list[Any]:
     keys = await backend.list_series(principal.solution)
     if principal.tags:
         token_filters = literal_filters(principal.tags)
-        keys = [k for k in keys if matches_all(token_filters, dict(k[2]))]
+        keys = [k for k in keys if matches_all(token_filters, series_tags(k))]
     return keys
 
 
@@ -606,7 +606,7 @@ def lookup_matches(metric: str | None, pairs: list[tuple[str, str]], key: Any) -
     of one key ORed; ``*`` is a wildcard on either side of ``=``."""
     if metric not in (None, "*") and key[0] != metric:
         return False
-    tags = dict(key[2])
+    tags = series_tags(key)
     by_key: dict[str, set[str]] = {}
     any_key: set[str] = set()
     for k, v in pairs:
@@ -655,7 +655,7 @@ class LookupResource(_Endpoint):
             "tags": [{"key": k, "value": v} for k, v in pairs],
             "limit": limit,
             "time": int((self.core.reactor.seconds() - started) * 1000),
-            "results": [{"tsuid": _tsuid(k), "metric": k[0], "tags": dict(k[2])}
+            "results": [{"tsuid": _tsuid(k), "metric": k[0], "tags": series_tags(k)}
                         for k in (found[:limit] if limit > 0 else found)],
             "startIndex": 0,
             "totalResults": len(found),
@@ -670,8 +670,8 @@ class LookupResource(_Endpoint):
 
         if metric not in (None, "*") and not any(k[0] == metric for k in keys):
             raise missing("metrics", metric)
-        tagks = {k for key in keys for k, _ in key[2]}
-        tagvs = {v for key in keys for _, v in key[2]}
+        tagks = {k for key in keys for k in series_tags(key)}
+        tagvs = {v for key in keys for v in series_tags(key).values()}
         for k, v in pairs:
             if k != "*" and k not in tagks:
                 raise missing("tagk", k)
