@@ -93,3 +93,39 @@ def test_the_opentsdb_port_answers_every_path_as_opentsdb(make_server: Any) -> N
         server.port("opentsdb"), "GET /nowhere HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")))
     assert (code, headers["content-type"]) == (404, "application/json; charset=UTF-8")
     assert body == b'{"error":{"code":404,"message":"Endpoint not found"}}'
+
+
+@pytest_twisted.inlineCallbacks
+def test_a_route_ending_in_star_mounts_every_path_below_it(serve_plugin: Any) -> None:
+    from twisted.web.resource import Resource
+
+    from tsnet.plugin import ProtocolPlugin
+
+    class Rest(Resource):
+        isLeaf = True
+
+        def render_GET(self, request: Any) -> bytes:
+            return b"|".join(request.postpath)
+
+    class Things(ProtocolPlugin):
+        name = "things"
+        description = "a prefix route"
+        provides_api = True
+
+        def resources(self, core: Any) -> dict:
+            return {b"/api/things/*": Rest(), b"/api/things/exact": Rest()}
+
+    server = yield serve_plugin(Things())
+    port = server.port("http")
+
+    def get(path: str) -> Any:
+        return raw(port, f"GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+
+    code, _, body = split((yield get("/api/things/a%20b/c")))
+    assert (code, body) == (200, b"a%20b|c")
+    code, _, body = split((yield get("/API/Things/x")))  # case-insensitive, as whole paths
+    assert (code, body) == (200, b"x")
+    code, _, body = split((yield get("/api/things/exact")))  # an exact route wins
+    assert (code, body) == (200, b"")
+    code, _, _ = split((yield get("/api/things")))  # the prefix alone is not below it
+    assert code == 404

@@ -55,7 +55,9 @@ class IProtocolPlugin(Interface):
         """Return ``{b"/full/path": IResource}`` to mount on http listeners.
 
         Paths are matched whole, case-insensitively as a fallback, a trailing
-        slash ignored.  A resource may also provide `IFastPost`."""
+        slash ignored; a path ending in ``/*`` (``b"/api/v1/entities/*"``)
+        mounts every path below it, the rest in ``request.postpath``.  A
+        resource may also provide `IFastPost`."""
 
 
 class IHTTPErrors(Interface):

@@ -29,8 +29,15 @@ DEFAULT_MAX_BODY = 8 * 1024 * 1024
 
 
 def normalise_path(path: bytes) -> bytes:
+    """A route or request path without its query and trailing slash."""
     p = path.split(b"?", 1)[0].rstrip(b"/")
     return p or b"/"
+
+
+def is_prefix(route: bytes) -> bool:
+    """A route ending in ``/*`` mounts every path below it (the resource finds
+    the rest, still percent-encoded, in ``request.postpath``)."""
+    return route.endswith(b"/*")
 
 
 class NotFound(Resource):
@@ -54,24 +61,45 @@ class Router(Resource):
                  errors: Mapping[bytes, Any] | None = None,
                  default_errors: Any = PLAIN_ERRORS) -> None:
         super().__init__()
-        self.routes = {normalise_path(p): r for p, r in routes.items()}
+        self.routes = {normalise_path(p): r for p, r in routes.items() if not is_prefix(p)}
         self._lower = {p.lower(): r for p, r in self.routes.items()}
+        #: prefix routes (``/api/v1/entities/*``), longest first, lower-cased
+        self.prefixes = sorted(((p[:-2].lower(), r) for p, r in routes.items() if is_prefix(p)),
+                               key=lambda pr: -len(pr[0]))
         self.default_errors = default_errors
         self.errors = {normalise_path(p): e for p, e in (errors or {}).items()}
         self._lower_errors = {p.lower(): e for p, e in self.errors.items()}
 
+    def _prefix(self, path: bytes) -> tuple[bytes, Any] | None:
+        low = path.lower()
+        for prefix, r in self.prefixes:
+            if low.startswith(prefix + b"/") and len(low) > len(prefix) + 1:
+                return prefix, r
+        return None
+
     def errors_for(self, path: bytes) -> Any:
         """The error dialect of the route ``path`` names, or the site's default."""
         p = normalise_path(path)
-        return self.errors.get(p) or self._lower_errors.get(p.lower()) or self.default_errors
+        found = self.errors.get(p) or self._lower_errors.get(p.lower())
+        if found is None:
+            match = self._prefix(p)
+            if match is not None:
+                found = self._lower_errors.get(match[0] + b"/*")
+        return found or self.default_errors
 
     def getChildWithDefault(self, name: bytes, request: Any) -> Any:
         path = normalise_path(request.path)
         r = self.routes.get(path) or self._lower.get(path.lower())
-        if r is None:
+        if r is not None:
+            request.prepath = path.strip(b"/").split(b"/")
+            request.postpath = []
+            return r
+        match = self._prefix(path)
+        if match is None:
             return NotFound(self.default_errors)
-        request.prepath = path.strip(b"/").split(b"/")
-        request.postpath = []
+        prefix, r = match
+        request.prepath = path[:len(prefix)].strip(b"/").split(b"/")
+        request.postpath = path[len(prefix) + 1:].split(b"/")
         return r
 
     def render(self, request: Any) -> bytes:
