@@ -132,6 +132,31 @@ class IStorage(Interface):
     def count_points(solution):
         """Deferred[int]: distinct (series, time) pairs stored for the solution."""
 
+    def read_properties(solution, entity=None, type=None):
+        """Deferred[list[Property]]: the solution's properties as stored (tags
+        merged, the time of the last write), sorted by entity, type, then key as
+        sorted compact JSON (the export's order).  ``entity`` and ``type``, when
+        given, match exactly: names are stored as written, so a caller that
+        matches case-insensitively folds case itself.  ``$entity_tags`` is not
+        a property (see `read_meta`).  The caller owns the returned objects."""
+
+    def read_messages(solution, entity=None, start_ns=None, end_ns=None, type=None,
+                      limit=None):
+        """Deferred[list[Message]] in time order, messages of equal time in write
+        order.  ``start_ns`` is inclusive and ``end_ns`` EXCLUSIVE (ATSD's
+        endDate; unlike `read_series`, whose end is inclusive); None leaves that
+        side open.  ``entity`` and ``type`` match exactly when given.  ``limit``
+        (an int >= 0; None: no limit) keeps the FIRST ``limit`` messages of that
+        order, the oldest; a negative one fails with ValueError."""
+
+    def read_meta(solution, kind, name=None):
+        """Deferred[list[Meta]]: every ``kind`` record (``"metric"`` or
+        ``"entity"``; any other fails with ValueError) with its fields as stored
+        (merged upserts; ``{}`` for one registered only implicitly; no export
+        defaults), sorted by name.  With ``name`` the list holds that record or
+        nothing, so a lookup needs no second method.  ``$entity_tags`` shows as
+        an entity's ``tags`` field."""
+
     def export(solution, emit):
         """Call ``emit(dict)`` for every stored item of the solution (every
         solution when None), in the export format of DESIGN §7.  Deferred[None]."""

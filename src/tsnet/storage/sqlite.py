@@ -664,6 +664,65 @@ class SqliteEngine:
             for _, group in itertools.groupby(rows, key=lambda r: r[0])
         )
 
+    # Properties, messages and meta never go through the pending log (it holds
+    # samples only, and a series' implicit meta is registered when its row is
+    # logged), so these reads need no fold.  Each is one indexed search on the
+    # solution's prefix of a primary key or of ``messages_time``.
+
+    def read_properties(self, solution: str, entity: str | None = None,
+                        type: str | None = None) -> list[Property]:
+        """Properties by entity, type, key JSON (the primary key's order); see IStorage."""
+        where = ["solution = ?"]
+        args: list[Any] = [solution]
+        if entity is not None:
+            where.append("entity = ?")
+            args.append(entity)
+        if type is not None:
+            where.append("type = ?")
+            args.append(type)
+        rows = self.db.execute(
+            "SELECT entity, type, pkey, tags, time_ns FROM properties"
+            f" WHERE {' AND '.join(where)} ORDER BY entity, type, pkey",
+            args,
+        )
+        return [Property(e, t, json.loads(k), json.loads(tags), tn) for e, t, k, tags, tn in rows]
+
+    def read_messages(self, solution: str, entity: str | None = None,
+                      start_ns: int | None = None, end_ns: int | None = None,
+                      type: str | None = None, limit: int | None = None) -> list[Message]:
+        """Messages in (time, id) order, end exclusive, the first ``limit``; see IStorage."""
+        if limit is not None and limit < 0:
+            raise ValueError(f"negative limit {limit}")  # SQLite would read it as none
+        where = ["solution = ?"]
+        args: list[Any] = [solution]
+        for sql, value in (("entity = ?", entity), ("type = ?", type),
+                           ("time_ns >= ?", start_ns), ("time_ns < ?", end_ns)):
+            if value is not None:
+                where.append(sql)
+                args.append(value)
+        sql = (
+            "SELECT entity, time_ns, type, source, severity, tags, message FROM messages"
+            f" WHERE {' AND '.join(where)} ORDER BY time_ns, id"
+        )
+        if limit is not None:
+            sql += " LIMIT ?"
+            args.append(limit)
+        return [
+            Message(e, t, text, mtype, source, severity, json.loads(tags))
+            for e, t, mtype, source, severity, tags, text in self.db.execute(sql, args)
+        ]
+
+    def read_meta(self, solution: str, kind: str, name: str | None = None) -> list[Meta]:
+        """One kind's records by name, fields as stored; see IStorage."""
+        rules.check_meta_kind(kind)
+        sql = "SELECT name, fields FROM meta WHERE solution = ? AND kind = ?"
+        args: list[Any] = [solution, kind]
+        if name is not None:
+            sql += " AND name = ?"
+            args.append(name)
+        return [Meta(kind, n, json.loads(fields))
+                for n, fields in self.db.execute(sql + " ORDER BY name", args)]
+
     def data_solutions(self, db: sqlite3.Connection | None = None) -> list[str]:
         """Every solution that has data in this file, sorted."""
         db = db or self.db
@@ -1195,6 +1254,19 @@ class SqliteStorage:
 
     def count_points(self, solution: str | None = None) -> defer.Deferred:
         return self._run(self._engine.count_points, solution)
+
+    def read_properties(self, solution: str, entity: str | None = None,
+                        type: str | None = None) -> defer.Deferred:
+        return self._run(self._engine.read_properties, solution, entity, type)
+
+    def read_messages(self, solution: str, entity: str | None = None,
+                      start_ns: int | None = None, end_ns: int | None = None,
+                      type: str | None = None, limit: int | None = None) -> defer.Deferred:
+        return self._run(self._engine.read_messages, solution, entity, start_ns, end_ns,
+                         type, limit)
+
+    def read_meta(self, solution: str, kind: str, name: str | None = None) -> defer.Deferred:
+        return self._run(self._engine.read_meta, solution, kind, name)
 
     def export(self, solution: str | None, emit: Callable[[dict], object]) -> defer.Deferred:
         """Call ``emit`` in the reactor thread, a page of lines at a time."""

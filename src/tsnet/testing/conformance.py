@@ -597,6 +597,202 @@ class StorageConformance:
         assert len(lines) == 50 * 300
         assert lines[0]["tags"] == {"i": "0"} and lines[-1]["tags"] == {"i": "9"}
 
+    # -- read-back: properties, messages, meta ---------------------------------
+
+    @pytest_twisted.ensureDeferred
+    async def test_read_properties_sorted_and_filtered(self, storage: Any) -> None:
+        """By entity, type, then key as sorted compact JSON: ``{}`` sorts after
+        ``{"...``, and a key's own order does not count.  Filters are exact."""
+        wb = make_batch(
+            properties=[
+                Property("srv2", "disk", {"mount": "/"}, {"fs": "xfs"}, T0 + 3),
+                Property("srv1", "nic", {}, {"speed": "1g"}, T0 + 2),
+                Property("srv1", "disk", {}, {"total": "3"}, T0 + 1),
+                Property("srv1", "disk", {"mount": "/home"}, {"fs": "ext4"}, T0),
+                Property("srv1", "disk", {"z": "1", "a": "2"}, {"n": "1"}, T0 + 4),
+                Property("srv1", "disk", {"mount": "/"}, {"fs": "ext4"}, T0 + 5),
+                Property("srv1", "$entity_tags", {}, {"dc": "x"}, T0 + 6),
+            ]
+        )
+        wb.for_solution("other").properties.append(
+            Property("srv1", "disk", {"mount": "/"}, {"fs": "zfs"}, T0))
+        await storage.write(wb)
+        srv1_disk = [
+            Property("srv1", "disk", {"a": "2", "z": "1"}, {"n": "1"}, T0 + 4),
+            Property("srv1", "disk", {"mount": "/"}, {"fs": "ext4"}, T0 + 5),
+            Property("srv1", "disk", {"mount": "/home"}, {"fs": "ext4"}, T0),
+            Property("srv1", "disk", {}, {"total": "3"}, T0 + 1),
+        ]
+        srv1_nic = Property("srv1", "nic", {}, {"speed": "1g"}, T0 + 2)
+        srv2_disk = Property("srv2", "disk", {"mount": "/"}, {"fs": "xfs"}, T0 + 3)
+        got = await storage.read_properties(S)
+        assert got == [*srv1_disk, srv1_nic, srv2_disk]
+        assert all(type(p.time_ns) is int for p in got)
+        assert await storage.read_properties(S, entity="srv1") == [*srv1_disk, srv1_nic]
+        assert await storage.read_properties(S, type="disk") == [*srv1_disk, srv2_disk]
+        assert await storage.read_properties(S, "srv1", "disk") == srv1_disk
+        assert await storage.read_properties(S, entity="srv2", type="nic") == []
+        assert await storage.read_properties(S, entity="SRV1") == []
+        assert await storage.read_properties(S, type="$entity_tags") == []
+        assert await storage.read_properties("other") == [
+            Property("srv1", "disk", {"mount": "/"}, {"fs": "zfs"}, T0)]
+        assert await storage.read_properties("nobody") == []
+        got[0].tags["n"] = "changed"  # the caller owns what it read
+        got[0].key.clear()
+        assert (await storage.read_properties(S))[0] == srv1_disk[0]
+
+    @pytest_twisted.ensureDeferred
+    async def test_read_properties_tags_merged(self, storage: Any) -> None:
+        """Read back as merged (ATSD §4.2), with the last write's time."""
+        p1 = Property("srv1", "disk", {"mount": "/"}, {"fs": "ext4", "status": "Err"}, T0)
+        p2 = Property("srv1", "disk", {"mount": "/"}, {"status": "OK", "fs": ""}, T0 + MS)
+        p3 = Property("srv1", "disk", {"mount": "/"}, {"mode": "rw"}, T0 + 2 * MS)
+        await storage.write(make_batch(properties=[p1]))
+        await storage.write(make_batch(properties=[p2, p3]))
+        assert await storage.read_properties(S, "srv1", "disk") == [
+            Property("srv1", "disk", {"mount": "/"}, {"mode": "rw", "status": "OK"}, T0 + 2 * MS)
+        ]
+
+    @pytest_twisted.ensureDeferred
+    async def test_read_messages(self, storage: Any) -> None:
+        """Time order, ties in write order (across and within batches); start
+        inclusive, end exclusive; ``limit`` keeps the first (oldest) N."""
+        a = Message("srv1", T0 + MS, "a", "security", "auth", "WARNING", {"k": "v"})
+        b = Message("srv2", T0, "b", "app")
+        c = Message("srv1", T0, "c")
+        d = Message("srv1", T0, "d", "security")
+        e = Message("srv2", T0 + 2 * MS, "e", "security", tags={"x": "y"})
+        wb = make_batch(messages=[a, b])
+        wb.for_solution("other").messages.append(Message("srv1", T0, "secret"))
+        await storage.write(wb)
+        await storage.write(make_batch(messages=[c, d, e]))
+
+        async def read(**kw: Any) -> list[str]:
+            return [m.message for m in await storage.read_messages(S, **kw)]
+
+        got = await storage.read_messages(S)
+        assert got == [b, c, d, a, e]
+        assert got[0] == Message("srv2", T0, "b", "app", None, None, {})
+        assert await read(entity="srv1") == ["c", "d", "a"]
+        assert await read(type="security") == ["d", "a", "e"]
+        assert await read(entity="srv1", type="security") == ["d", "a"]
+        assert await read(entity="SRV1") == []
+        assert await read(type="Security") == []
+        assert await read(start_ns=T0 + MS) == ["a", "e"]
+        assert await read(end_ns=T0 + MS) == ["b", "c", "d"]
+        assert await read(start_ns=T0 + MS, end_ns=T0 + 2 * MS) == ["a"]
+        assert await read(start_ns=T0 + MS, end_ns=T0 + 2 * MS + 1) == ["a", "e"]
+        assert await read(start_ns=T0, end_ns=T0 + 1) == ["b", "c", "d"]
+        assert await read(start_ns=T0 + 1, end_ns=T0 + MS) == []
+        assert await read(start_ns=T0 + MS, end_ns=T0 + MS) == []
+        assert await read(end_ns=T0) == []
+        assert await read(start_ns=T0 + 2 * MS + 1) == []
+        assert await read(limit=2) == ["b", "c"]
+        assert await read(limit=0) == []
+        assert await read(limit=99) == ["b", "c", "d", "a", "e"]
+        assert await read(entity="srv1", start_ns=T0 + 1, limit=1) == ["a"]
+        assert await read(type="security", end_ns=T0 + 2 * MS, limit=5) == ["d", "a"]
+        assert await storage.read_messages("other") == [Message("srv1", T0, "secret")]
+        assert await storage.read_messages("nobody") == []
+        with pytest.raises(ValueError):
+            await storage.read_messages(S, limit=-1)
+
+    @pytest_twisted.ensureDeferred
+    async def test_read_meta(self, storage: Any) -> None:
+        """Fields as stored (merged, no export defaults), implicit records as
+        ``{}``, ``$entity_tags`` as the entity's tags, sorted by name."""
+        await storage.write(
+            make_batch(
+                meta=[
+                    Meta("metric", "mem", {"data_type": "INTEGER", "units": "%", "label": "M"}),
+                    Meta("entity", "srv1", {"label": "Server", "tags": {"dc": "x", "rack": "1"}}),
+                ]
+            )
+        )
+        await storage.write(
+            make_batch(
+                samples=[
+                    (series_key("mem", {"host": "a"}, entity="srv2"), T0, 1),
+                    (series_key("cpu", {}, entity="srv1"), T0, 2),
+                    (series_key("no_entity", {"host": "a"}), T0, 3),
+                ],
+                properties=[
+                    Property("srv3", "disk", {}, {"a": "1"}, T0),
+                    Property("srv1", "$entity_tags", {}, {"rack": "", "row": "2"}, T0),
+                    Property("srv9", "$entity_tags", {}, {"loc": "here"}, T0),
+                ],
+                messages=[Message("srv4", T0, "hi")],
+                meta=[Meta("metric", "mem", {"label": None, "enabled": False,
+                                             "max_value": 100, "min_value": 0.5})],
+            )
+        )
+        mem = Meta("metric", "mem", {"data_type": "INTEGER", "units": "%", "enabled": False,
+                                     "max_value": 100, "min_value": 0.5})
+        assert await storage.read_meta(S, "metric") == [Meta("metric", "cpu", {}), mem]
+        [got] = await storage.read_meta(S, "metric", "mem")
+        assert got == mem
+        assert [type(got.fields[f]) for f in ("enabled", "max_value", "min_value")] == [
+            bool, int, float]
+        srv1 = Meta("entity", "srv1", {"label": "Server", "tags": {"dc": "x", "row": "2"}})
+        srv9 = Meta("entity", "srv9", {"tags": {"loc": "here"}})
+        assert await storage.read_meta(S, "entity") == [
+            srv1,
+            Meta("entity", "srv2", {}),
+            Meta("entity", "srv3", {}),
+            Meta("entity", "srv4", {}),
+            srv9,
+        ]
+        assert await storage.read_meta(S, "entity", "srv9") == [srv9]
+        assert await storage.read_meta(S, "entity", "srv1") == [srv1]
+        assert await storage.read_meta(S, "metric", "no_entity") == []
+        assert await storage.read_meta(S, "metric", "srv1") == []  # kinds apart
+        assert await storage.read_meta(S, "entity", "SRV1") == []
+        # an implicit record made explicit, then seen again in a new series, keeps its fields
+        await storage.write(make_batch(meta=[Meta("entity", "srv2", {"label": "Two"})]))
+        await storage.write(make_batch(samples=[(series_key("disk", {}, entity="srv2"), T0, 1)]))
+        assert await storage.read_meta(S, "entity", "srv2") == [
+            Meta("entity", "srv2", {"label": "Two"})]
+        assert [m.name for m in await storage.read_meta(S, "metric")] == ["cpu", "disk", "mem"]
+        with pytest.raises(ValueError):
+            await storage.read_meta(S, "series")
+
+    @pytest_twisted.ensureDeferred
+    async def test_reads_keep_solutions_apart(self, storage: Any) -> None:
+        def items(solution: str, tag: str) -> WriteBatch:
+            return make_batch(
+                solution,
+                samples=[(series_key("cpu", {}, entity=f"e-{tag}"), T0, 1)],
+                properties=[Property("e", "t", {"k": tag}, {"v": tag}, T0)],
+                messages=[Message("e", T0, tag)],
+                meta=[Meta("metric", "cpu", {"label": tag})],
+            )
+
+        async def reads(solution: str) -> tuple:
+            return (
+                await storage.read_properties(solution),
+                await storage.read_messages(solution),
+                await storage.read_meta(solution, "metric"),
+                await storage.read_meta(solution, "entity"),
+            )
+
+        nothing = ([], [], [], [])
+        assert await reads(S) == nothing  # an empty store
+        await storage.write(items("one", "1"))
+        await storage.write(items("two", "2"))
+        await storage.write(make_batch("plain", samples=[(CPU, T0, 1)]))
+        for solution, tag in (("one", "1"), ("two", "2")):
+            assert await reads(solution) == (
+                [Property("e", "t", {"k": tag}, {"v": tag}, T0)],
+                [Message("e", T0, tag)],
+                [Meta("metric", "cpu", {"label": tag})],
+                [Meta("entity", "e", {}), Meta("entity", f"e-{tag}", {})],
+            )
+        assert await reads("plain") == nothing  # series without an entity register nothing
+        assert await reads("nobody") == nothing
+        await storage.delete_solution_data("one")
+        assert await reads("one") == nothing
+        assert (await reads("two"))[0] == [Property("e", "t", {"k": "2"}, {"v": "2"}, T0)]
+
     # -- data lifecycle ------------------------------------------------------
 
     @pytest_twisted.ensureDeferred

@@ -466,6 +466,51 @@ class MemoryStore:
         return sum(len(s.values) for d in datas if d is not None
                    for by_key in d.series.values() for s in by_key.values())
 
+    def read_properties(self, solution: str, entity: str | None,
+                        type: str | None) -> list[Property]:
+        """Copies (the caller owns them), in the order of their identities:
+        entity, type, key JSON, as SQLite's primary key orders them."""
+        data = self.data.get(solution)
+        if data is None:
+            return []
+        out = []
+        for ident in sorted(data.properties):
+            if (entity is None or ident[0] == entity) and (type is None or ident[1] == type):
+                p = data.properties[ident]
+                out.append(Property(p.entity, p.type, dict(sorted(p.key.items())),
+                                    dict(p.tags), p.time_ns))
+        return out
+
+    def read_messages(self, solution: str, entity: str | None, start_ns: int | None,
+                      end_ns: int | None, type: str | None,
+                      limit: int | None) -> list[Message]:
+        """Copies of the first ``limit`` matches; the list is kept in time then
+        write order, so the time range is two bisections (the end exclusive)."""
+        if limit is not None and limit < 0:
+            raise ValueError(f"negative limit {limit}")
+        data = self.data.get(solution)
+        if data is None or limit == 0:
+            return []
+        msgs = data.messages
+        lo = 0 if start_ns is None else bisect_left(msgs, start_ns, key=_time_of)
+        hi = len(msgs) if end_ns is None else bisect_left(msgs, end_ns, lo=lo, key=_time_of)
+        found = (m for m in itertools.islice(msgs, lo, hi)
+                 if (entity is None or m.entity == entity) and (type is None or m.type == type))
+        return [Message(m.entity, m.time_ns, m.message, m.type, m.source, m.severity,
+                        dict(m.tags)) for m in itertools.islice(found, limit)]
+
+    def read_meta(self, solution: str, kind: str, name: str | None) -> list[Meta]:
+        """Copies of one kind's records by name, fields as merged (no defaults)."""
+        check_meta_kind(kind)
+        data = self.data.get(solution)
+        if data is None:
+            return []
+        if name is not None:
+            names = [name] if (kind, name) in data.meta else []
+        else:
+            names = sorted(n for k, n in data.meta if k == kind)
+        return [Meta(kind, n, copy.deepcopy(data.meta[(kind, n)])) for n in names]
+
     def solution_has_data(self, solution: str) -> bool:
         return bool(self.data.get(solution))
 
@@ -646,6 +691,22 @@ class MemoryStorage:
     def count_points(self, solution: str | None = None) -> defer.Deferred:
         """Deferred[int]: distinct (series, time) pairs."""
         return self._call(self._store.count_points, solution)
+
+    def read_properties(self, solution: str, entity: str | None = None,
+                        type: str | None = None) -> defer.Deferred:
+        """Deferred[list[Property]] by entity, type, key; see IStorage."""
+        return self._call(self._store.read_properties, solution, entity, type)
+
+    def read_messages(self, solution: str, entity: str | None = None,
+                      start_ns: int | None = None, end_ns: int | None = None,
+                      type: str | None = None, limit: int | None = None) -> defer.Deferred:
+        """Deferred[list[Message]] in time order, end exclusive; see IStorage."""
+        return self._call(self._store.read_messages, solution, entity, start_ns, end_ns,
+                          type, limit)
+
+    def read_meta(self, solution: str, kind: str, name: str | None = None) -> defer.Deferred:
+        """Deferred[list[Meta]] of one kind by name; see IStorage."""
+        return self._call(self._store.read_meta, solution, kind, name)
 
     def export(self, solution: str | None, emit: Callable[[dict], object]) -> defer.Deferred:
         """Deferred[None] once ``emit`` had every line, one by one."""
