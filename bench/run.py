@@ -4,7 +4,7 @@
 For each run: write a private config in a fresh temp dir (every listener on
 127.0.0.1, port 0), start ``twistd -n tsnet`` on it, read the bound ports from its
 log, run the shared load generator against the listener of the format (OpenTSDB
-telnet or HTTP, or the graphite family of examples/tsnet-lineproto), poll
+telnet or HTTP, ATSD series, or the graphite family of examples/tsnet-lineproto), poll
 ``GET /metrics`` until ``tsnet_points_written_total{protocol=FAMILY}`` reaches
 the point count, sample the server's CPU time and peak RSS, stop it with SIGTERM
 and check with ``tsnet export`` that storage holds exactly the points sent.
@@ -40,10 +40,10 @@ BIN = os.path.dirname(sys.executable)
 CLK = os.sysconf("SC_CLK_TCK")
 LOOPBACK = "127.0.0.1"
 BOUND = re.compile(r"listener (\S+) bound tcp:([0-9.]+):(\d+)")
-FORMATS = ("opentsdb-telnet", "opentsdb-http", "graphite")
+FORMATS = ("opentsdb-telnet", "opentsdb-http", "graphite", "atsd-series")
 #: the listener each format loads, and the protocol label its points are counted under
 TARGETS = {"opentsdb-telnet": ("opentsdb", "opentsdb"), "opentsdb-http": ("http", "opentsdb"),
-           "graphite": ("graphite", "graphite")}
+           "graphite": ("graphite", "graphite"), "atsd-series": ("atsd", "atsd")}
 #: where the graphite family comes from (a plugin distribution of its own)
 LINEPROTO = os.path.join(REPO, "examples", "tsnet-lineproto")
 HTTP_BATCH = 50
@@ -148,8 +148,9 @@ def write_config(workdir: str, fmt: str) -> str:
     # `apis` out, which mounts every installed API: /metrics and, once a plugin
     # provides it, OpenTSDB's /api/put.
     apis = "apis = metrics\n" if fmt != "opentsdb-http" else ""
-    graphite = ("[listener:graphite]\nprotocol = graphite\nendpoint = tcp:0:interface=127.0.0.1\n"
-                if fmt == "graphite" else "")
+    family = {"graphite": "graphite", "atsd-series": "atsd"}.get(fmt)
+    extra = (f"[listener:{family}]\nprotocol = {family}\nendpoint = tcp:0:interface=127.0.0.1\n"
+             if family else "")
     text = (
         "; written by bench/run.py: every listener on 127.0.0.1, free ports\n"
         "[tsnet]\n"
@@ -164,7 +165,7 @@ def write_config(workdir: str, fmt: str) -> str:
         "protocol = http\n"
         "endpoint = tcp:0:interface=127.0.0.1\n"
         f"{apis}"
-        f"{graphite}"
+        f"{extra}"
     )
     path = os.path.join(workdir, "tsnet.ini")
     with open(path, "w") as f:

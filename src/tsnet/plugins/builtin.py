@@ -2,10 +2,12 @@
 parties declare theirs alike, in their own ``tsnet/plugins/`` folder."""
 
 from tsnet.http.plugin import HttpPlugin, MetricsPlugin
+from tsnet.protocols.atsd.plugin import AtsdPlugin
 from tsnet.protocols.opentsdb.plugin import OpenTSDBPlugin
 from tsnet.storage.sqlite_backend import SqliteBackend
 
 opentsdb = OpenTSDBPlugin()
+atsd = AtsdPlugin()
 http = HttpPlugin()
 metrics = MetricsPlugin()
 sqlite = SqliteBackend()

@@ -1,0 +1,148 @@
+"""ATSD's ``POST /api/v1/command`` on the shared HTTP site (spec §6.1, §6.2).
+
+The body is the network commands, framed as ATSD's HTTP endpoint frames them
+(every line trimmed; quoted values rebuilt across lines), plain or gzip.
+Every command is validated on its own: the bad ones are counted and skipped,
+the good ones are committed, and only then the reply comes, 200 with
+``{"fail","success","total"}``.  A WRITE token from any source tsnet reads
+(HTTP Basic first) decides the solution; without one the answer is 401 with
+``WWW-Authenticate: Basic``, and a READ token gets 403.  ``commit=true`` is
+accepted and changes nothing: every reply waits for the commit anyway.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import TYPE_CHECKING, Any
+
+from twisted.internet import defer
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+from twisted.web.resource import Resource
+from twisted.web.server import NOT_DONE_YET
+from zope.interface import implementer
+
+from tsnet.errors import Forbidden, Unauthorized
+from tsnet.http.bodies import BodyError, request_body
+from tsnet.http.credentials import listener_of, principal_for
+from tsnet.http.site import DEFAULT_MAX_BODY
+from tsnet.interfaces import IHTTPErrors
+from tsnet.model import WRITE
+from tsnet.protocols.atsd.framing import Overlong, frame_http_body
+from tsnet.protocols.atsd.items import CommandBatch
+from tsnet.protocols.atsd.parse import CommandError, Control, parse_command
+from tsnet.protocols.atsd.tcp import overlong_error
+
+if TYPE_CHECKING:
+    from tsnet.core import Core
+    from tsnet.protocols.atsd.commandlog import CommandLogs
+
+log = Logger(namespace="tsnet.atsd.http")
+
+PROTOCOL = "atsd"
+CHANNEL = "atsd.incoming.api.command.raw"
+JSON_CONTENT_TYPE = b"application/json"
+
+
+def error_body(message: str) -> bytes:
+    """ATSD's API error object."""
+    return json.dumps({"error": message}).encode()
+
+
+@implementer(IHTTPErrors)
+class AtsdErrors:
+    """Site errors on ATSD routes, as ATSD's API answers them."""
+
+    def error_reply(self, code: int, message: str, details: str | None = None,
+                    ) -> tuple[bytes, bytes]:
+        return JSON_CONTENT_TYPE, error_body(f"{message}: {details}" if details else message)
+
+
+class CommandResource(Resource):
+    """``POST /api/v1/command``."""
+
+    isLeaf = True
+
+    def __init__(self, core: Core, logs: CommandLogs) -> None:
+        super().__init__()
+        self.core = core
+        self.logs = logs
+
+    def render(self, request: Any) -> Any:
+        if request.method != b"POST":
+            request.setHeader(b"allow", b"POST")
+            return self._error(request, 405, "Method Not Allowed")
+        gone: list[bool] = []
+        request.notifyFinish().addErrback(lambda _: gone.append(True))
+        d = defer.ensureDeferred(self._command(request))
+        d.addCallback(self._answer, request, gone)
+        d.addErrback(self._crashed, request, gone)
+        return NOT_DONE_YET
+
+    def _error(self, request: Any, code: int, message: str) -> bytes:
+        request.setResponseCode(code)
+        request.setHeader(b"content-type", JSON_CONTENT_TYPE)
+        if code == 401:
+            request.setHeader(b"www-authenticate", b'Basic realm="atsd"')
+        return error_body(message)
+
+    def _answer(self, reply: tuple[int, bytes], request: Any, gone: list[bool]) -> None:
+        code, body = reply
+        if gone or request.finished:
+            return
+        if code == 200:
+            request.setHeader(b"content-type", JSON_CONTENT_TYPE)
+        request.write(body)
+        request.finish()
+
+    def _crashed(self, f: Failure, request: Any, gone: list[bool]) -> None:
+        log.failure("an ATSD command request failed", f)
+        if not gone and not request.finished:
+            request.write(self._error(request, 500, "Internal Server Error"))
+            request.finish()
+
+    async def _command(self, request: Any) -> tuple[int, bytes]:
+        core = self.core
+        try:
+            principal = await principal_for(request, WRITE)
+        except Unauthorized:
+            return 401, self._error(request, 401, "Unauthorized")
+        except Forbidden:
+            return 403, self._error(request, 403, "Forbidden: the token has no write scope")
+        cap = listener_of(request).options.get("max_body", DEFAULT_MAX_BODY)
+        try:
+            body = request_body(request, cap)
+        except BodyError as e:
+            text = f"{e.message}: {e.details}" if e.details else e.message
+            return e.code, self._error(request, e.code, text)
+        items = CommandBatch()
+        now_ms = int(core.reactor.seconds() * 1000)
+        fail = success = 0
+        for item in frame_http_body(body.decode("utf-8", "replace")):
+            text = item.head if isinstance(item, Overlong) else item
+            try:
+                if isinstance(item, Overlong):
+                    raise overlong_error(item)
+                debug, command = parse_command(item)
+            except CommandError as e:
+                fail += 1
+                core.metrics.rejected(PROTOCOL, e.reason)
+                self.logs.malformed(CHANNEL, text, e.reason)
+                continue
+            if debug or isinstance(command, Control):  # the HTTP endpoint takes neither
+                fail += 1
+                core.metrics.rejected(PROTOCOL, "not_over_http")
+                self.logs.malformed(CHANNEL, text, "not_over_http")
+                continue
+            items.add(command, now_ms)
+            success += 1
+        batch = items.take()
+        if batch is not None:
+            core.metrics.received(PROTOCOL, batch.samples.count)
+            try:
+                await core.ingest.submit(batch, principal, PROTOCOL)
+            except Exception:
+                log.failure("ATSD commands of one request not committed")
+                return 503, self._error(request, 503, "the commands could not be stored; retry")
+        counts = {"fail": fail, "success": success, "total": fail + success}
+        return 200, json.dumps(counts).encode()

@@ -1,0 +1,89 @@
+"""ATSD network commands over UDP (ATSD's port 8082): spec §2.2.
+
+A datagram holds one command without LF, or several ending with LF (the text
+after the last LF is dropped and counted).  Nothing is ever answered; a bad
+command is dropped, logged and counted, and the rest of the datagram goes on.
+UDP cannot be paused, so a datagram the write queue has no room for is
+counted as dropped (``overloaded``) instead of blocking the reactor.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from twisted.internet.protocol import DatagramProtocol
+from twisted.logger import Logger
+
+from tsnet.model import anonymous
+from tsnet.protocols.atsd.framing import Overlong, frame_datagram
+from tsnet.protocols.atsd.items import CommandBatch
+from tsnet.protocols.atsd.parse import CommandError, Control, parse_command
+from tsnet.protocols.atsd.tcp import overlong_error
+
+if TYPE_CHECKING:
+    from tsnet.config import Listener
+    from tsnet.core import Core
+    from tsnet.protocols.atsd.commandlog import CommandLogs
+
+log = Logger(namespace="tsnet.atsd")
+
+PROTOCOL = "atsd"
+CHANNEL = "incoming.udp.raw"
+
+
+class AtsdDatagramProtocol(DatagramProtocol):
+    """One UDP listener."""
+
+    noisy = False
+
+    def __init__(self, listener: Listener, core: Core, logs: CommandLogs) -> None:
+        self.listener = listener
+        self.core = core
+        self.logs = logs
+        self.principal = anonymous(listener.solution)
+        self.command_log = listener.options.get("command_log", False)
+        self.overloaded = False
+
+    def datagramReceived(self, data: bytes, addr: Any) -> None:
+        core = self.core
+        commands, dropped = frame_datagram(data)
+        if dropped:
+            core.metrics.rejected(PROTOCOL, "unterminated", dropped)
+            self.logs.malformed(CHANNEL, data.rsplit(b"\n", 1)[-1][:200].decode(
+                "utf-8", "replace"), "unterminated")
+        items = CommandBatch()
+        now_ms = int(core.reactor.seconds() * 1000)
+        for item in commands:
+            text = item.head if isinstance(item, Overlong) else item
+            try:
+                if isinstance(item, Overlong):
+                    raise overlong_error(item)
+                _, command = parse_command(item)
+            except CommandError as e:
+                core.metrics.rejected(PROTOCOL, e.reason)
+                self.logs.malformed(CHANNEL, text, e.reason)
+                continue
+            if isinstance(command, Control):  # nothing can be answered over UDP
+                core.metrics.rejected(PROTOCOL, "control_over_udp")
+                self.logs.malformed(CHANNEL, text, "control_over_udp")
+                continue
+            items.add(command, now_ms)
+            if self.command_log:
+                self.logs.accepted(CHANNEL, item)
+        batch = items.take()
+        if batch is None:
+            return
+        n = batch.item_count()
+        core.metrics.received(PROTOCOL, batch.samples.count)
+        if core.ingest.offer(batch, self.principal, PROTOCOL):
+            if self.overloaded:
+                self.overloaded = False
+                log.info("listener {listener}: the write queue takes datagrams again",
+                         listener=self.listener.name)
+            return
+        core.metrics.rejected(PROTOCOL, "overloaded", n)
+        if not self.overloaded:
+            self.overloaded = True
+            log.warn("listener {listener}: the write queue is full: dropping datagrams "
+                     "(counted in tsnet_points_rejected_total) until it drains",
+                     listener=self.listener.name)

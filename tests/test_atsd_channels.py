@@ -1,0 +1,250 @@
+"""The ATSD family through real sockets: TCP (replies, debug acks after commit,
+disconnect on error, EOF), UDP (no replies, the unterminated tail dropped) and
+HTTP /api/v1/command (tokens, counts, gzip), checked against the export and
+the command logs."""
+
+from __future__ import annotations
+
+import base64
+import gzip
+import json
+import socket
+from pathlib import Path
+from typing import Any
+
+import pytest_twisted
+import treq
+
+from tests.helpers.clients import connect_line, sleep, wait_for
+from tsnet.testing.fixtures import make_token
+
+CONFIG = """
+[tsnet]
+data_dir = var
+flush_interval = 0.05
+
+[listener:atsd]
+protocol = atsd
+endpoint = tcp:0:interface=127.0.0.1
+solution = fleet
+
+[listener:atsd-keep]
+protocol = atsd
+endpoint = tcp:0:interface=127.0.0.1
+solution = fleet
+disconnect_on_error = no
+command_log = yes
+
+[listener:atsd-udp]
+protocol = atsd
+endpoint = udp:0:interface=127.0.0.1
+solution = fleet
+
+[listener:http]
+protocol = http
+endpoint = tcp:0:interface=127.0.0.1
+auth = token
+apis = atsd opentsdb metrics
+"""
+
+T_MS = 1_425_482_080_000
+
+
+async def start(make_server: Any) -> Any:
+    return await make_server(CONFIG)
+
+
+def series_rows(rows: list[dict]) -> list[tuple]:
+    return sorted((r["entity"], r["metric"], tuple(sorted(r["tags"].items())), r["time_ms"],
+                   r["value"], r.get("text")) for r in rows if r["kind"] == "series")
+
+
+@pytest_twisted.ensureDeferred
+async def test_tcp_commands_of_every_kind_on_one_connection(make_server: Any) -> None:
+    server = await start(make_server)
+    c = await connect_line(server.port("atsd"))
+    c.send(f"series e:Srv1 m:CPU_busy=72.5 m:mem=10 t:Host=A ms:{T_MS}\n"
+           f"property e:srv1 t:disk k:mount=/ v:fs=ext4 ms:{T_MS}\n"
+           f"message e:srv1 t:type=security t:severity=WARNING m:\"login failed\" ms:{T_MS}\n"
+           "metric m:cpu_busy l:\"CPU busy\" p:float u:%\n"
+           "entity e:srv1 l:\"Server 1\" t:site=paris\n"
+           "debug ping\n")
+    assert await c.wait_lines(1) == ["ok"]  # ping answers with or without debug
+    c.send(f"debug series e:srv1 m:acked=1 ms:{T_MS}\n")
+    assert await c.wait_lines(2) == ["ok", "ok"]  # after commit
+    rows = await server.export("fleet")  # so the export holds it already
+    assert series_rows(rows) == [
+        ("srv1", "acked", (), T_MS, 1.0, None),
+        ("srv1", "cpu_busy", (("host", "A"),), T_MS, 72.5, None),
+        ("srv1", "mem", (("host", "A"),), T_MS, 10.0, None),
+    ]
+    await server.flush()
+    rows = await server.export("fleet")
+    kinds = {r["kind"] for r in rows}
+    assert {"series", "property", "message", "metric", "entity"} <= kinds
+    [prop] = [r for r in rows if r["kind"] == "property"]
+    assert (prop["entity"], prop["type"], prop["key"], prop["tags"]) == (
+        "srv1", "disk", {"mount": "/"}, {"fs": "ext4"})
+    [msg] = [r for r in rows if r["kind"] == "message"]
+    assert (msg["type"], msg["severity"], msg["message"]) == ("security", "WARNING",
+                                                              "login failed")
+    c.close()
+
+
+@pytest_twisted.ensureDeferred
+async def test_tcp_control_commands(make_server: Any) -> None:
+    server = await start(make_server)
+    c = await connect_line(server.port("atsd"))
+    c.send("version\ntime\nping\nexit\nseries e:x m:after=1\n")
+    await c.wait_closed()
+    version, now, ok, bye = c.lines()
+    assert version.isdigit() and ok == "ok" and bye == "Goodbye"
+    assert abs(int(now) - int(server.core.reactor.seconds() * 1000)) < 60_000
+    await server.flush()
+    assert series_rows(await server.export("fleet")) == []  # nothing after exit
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_bad_command_closes_after_its_reply_and_keeps_what_came_before(
+        make_server: Any) -> None:
+    server = await start(make_server)
+    c = await connect_line(server.port("atsd"))
+    c.send(f"series e:x m:before=1 ms:{T_MS}\ndebug bogus e:x\nseries e:x m:after=1 ms:{T_MS}\n")
+    await c.wait_closed()
+    assert c.lines() == ["Invalid command: bogus e:x"]
+    await server.flush()
+    assert [r[1] for r in series_rows(await server.export("fleet"))] == ["before"]
+    assert server.core.metrics.points_rejected.labels("atsd", "unknown_command")._value.get() == 1
+    server.core.plugins["atsd"].logs(server.core).flush()
+    log = (Path(server.core.config.data_dir) / "command_malformed.log").read_text()
+    assert log.endswith(";incoming.tcp.raw;unknown_command;debug bogus e:x\n")
+
+
+@pytest_twisted.ensureDeferred
+async def test_disconnect_on_error_no_keeps_the_connection(make_server: Any) -> None:
+    server = await start(make_server)
+    c = await connect_line(server.port("atsd-keep"))
+    c.send(f"debug series e:x m:a=abc ms:{T_MS}\ndebug series e:x m:b=2 ms:{T_MS}\n")
+    lines = await c.wait_lines(2)
+    assert lines[0] != "ok" and lines[1] == "ok"
+    assert [r[1] for r in series_rows(await server.export("fleet"))] == ["b"]
+    server.core.plugins["atsd"].logs(server.core).flush()
+    accepted = (Path(server.core.config.data_dir) / "command.log").read_text()
+    assert accepted.endswith(f";incoming.tcp.raw;debug series e:x m:b=2 ms:{T_MS}\n")
+    c.close()
+
+
+@pytest_twisted.ensureDeferred
+async def test_the_last_command_at_eof_without_lf(make_server: Any) -> None:
+    server = await start(make_server)
+    port = server.port("atsd")
+
+    def send() -> bytes:
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as s:
+            s.sendall(f"series e:x m:one=1 ms:{T_MS}\ndebug series e:x m:last=2 ms:{T_MS}"
+                      .encode())
+            s.shutdown(socket.SHUT_WR)
+            out = b""
+            while chunk := s.recv(1000):
+                out += chunk
+            return out
+
+    from twisted.internet import threads
+
+    assert await threads.deferToThread(send) == b"ok\n"
+    assert [r[1] for r in series_rows(await server.export("fleet"))] == ["last", "one"]
+
+
+@pytest_twisted.ensureDeferred
+async def test_udp_never_answers_and_drops_the_unterminated_tail(make_server: Any) -> None:
+    server = await start(make_server)
+    port = server.port("atsd-udp")
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.sendto(f"series e:u m:single=1 ms:{T_MS}".encode(), ("127.0.0.1", port))
+        s.sendto(f"series e:u m:two=1 ms:{T_MS}\nbogus\nseries e:u m:three=1 ms:{T_MS}\n"
+                 f"series e:u m:tail=1 ms:{T_MS}".encode(), ("127.0.0.1", port))
+    await wait_for(lambda: server.core.metrics.points_received.labels("atsd")._value.get() >= 3)
+    await server.flush()
+    assert [r[1] for r in series_rows(await server.export("fleet"))] == ["single", "three", "two"]
+    rejected = server.core.metrics.points_rejected
+    assert rejected.labels("atsd", "unterminated")._value.get() == 1
+    assert rejected.labels("atsd", "unknown_command")._value.get() == 1
+
+
+def basic(secret: str) -> str:
+    user, _, key = secret.partition(":")
+    return "Basic " + base64.b64encode(f"{user}:{key}".encode()).decode()
+
+
+@pytest_twisted.ensureDeferred
+async def test_http_command_counts_tokens_and_gzip(make_server: Any) -> None:
+    server = await start(make_server)
+    _, secrets = await make_token(server, "tenant")
+    url = f"http://127.0.0.1:{server.port('http')}/api/v1/command?commit=true"
+    body = (f"series e:h m:a=1 ms:{T_MS}\nbogus line\nping\n"
+            f"series e:h m:b=abc ms:{T_MS}\nseries e:h m:c=3 ms:{T_MS}\n").encode()
+    resp = await treq.post(url, data=body, headers={"Authorization": basic(secrets["write"])})
+    assert resp.code == 200
+    assert json.loads(await treq.content(resp)) == {"fail": 3, "success": 2, "total": 5}
+    assert [r[1] for r in series_rows(await server.export("tenant"))] == ["a", "c"]
+    resp = await treq.post(url, data=gzip.compress(f"series e:h m:z=9 ms:{T_MS}".encode()),
+                           headers={"Authorization": basic(secrets["write"]),
+                                    "Content-Encoding": "gzip"})
+    assert json.loads(await treq.content(resp)) == {"fail": 0, "success": 1, "total": 1}
+    resp = await treq.post(url, data=body)
+    assert resp.code == 401
+    assert resp.headers.getRawHeaders("www-authenticate") == ['Basic realm="atsd"']
+    await treq.content(resp)
+    resp = await treq.post(url, data=body, headers={"Authorization": basic(secrets["read"])})
+    assert resp.code == 403
+    await treq.content(resp)
+
+
+@pytest_twisted.ensureDeferred
+async def test_read_back_api_and_opentsdb_query(make_server: Any) -> None:
+    server = await start(make_server)
+    _, secrets = await make_token(server, "fleet")
+    c = await connect_line(server.port("atsd"))
+    c.send(f"series e:srv1 m:temp=21.5 x:temp=warm t:room=a ms:{T_MS}\n"
+           f"series e:srv1 m:temp=22 t:room=b ms:{T_MS + 1000}\n"
+           f"property e:srv1 t:disk k:mount=/ v:fs=ext4 ms:{T_MS}\n"
+           f"message e:srv1 t:type=app t:source=cron m:done ms:{T_MS}\n"
+           "entity e:srv1 l:\"Server 1\" t:site=paris\n"
+           "debug metric m:temp u:C i:linear\n")
+    assert await c.wait_lines(1) == ["ok"]
+    base = f"http://127.0.0.1:{server.port('http')}"
+    auth = {"Authorization": basic(secrets["read"])}
+
+    async def post(path: str, query: Any) -> Any:
+        resp = await treq.post(base + path, json=query, headers=auth)
+        return resp.code, json.loads(await treq.content(resp))
+
+    code, got = await post("/api/v1/series/query", [{
+        "entity": "SRV1", "metric": "temp", "tags": {"room": "a"},
+        "startDate": "2015-03-04T00:00:00Z", "endDate": "2015-03-05T00:00:00Z"}])
+    assert code == 200
+    assert got == [{"entity": "srv1", "metric": "temp", "tags": {"room": "a"},
+                    "type": "HISTORY", "aggregate": {"type": "DETAIL"},
+                    "data": [{"d": "2015-03-04T15:14:40.000Z", "v": 21.5, "x": "warm"}]}]
+    code, got = await post("/api/v1/properties/query", [{"type": "disk", "entity": "srv1"}])
+    assert got == [{"type": "disk", "entity": "srv1", "key": {"mount": "/"},
+                    "tags": {"fs": "ext4"}, "date": "2015-03-04T15:14:40.000Z"}]
+    code, got = await post("/api/v1/messages/query", [{
+        "entity": "srv1", "startDate": T_MS, "endDate": T_MS + 1}])
+    assert [(m["type"], m["source"], m["message"]) for m in got] == [("app", "cron", "done")]
+    resp = await treq.get(base + "/api/v1/entities/SRV1", headers=auth)
+    entity = json.loads(await treq.content(resp))
+    assert (entity["name"], entity["label"], entity["tags"]) == ("srv1", "Server 1",
+                                                                 {"site": "paris"})
+    resp = await treq.get(base + "/api/v1/metrics/temp", headers=auth)
+    metric = json.loads(await treq.content(resp))
+    assert (metric["name"], metric["units"], metric["interpolate"]) == ("temp", "C", "LINEAR")
+    resp = await treq.get(base + "/api/v1/metrics/nosuch", headers=auth)
+    assert resp.code == 404
+    await treq.content(resp)
+    resp = await treq.get(base + "/api/query?start=1425482000&m=sum:temp{entity=srv1}",
+                          headers=auth)
+    [opentsdb] = json.loads(await treq.content(resp))
+    assert opentsdb["tags"] == {"entity": "srv1"} and len(opentsdb["dps"]) == 2
+    c.close()
+    await sleep(0)
