@@ -3,7 +3,7 @@
 
 Starts ``twistd -n tsnet`` on a temporary config (as ``bench/run.py`` does),
 loads ``--points`` telnet points of one metric (``--series`` series, one point
-per second each) with the shared load generator, waits until all are
+per second each) with the bench's load generator (bench/loadgen.py), waits until all are
 committed, then times ``GET /api/query?...&m=AGG:DOWNSAMPLE:bench.m0`` over the
 whole span ``--repeats`` times and prints one JSON line: the first (cold) time,
 the median of the others, the data points returned, and the server's CPU for

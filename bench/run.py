@@ -3,8 +3,9 @@
 
 For each run: write a private config in a fresh temp dir (every listener on
 127.0.0.1, port 0), start ``twistd -n tsnet`` on it, read the bound ports from its
-log, run the shared load generator against the listener of the format (OpenTSDB
-telnet or HTTP, ATSD series, or the graphite family of examples/tsnet-lineproto), poll
+log, run the bench's own load generator (bench/loadgen.py) against the listener of
+the format (OpenTSDB telnet or HTTP, ATSD series over TCP or HTTP, or the graphite
+family of examples/tsnet-lineproto), poll
 ``GET /metrics`` until ``tsnet_points_written_total{protocol=FAMILY}`` reaches
 the point count, sample the server's CPU time and peak RSS, stop it with SIGTERM
 and check with ``tsnet export`` that storage holds exactly the points sent.
@@ -12,7 +13,7 @@ and check with ``tsnet export`` that storage holds exactly the points sent.
 Prints one JSON line per run and one summary line on stdout (progress goes to
 stderr).  Exit status: 0 every run passed its checks (with ``--strict``: and the
 bar was met), 1 a run failed (count mismatch, timeout, crash, ...), 2 usage or
-environment problem (loadgen missing, HTTP /api/put not served), 3 the bar was
+environment problem (loadgen missing, the HTTP route not served), 3 the bar was
 missed with ``--strict``.  See bench/README.rst.
 """
 
@@ -35,18 +36,22 @@ import urllib.error
 import urllib.request
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-DEFAULT_LOADGEN = os.path.normpath(os.path.join(REPO, "..", "shared", "bench", "loadgen.py"))
+DEFAULT_LOADGEN = os.path.join(REPO, "bench", "loadgen.py")
 BIN = os.path.dirname(sys.executable)
 CLK = os.sysconf("SC_CLK_TCK")
 LOOPBACK = "127.0.0.1"
 BOUND = re.compile(r"listener (\S+) bound tcp:([0-9.]+):(\d+)")
-FORMATS = ("opentsdb-telnet", "opentsdb-http", "graphite", "atsd-series")
+FORMATS = ("opentsdb-telnet", "opentsdb-http", "graphite", "atsd-series", "atsd-http")
 #: the listener each format loads, and the protocol label its points are counted under
 TARGETS = {"opentsdb-telnet": ("opentsdb", "opentsdb"), "opentsdb-http": ("http", "opentsdb"),
-           "graphite": ("graphite", "graphite"), "atsd-series": ("atsd", "atsd")}
+           "graphite": ("graphite", "graphite"), "atsd-series": ("atsd", "atsd"),
+           "atsd-http": ("http", "atsd")}
+#: the route each HTTP format posts to (a 404 there is an environment problem)
+HTTP_ROUTES = {"opentsdb-http": "/api/put", "atsd-http": "/api/v1/command"}
 #: where the graphite family comes from (a plugin distribution of its own)
 LINEPROTO = os.path.join(REPO, "examples", "tsnet-lineproto")
 HTTP_BATCH = 50
+ATSD_HTTP_BATCH = 1000
 FLUSH_INTERVAL = 0.5
 
 #: The bar (DESIGN §10), for the default telnet run.
@@ -146,8 +151,10 @@ def tsnet_cmd() -> list[str]:
 def write_config(workdir: str, fmt: str) -> str:
     # The telnet run mounts only /metrics on the http listener.  The HTTP run leaves
     # `apis` out, which mounts every installed API: /metrics and, once a plugin
-    # provides it, OpenTSDB's /api/put.
-    apis = "apis = metrics\n" if fmt != "opentsdb-http" else ""
+    # provides it, OpenTSDB's /api/put.  The ATSD HTTP run mounts ATSD's API
+    # (/api/v1/command) next to /metrics.
+    apis = {"opentsdb-http": "", "atsd-http": "apis = atsd metrics\n"}.get(
+        fmt, "apis = metrics\n")
     family = {"graphite": "graphite", "atsd-series": "atsd"}.get(fmt)
     extra = (f"[listener:{family}]\nprotocol = {family}\nendpoint = tcp:0:interface=127.0.0.1\n"
              if family else "")
@@ -275,15 +282,19 @@ def points_lines(text: str) -> str:
                      and not ln.split("{")[0].split(" ")[0].endswith("_created"))
 
 
-def preflight_http_put(port: int) -> None:
-    """POST an empty batch: 404 means this server has no OpenTSDB HTTP /api/put."""
-    st, body = http(f"http://{LOOPBACK}:{port}/api/put", data=b"[]",
-                    headers={"Content-Type": "application/json"})
+def preflight_http_put(port: int, fmt: str = "opentsdb-http") -> None:
+    """POST an empty batch: 404 means this server does not serve the format's route
+    (OpenTSDB's /api/put, ATSD's /api/v1/command)."""
+    route = HTTP_ROUTES[fmt]
+    data, ctype = (b"[]", "application/json") if fmt == "opentsdb-http" else \
+        (b"", "text/plain")
+    st, body = http(f"http://{LOOPBACK}:{port}{route}", data=data,
+                    headers={"Content-Type": ctype})
     if st == 404:
         raise BenchError(
-            f"--format opentsdb-http: the server answered 404 to POST /api/put on its http "
-            f"listener (port {port}): this tsnet does not serve OpenTSDB's HTTP /api/put "
-            f"yet (body: {body[:200].decode('utf-8', 'replace')})", code=2)
+            f"--format {fmt}: the server answered 404 to POST {route} on its http "
+            f"listener (port {port}): this tsnet does not serve it yet (body: "
+            f"{body[:200].decode('utf-8', 'replace')})", code=2)
 
 
 # ------------------------------------------------------------------ export check
@@ -375,6 +386,8 @@ def loadgen_cmd(a: argparse.Namespace, port: int) -> list[str]:
            "--duration-limit", str(a.timeout), "--drain-timeout", "60"]
     if a.format == "opentsdb-http":
         cmd += ["--batch", str(HTTP_BATCH)]
+    elif a.format == "atsd-http":
+        cmd += ["--batch", str(ATSD_HTTP_BATCH)]
     return cmd
 
 
@@ -432,10 +445,11 @@ def read_loadgen(lg: subprocess.Popen, out: str, err: str, timeout: float) -> di
 
 def check_loadgen(r: dict, rc: int | None, n: int) -> None:
     """Raise when loadgen did not deliver all N points (404s: exit status 2)."""
-    if (r.get("http_status") or {}).get("404"):
-        raise BenchError(f"--format opentsdb-http: /api/put answered 404 to "
-                         f"{r['http_status']['404']} requests: this tsnet does not serve it",
-                         code=2)
+    if (r.get("http_status") or {}).get("404") or rc == 2:
+        fmt = r.get("format", "opentsdb-http")
+        raise BenchError(f"--format {fmt}: {HTTP_ROUTES.get(fmt, 'the route')} answered 404 "
+                         f"to {(r.get('http_status') or {}).get('404')} requests: this tsnet "
+                         "does not serve it", code=2)
     if rc != 0 or r.get("points_sent") != n or r.get("errors"):
         raise BenchError(f"loadgen failed (exit {rc}, {r.get('points_sent')} of {n} sent, "
                          f"{r.get('points_rejected')} rejected): {r.get('errors')}")
@@ -465,8 +479,8 @@ def one_run(a: argparse.Namespace, run: int) -> dict:
         st, body = http(metrics_url)
         if st != 200:
             raise BenchError(f"GET /metrics answered {st}: {body[:200]!r}")
-        if a.format == "opentsdb-http":
-            preflight_http_put(http_port)
+        if a.format in HTTP_ROUTES:
+            preflight_http_put(http_port, a.format)
         rec["rss_before_mib"] = mib(proc_status(pid, "VmRSS"))
 
         if a.py_spy:
@@ -646,7 +660,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--format", choices=FORMATS, default="opentsdb-telnet")
     p.add_argument("--runs", type=int, default=3, help="fresh-server runs (median reported)")
     p.add_argument("--loadgen", default=DEFAULT_LOADGEN,
-                   help="path of loadgen.py (default: ../shared/bench/loadgen.py from the repo)")
+                   help="path of the load generator (default: bench/loadgen.py, the bench's "
+                        "own; ../shared/bench/loadgen.py is the one that measures the peers)")
     p.add_argument("--timeout", type=float, default=300.0,
                    help="seconds from launching loadgen until every point must be committed")
     p.add_argument("--poll-interval", type=float, default=0.05, help="seconds between polls")
@@ -682,7 +697,7 @@ def main(argv: list[str] | None = None) -> int:
     a.loadgen = os.path.abspath(a.loadgen)
     if not os.path.isfile(a.loadgen):
         print(f"bench: load generator not found at {a.loadgen}; pass --loadgen PATH "
-              "(it is loadgen.py in the shared bench folder)", file=sys.stderr)
+              "(the bench's own is bench/loadgen.py)", file=sys.stderr)
         return 2
     if a.py_spy and not (shutil.which("py-spy") or os.path.isfile(os.path.join(BIN, "py-spy"))):
         print("bench: --py-spy needs py-spy (pip install py-spy)", file=sys.stderr)
