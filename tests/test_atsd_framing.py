@@ -208,6 +208,54 @@ def test_tcp_chunking_never_changes_the_result(text: str, sizes: list[int]) -> N
     assert out + f.close() == whole
 
 
+def reference_tcp(text: str) -> list[str]:
+    """§2.1 read literally, on the whole decoded stream at once (no limit): the
+    line-by-line procedure the framer's bulk paths must match."""
+    trim = "".join(map(chr, range(0x21)))
+    out: list[str] = []
+    parts: list[str] = []
+    odd = False
+    for raw in text.split("\n"):  # the text after the last LF is ended by EOF
+        line = raw.rstrip("\r")
+        if not line or (not parts and not line.strip(trim)):
+            continue  # empty lines anywhere, blank ones outside a quoted value
+        parts.append(line)
+        odd ^= line.count('"') & 1
+        if not odd:
+            out.append("\n".join(parts))
+            parts = []
+    if parts:
+        out.append("\n".join(parts))
+    return out
+
+
+# Bytes that exercise the bulk path: whole plain lines, blank and CR-only lines,
+# split UTF-8 and invalid bytes, and now and then a quote.
+_BYTES = st.lists(
+    st.sampled_from([b"series e:a m:b=1 ms:2", b"x", b" ", b"\t", b"\x00", b'"', b"\r",
+                     b"\n", b"\n\n", b"\r\n", "\u00e9\u0416".encode(), b"\xd0", b"\xff",
+                     b"\x1f!"]),
+    max_size=80,
+).map(b"".join)
+
+
+@settings(max_examples=500, deadline=None)
+@given(_BYTES, st.lists(st.integers(1, 40), min_size=1, max_size=10))
+def test_tcp_framer_equals_the_spec_procedure_on_any_chunking(
+    data: bytes, sizes: list[int]
+) -> None:
+    f = TcpFramer()
+    out: list[str | Overlong] = []
+    i = k = 0
+    while i < len(data):
+        n = sizes[k % len(sizes)]
+        out += f.feed(data[i : i + n])
+        i += n
+        k += 1
+    assert out + f.close() == reference_tcp(data.decode("utf-8", "replace"))
+    assert tcp(data) == reference_tcp(data.decode("utf-8", "replace"))
+
+
 @settings(max_examples=300, deadline=None)
 @given(_STREAM)
 def test_tcp_commands_are_balanced_and_clean(text: str) -> None:

@@ -19,6 +19,7 @@ from tsnet.protocols.atsd.parse import (
     PropertyCommand,
     SeriesCommand,
     SeriesFastPath,
+    _template,
     parse_command,
     parse_iso_ms,
     parse_series_fast,
@@ -840,22 +841,21 @@ def test_cached_fast_path_equals_parse_command(lines: list[str], debug: bool) ->
             assert same(fp.parse(text), expected)
 
 
-@settings(max_examples=300, deadline=None)
-@given(st.lists(_ANY, min_size=1, max_size=8))
-def test_take_adds_what_parse_command_gives(lines: list[str]) -> None:
-    fp = SeriesFastPath()
-    for line in lines:  # warm the cache with what parse accepts
-        try:
-            fp.parse(line)
-        except CommandError:
-            pass
+def _check_take(fp: SeriesFastPath, lines: list[str]) -> None:
+    """``take`` over ``lines`` (``parse`` taking each line it stops at) adds exactly
+    the samples `parse_command` gives for the lines it took."""
     samples = SampleSet()
     i = 0
     taken: list[str] = []
     while i < len(lines):
         j = fp.take(lines, i, samples)
         taken += lines[i:j]
-        i = j + 1  # the one take stopped at is parse()'s
+        if j < len(lines):
+            try:
+                fp.parse(lines[j])  # the one take stopped at is parse()'s
+            except CommandError:
+                pass
+        i = j + 1
     expected = SampleSet()
     for line in taken:
         c = cmd(line)
@@ -867,6 +867,58 @@ def test_take_adds_what_parse_command_gives(lines: list[str]) -> None:
     assert repr({k: (c.times, c.values, c.texts) for k, c in samples.columns.items()}) == repr(
         {k: (c.times, c.values, c.texts) for k, c in expected.columns.items()}
     )
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(_ANY, min_size=1, max_size=8))
+def test_take_adds_what_parse_command_gives(lines: list[str]) -> None:
+    fp = SeriesFastPath()
+    for line in lines:  # warm the cache with what parse accepts
+        try:
+            fp.parse(line)
+        except CommandError:
+            pass
+    _check_take(fp, lines)
+
+
+_NEW_VALUES = st.one_of(
+    _WORDS,
+    st.sampled_from(["1 2", "1=2", "1e999", "-0", "1e-999", "\x7f", "1\t", " 1", "1 ms:2", "NaN ",
+                     "0.5 t:k=v", "\u0661"]),
+    st.floats(allow_nan=False, allow_infinity=False).map(repr),
+)
+_NEW_TIMES = st.one_of(
+    _WORDS,
+    st.sampled_from(["0", "01", "9" * 16, "9" * 17, "1 2", "1 ms:2", " 1", "1 ", "+1", "-1",
+                     str(MAX_TIME_MS - 1)]),
+    st.integers(0, MAX_TIME_MS + 10).map(str),
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(_ANY, min_size=1, max_size=6),
+       st.lists(st.tuples(st.integers(0, 5), _NEW_VALUES, _NEW_TIMES), max_size=12))
+def test_take_on_new_values_and_times_of_cached_series(
+    lines: list[str], changes: list[tuple[int, str, str]]
+) -> None:
+    """Cached series seen again with other values and times (the usual traffic):
+    the split lookup and the time cache of `take` must give what parse_command gives."""
+    fp = SeriesFastPath()
+    for line in lines:
+        try:
+            fp.parse(line)
+        except CommandError:
+            pass
+    new = list(lines)
+    for k, value, ts in changes:
+        line = lines[k % len(lines)]
+        tpl = _template(line)
+        if tpl is None:
+            new.append(line)
+        else:
+            _, v0, v1, t0 = tpl
+            new.append(line[:v0] + value + line[v1 : t0] + ts)
+    _check_take(fp, new)
 
 
 def test_take_runs_and_stops() -> None:

@@ -123,8 +123,13 @@ class TcpFramer:
                 segs = segs[1:]
             if "\r" in text:
                 segs = [s.rstrip("\r") for s in segs]
-            more = [s for s in segs if s and (s[0] > " " or s.strip(TRIM))]
-            if more and max(map(len, more)) > LIMIT:
+            # blank candidates are exactly the lines below "!" (empty, or a first
+            # character <= U+0020): one C-level min() shows there are none
+            if min(segs, default="!") >= "!":
+                more = segs
+            else:
+                more = [s for s in segs if s and (s[0] > " " or s.strip(TRIM))]
+            if len(text) > LIMIT and more and max(map(len, more)) > LIMIT:
                 more = [s if len(s) <= LIMIT else Overlong(len(s), s[:HEAD]) for s in more]
             out += more
             self._add(last)

@@ -917,11 +917,14 @@ class SeriesFastPath:
     0 disables it.
     """
 
-    __slots__ = ("_cache", "_limit")
+    __slots__ = ("_cache", "_limit", "_split")
 
     def __init__(self, limit: int = 10_000) -> None:
         self._limit = limit
         self._cache: dict[str, _Known] = {}
+        # the same series, for `take`: text before the value's ``=`` -> text
+        # between the value and `` ms:`` -> series
+        self._split: dict[str, dict[str, _Known]] = {}
 
     def parse(self, text: str) -> tuple[bool, Command]:
         """Exactly `parse_command` (tests prove it), faster on repeated series."""
@@ -944,14 +947,24 @@ class SeriesFastPath:
         cmd = parse_series_fast(body)
         if cmd is None:
             return debug, parse_slow(body)
-        self._remember(template, cmd)
+        self._remember(template, cmd, body, tpl)
         return debug, cmd
 
-    def _remember(self, template: str, cmd: SeriesCommand) -> None:
+    def _remember(self, template: str, cmd: SeriesCommand, body: str,
+                  tpl: tuple[str, int, int, int]) -> None:
         if self._limit and len(cmd.samples) == 1:
             if len(self._cache) >= self._limit:
                 self._cache.clear()
-            self._cache[template] = _Known(cmd.entity, cmd.samples[0][0], dict(cmd.tags))
+                self._split.clear()
+            known = self._cache[template] = _Known(cmd.entity, cmd.samples[0][0], dict(cmd.tags))
+            _, v0, v1, t0 = tpl
+            # `take`'s split lookup: the first ``=`` is the metric's, and some text
+            # lies between the value and `` ms:`` (so its key is never "")
+            if body.find("=") == v0 - 1 and v1 + 1 < t0 - 4:
+                by_mid = self._split.get(body[: v0 - 1])
+                if by_mid is None:
+                    by_mid = self._split[body[: v0 - 1]] = {}
+                by_mid[body[v1 + 1 : t0 - 4]] = known
 
     def take(self, commands: Sequence[object], i: int, samples: SampleSet) -> int:
         """Append to ``samples.columns`` the samples of ``commands[i]``, ``[i + 1]``...
@@ -960,39 +973,60 @@ class SeriesFastPath:
 
         Each line adds what `CommandBatch.add` would add for `parse_command`'s
         result (time in ns); ``samples.count`` is kept.  This loop is the TCP hot
-        path: one template lookup, one float() and two appends per line.
+        path.  A line ``PRE=VAL MID ms:TS`` (PRE free of ``=``) is cut by three
+        partitions and found in ``_split[PRE][MID]``: for a cached template whose
+        first ``=`` is the metric's, equal PRE and MID mean an equal template, since
+        VAL and TS hold no space.  Other cached shapes take the template lookup.
         """
         cache = self._cache
+        split = self._split
         cols = samples.columns
+        last_ts, last_ns = " ", 0  # never equal to digits
         start = i
         n = len(commands)
         while i < n:
             body = commands[i]
-            if type(body) is not str or not body.startswith("series "):
+            if type(body) is not str:
                 break
-            # _template and _cached_value, inlined: this loop is most of the time
-            sp = body.rfind(" ")
-            if not body.startswith("ms:", sp + 1):
-                break
-            m = body.find(" m:")
-            eq = body.find("=", m + 3)
-            vend = body.find(" ", m + 3)
-            if m < 0 or not 0 <= eq < vend:
-                break
-            hit = cache.get(body[: eq + 1] + body[vend:sp])
+            head, _, ts = body.rpartition(" ms:")
+            pre, _, rest = head.partition("=")
+            val, _, mid = rest.partition(" ")
+            by_mid = split.get(pre)
+            hit = None if by_mid is None else by_mid.get(mid)
             if hit is None:
-                break
-            ts = body[sp + 4 :]
-            if not (ts.isdigit() and ts.isascii()) or len(ts) > 16:
-                break
-            t = int(ts)
-            if t > MAX_TIME_MS:
-                break
-            val = body[eq + 1 : vend]
+                # the template lookup (_template, inlined)
+                if not body.startswith("series "):
+                    break
+                sp = body.rfind(" ")
+                if not body.startswith("ms:", sp + 1):
+                    break
+                m = body.find(" m:")
+                eq = body.find("=", m + 3)
+                vend = body.find(" ", m + 3)
+                if m < 0 or not 0 <= eq < vend:
+                    break
+                hit = cache.get(body[: eq + 1] + body[vend:sp])
+                if hit is None:
+                    break
+                ts = body[sp + 4 :]
+                val = body[eq + 1 : vend]
+            if ts == last_ts:
+                t = last_ns
+            else:
+                # digits only: then the `` ms:`` found is at the last space
+                if not (ts.isdigit() and ts.isascii()) or len(ts) > 16:
+                    break
+                t = int(ts)
+                if t > MAX_TIME_MS:
+                    break
+                t *= 1_000_000
+                last_ts, last_ns = ts, t
             if val == "NaN":
                 v = NAN
             else:
-                if not val or not val.isascii() or "_" in val or val[0] <= " " or val[-1] <= " ":
+                # ASCII and printable (no space either): float() then takes exactly
+                # BigDecimal's syntax once `_`, inf and nan are excluded
+                if not (val.isascii() and val.isprintable()) or "_" in val:
                     break
                 try:
                     v = float(val)
@@ -1008,7 +1042,7 @@ class SeriesFastPath:
                     col = cols[hit.key] = Column()
                 hit.cols = cols
                 hit.col = col
-            col.times.append(t * 1_000_000)
+            col.times.append(t)
             col.values.append(v)
             if col.texts is not None:
                 col.texts.append(None)
