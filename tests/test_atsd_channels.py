@@ -248,3 +248,62 @@ async def test_read_back_api_and_opentsdb_query(make_server: Any) -> None:
     assert opentsdb["tags"] == {"entity": "srv1"} and len(opentsdb["dps"]) == 2
     c.close()
     await sleep(0)
+
+
+@pytest_twisted.ensureDeferred
+async def test_meta_discards_data_in_order_on_every_channel(make_server: Any) -> None:
+    """A disabled entity or metric, and min/max with invalid action DISCARD,
+    discard the data that follows them (command_discarded.log, counted)."""
+    server = await start(make_server)
+    c = await connect_line(server.port("atsd"))
+    c.send(f"series e:off m:kept=1 ms:{T_MS}\n"
+           "entity e:off b:false\n"
+           f"series e:off m:dropped=1 ms:{T_MS}\n"
+           f"property e:off t:disk v:fs=ext4 ms:{T_MS}\n"
+           "metric m:disabled b:false\n"
+           f"series e:on m:disabled=1 m:fine=2 ms:{T_MS}\n"
+           "metric m:bounded min:0 max:100 a:discard\n"
+           f"series e:on m:bounded=150 ms:{T_MS}\n"
+           f"series e:on m:bounded=50 ms:{T_MS + 1}\n"
+           "debug ping\n")
+    assert await c.wait_lines(1) == ["ok"]
+    port = server.port("atsd-udp")
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.sendto(f"series e:off m:udp=1 ms:{T_MS}\nseries e:on m:udp=1 ms:{T_MS}\n".encode(),
+                 ("127.0.0.1", port))
+    _, secrets = await make_token(server, "fleet")
+    resp = await treq.post(f"http://127.0.0.1:{server.port('http')}/api/v1/command",
+                           data=f"series e:off m:http=1 ms:{T_MS}\n"
+                                f"series e:on m:bounded=-1 ms:{T_MS}".encode(),
+                           headers={"Authorization": basic(secrets["write"])})
+    assert json.loads(await treq.content(resp)) == {"fail": 0, "success": 2, "total": 2}
+    await wait_for(lambda: server.core.metrics.points_received.labels("atsd")._value.get() >= 4)
+    await server.flush()
+    rows = await server.export("fleet")
+    assert [(r[0], r[1], r[4]) for r in series_rows(rows)] == [
+        ("off", "kept", 1.0), ("on", "bounded", 50.0), ("on", "fine", 2.0), ("on", "udp", 1.0)]
+    assert not [r for r in rows if r["kind"] == "property"]
+    rejected = server.core.metrics.points_rejected
+    assert {reason: rejected.labels("atsd", reason)._value.get() for reason in (
+        "disabled_entity", "disabled_metric", "out_of_range")} == {
+        "disabled_entity": 4, "disabled_metric": 1, "out_of_range": 2}
+    server.core.plugins["atsd"].logs(server.core).flush()
+    log = (Path(server.core.config.data_dir) / "command_discarded.log").read_text()
+    assert log.count(";disabled_entity;") == 4 and ";incoming.udp.raw;" in log
+    c.close()
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_later_duplicate_wins_whichever_path_each_line_took(make_server: Any) -> None:
+    """The first line of a series takes the full parser, the next ones the fast
+    path: the later value still wins at the same time, as the lines came."""
+    server = await start(make_server)
+    c = await connect_line(server.port("atsd"))
+    c.send(f"series e:o m:dup=1 ms:{T_MS}\nseries e:o m:dup=2 ms:{T_MS}\n"
+           f"series e:o m:dup=3 t:new=tag ms:{T_MS}\nseries e:o m:dup=4 t:new=tag ms:{T_MS}\n"
+           "debug ping\n")
+    assert await c.wait_lines(1) == ["ok"]
+    await server.flush()
+    assert [(r[2], r[4]) for r in series_rows(await server.export("fleet"))] == [
+        ((), 2.0), ((("new", "tag"),), 4.0)]
+    c.close()

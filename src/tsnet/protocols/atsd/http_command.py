@@ -63,10 +63,12 @@ class CommandResource(Resource):
 
     isLeaf = True
 
-    def __init__(self, core: Core, logs: CommandLogs) -> None:
+    def __init__(self, core: Core, logs: CommandLogs, rules: Any = None) -> None:
         super().__init__()
         self.core = core
         self.logs = logs
+        #: ``rules(core, solution) -> Deferred[MetaRules]``: what the meta discards
+        self.rules = rules
 
     def render(self, request: Any) -> Any:
         if request.method != b"POST":
@@ -115,6 +117,7 @@ class CommandResource(Resource):
         except BodyError as e:
             text = f"{e.message}: {e.details}" if e.details else e.message
             return e.code, self._error(request, e.code, text)
+        rules = await self.rules(core, principal.solution) if self.rules is not None else None
         items = CommandBatch()
         now_ms = int(core.reactor.seconds() * 1000)
         fail = success = 0
@@ -134,7 +137,10 @@ class CommandResource(Resource):
                 core.metrics.rejected(PROTOCOL, "not_over_http")
                 self.logs.malformed(CHANNEL, text, "not_over_http")
                 continue
-            items.add(command, now_ms)
+            discarded = items.add(command, now_ms, rules)
+            if discarded is not None:  # accepted, as ATSD counts it, but not stored
+                core.metrics.rejected(PROTOCOL, discarded)
+                self.logs.discarded(CHANNEL, item, discarded)
             success += 1
         batch = items.take()
         if batch is not None:

@@ -7,6 +7,8 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 from twisted.application.service import IService
+from twisted.internet import defer
+from twisted.logger import Logger
 from twisted.web.resource import IResource
 
 from tsnet.plugin import (
@@ -15,6 +17,7 @@ from tsnet.plugin import (
     IProtocolPlugin,
     Key,
     Listener,
+    NotFound,
     ProtocolPlugin,
     StreamListenerService,
     as_bool,
@@ -23,15 +26,43 @@ from tsnet.plugin import (
 if TYPE_CHECKING:
     from tsnet.core import Core
     from tsnet.protocols.atsd.commandlog import CommandLogs
+    from tsnet.protocols.atsd.meta import MetaRules
+
+log = Logger(namespace="tsnet.atsd")
 
 
 class AtsdListenerService(StreamListenerService):
-    """A TCP listener that writes its command logs out when it stops."""
+    """A TCP listener: its solution's meta rules are loaded before it listens,
+    and its command logs written out when it stops."""
+
+    def __init__(self, listener: Listener, factory: Any, reactor: Any, plugin: AtsdPlugin,
+                 core: Core) -> None:
+        super().__init__(listener, factory, reactor)
+        self._plugin = plugin
+        self._core = core
+
+    def whenListening(self) -> Any:
+        d = self._plugin.rules_for(self._core, self.listener.solution)
+        return d.addCallback(lambda _: super(AtsdListenerService, self).whenListening())
 
     def stopService(self) -> Any:
         d = super().stopService()
         self.factory.logs.flush()
         return d
+
+
+class AtsdDatagramService(DatagramListenerService):
+    """A UDP listener, its solution's meta rules loaded before it listens."""
+
+    def __init__(self, listener: Listener, protocol: Any, reactor: Any, plugin: AtsdPlugin,
+                 core: Core) -> None:
+        super().__init__(listener, protocol, reactor)
+        self._plugin = plugin
+        self._core = core
+
+    def whenListening(self) -> Any:
+        d = self._plugin.rules_for(self._core, self.listener.solution)
+        return d.addCallback(lambda _: super(AtsdDatagramService, self).whenListening())
 
 
 class AtsdPlugin(ProtocolPlugin):
@@ -50,6 +81,8 @@ class AtsdPlugin(ProtocolPlugin):
 
         self.http_errors = AtsdErrors()
         self._logs: dict[str, CommandLogs] = {}  # by data directory
+        self._rules: dict[tuple[str, str], MetaRules] = {}  # by data directory, solution
+        self._loading: dict[tuple[str, str], defer.Deferred] = {}
 
     def logs(self, core: Core) -> CommandLogs:
         """The command logs of the server's data directory (one per directory)."""
@@ -60,6 +93,55 @@ class AtsdPlugin(ProtocolPlugin):
         if logs is None:
             logs = self._logs[d] = CommandLogs(d, core.reactor)
         return logs
+
+    def rules_now(self, core: Core, solution: str) -> MetaRules:
+        """The solution's meta rules as they are (reloaded in the background
+        when stale), for channels that cannot wait."""
+        from tsnet.protocols.atsd.meta import MetaRules
+
+        key = (core.config.data_dir, solution)
+        rules = self._rules.get(key)
+        if rules is None:
+            rules = self._rules[key] = MetaRules()
+        if rules.stale(core.reactor.seconds()) and key not in self._loading:
+            self.rules_for(core, solution).addErrback(
+                lambda f: log.failure("loading the ATSD meta of {solution} failed", f,
+                                      solution=solution))
+        return rules
+
+    def rules_for(self, core: Core, solution: str) -> defer.Deferred:
+        """Deferred[MetaRules]: loaded from storage first when stale."""
+        from tsnet.protocols.atsd.meta import MetaRules
+
+        key = (core.config.data_dir, solution)
+        rules = self._rules.get(key)
+        if rules is None:
+            rules = self._rules[key] = MetaRules()
+        if not rules.stale(core.reactor.seconds()):
+            return defer.succeed(rules)
+        if key in self._loading:
+            d: defer.Deferred = defer.Deferred()
+            self._loading[key].addBoth(lambda r: (d.callback(rules), r)[1])
+            return d
+
+        async def load() -> MetaRules:
+            try:
+                backend = core.storage.backend_for(solution)
+            except NotFound:
+                await core.storage.refresh()
+                backend = core.storage.backend_for(solution)
+            metrics = await backend.read_meta(solution, "metric")
+            entities = await backend.read_meta(solution, "entity")
+            rules.load(metrics, entities, core.reactor.seconds())
+            return rules
+
+        loading = self._loading[key] = defer.ensureDeferred(load())
+
+        def done(result: Any) -> Any:
+            self._loading.pop(key, None)
+            return result
+
+        return loading.addBoth(done)
 
     def check(self, listener: Listener, config: Config,
               plugins: Mapping[str, IProtocolPlugin]) -> None:
@@ -73,16 +155,17 @@ class AtsdPlugin(ProtocolPlugin):
         if listener.kind == "udp":
             from tsnet.protocols.atsd.udp import AtsdDatagramProtocol
 
-            return DatagramListenerService(listener, AtsdDatagramProtocol(listener, core, logs),
-                                           core.reactor)
+            udp = AtsdDatagramProtocol(listener, core, logs, self.rules_now)
+            return AtsdDatagramService(listener, udp, core.reactor, self, core)
         from tsnet.protocols.atsd.tcp import AtsdTcpFactory
 
-        return AtsdListenerService(listener, AtsdTcpFactory(listener, core, logs), core.reactor)
+        factory = AtsdTcpFactory(listener, core, logs, self.rules_now)
+        return AtsdListenerService(listener, factory, core.reactor, self, core)
 
     def resources(self, core: Core) -> dict[bytes, IResource]:
         """``/api/v1/command`` and the read-back API."""
         from tsnet.protocols.atsd.http_command import CommandResource
         from tsnet.protocols.atsd.http_read import read_resources
 
-        return {b"/api/v1/command": CommandResource(core, self.logs(core)),
+        return {b"/api/v1/command": CommandResource(core, self.logs(core), self.rules_for),
                 **read_resources(core)}

@@ -27,7 +27,13 @@ from tsnet.model import SampleSet, anonymous
 from tsnet.protocols.atsd import ATSD_REVISION
 from tsnet.protocols.atsd.framing import Overlong, TcpFramer
 from tsnet.protocols.atsd.items import CommandBatch
-from tsnet.protocols.atsd.parse import CommandError, Control, SeriesFastPath
+from tsnet.protocols.atsd.parse import (
+    CommandError,
+    Control,
+    MetaCommand,
+    SeriesCommand,
+    SeriesFastPath,
+)
 
 if TYPE_CHECKING:
     from tsnet.config import Listener
@@ -50,9 +56,12 @@ def overlong_error(item: Overlong) -> CommandError:
 class AtsdTcpFactory(ConnectionTracker):
     """One per TCP listener: its settings and the server's command logs."""
 
-    def __init__(self, listener: Listener, core: Core, logs: CommandLogs) -> None:
+    def __init__(self, listener: Listener, core: Core, logs: CommandLogs,
+                 rules: Any = None) -> None:
         super().__init__(listener, core, PROTOCOL)
         self.logs = logs
+        #: ``rules(core, solution) -> MetaRules``: what the solution's meta discards
+        self.rules = rules
         self.principal = anonymous(listener.solution)
         self.disconnect_on_error = listener.options.get("disconnect_on_error", True)
         self.command_log = listener.options.get("command_log", False)
@@ -176,7 +185,9 @@ class AtsdTcpProtocol(Protocol, TimeoutMixin):
         i = self._pos
         take, parse = f.fast.take, f.fast.parse
         view = self._view
-        fast = self._sink is not None and not f.command_log  # command.log sees every line
+        rules = f.rules(core, f.listener.solution) if f.rules is not None else None
+        # the fast path skips what only the full path does: command.log, meta discards
+        fast = self._sink is not None and not f.command_log and not (rules and rules.active)
         while i < n and not self._waiting and not self._closing:
             if fast:
                 view.columns = self._sink.columns()
@@ -198,7 +209,18 @@ class AtsdTcpProtocol(Protocol, TimeoutMixin):
             if isinstance(command, Control):
                 self._control(command.name)
                 continue
-            self._items.add(command, int(core.reactor.seconds() * 1000))
+            items = self._items
+            sink = self._sink if not debug and isinstance(command, SeriesCommand) else None
+            discarded = items.add(command, int(core.reactor.seconds() * 1000), rules,
+                                  None if sink is None else sink.columns())
+            if sink is not None:
+                sink.added(items.sunk)  # in order with the fast path's points
+                items.sunk = 0
+            if discarded is not None:
+                core.metrics.rejected(PROTOCOL, discarded)
+                f.logs.discarded(CHANNEL, item, discarded)
+            if isinstance(command, MetaCommand) and rules is not None and rules.active:
+                fast = False  # this meta may discard what follows
             if f.command_log:
                 f.logs.accepted(CHANNEL, item)
             if debug:

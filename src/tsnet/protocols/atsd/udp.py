@@ -36,10 +36,13 @@ class AtsdDatagramProtocol(DatagramProtocol):
 
     noisy = False
 
-    def __init__(self, listener: Listener, core: Core, logs: CommandLogs) -> None:
+    def __init__(self, listener: Listener, core: Core, logs: CommandLogs,
+                 rules: Any = None) -> None:
         self.listener = listener
         self.core = core
         self.logs = logs
+        #: ``rules(core, solution) -> MetaRules``: what the solution's meta discards
+        self.rules = rules
         self.principal = anonymous(listener.solution)
         self.command_log = listener.options.get("command_log", False)
         self.overloaded = False
@@ -53,6 +56,7 @@ class AtsdDatagramProtocol(DatagramProtocol):
                 "utf-8", "replace"), "unterminated")
         items = CommandBatch()
         now_ms = int(core.reactor.seconds() * 1000)
+        rules = self.rules(core, self.listener.solution) if self.rules is not None else None
         for item in commands:
             text = item.head if isinstance(item, Overlong) else item
             try:
@@ -67,7 +71,10 @@ class AtsdDatagramProtocol(DatagramProtocol):
                 core.metrics.rejected(PROTOCOL, "control_over_udp")
                 self.logs.malformed(CHANNEL, text, "control_over_udp")
                 continue
-            items.add(command, now_ms)
+            discarded = items.add(command, now_ms, rules)
+            if discarded is not None:
+                core.metrics.rejected(PROTOCOL, discarded)
+                self.logs.discarded(CHANNEL, item, discarded)
             if self.command_log:
                 self.logs.accepted(CHANNEL, item)
         batch = items.take()
