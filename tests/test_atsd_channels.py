@@ -307,3 +307,21 @@ async def test_a_later_duplicate_wins_whichever_path_each_line_took(make_server:
     assert [(r[2], r[4]) for r in series_rows(await server.export("fleet"))] == [
         ((), 2.0), ((("new", "tag"),), 4.0)]
     c.close()
+
+
+@pytest_twisted.ensureDeferred
+async def test_http_runs_of_known_series_count_and_store_like_the_rest(
+        make_server: Any) -> None:
+    server = await start(make_server)
+    _, secrets = await make_token(server, "tenant")
+    url = f"http://127.0.0.1:{server.port('http')}/api/v1/command"
+    lines = [f"series e:h m:run={i} t:k=v ms:{T_MS + i}" for i in range(50)]
+    lines[20] = f"series e:h m:run=x t:k=v ms:{T_MS + 20}"  # bad value in the middle of a run
+    lines[30] = f"series e:h m:run=1 t:k=v ms:{T_MS}"  # a duplicate of the first: it wins
+    resp = await treq.post(url, data="\n".join(lines).encode(),
+                           headers={"Authorization": basic(secrets["write"])})
+    assert json.loads(await treq.content(resp)) == {"fail": 1, "success": 49, "total": 50}
+    rows = series_rows(await server.export("tenant"))
+    assert len(rows) == 48  # 50 lines, one bad, one a duplicate time
+    values = {r[3]: r[4] for r in rows}
+    assert values[T_MS] == 1.0 and T_MS + 20 not in values and values[T_MS + 49] == 49.0
