@@ -325,3 +325,44 @@ async def test_http_runs_of_known_series_count_and_store_like_the_rest(
     assert len(rows) == 48  # 50 lines, one bad, one a duplicate time
     values = {r[3]: r[4] for r in rows}
     assert values[T_MS] == 1.0 and T_MS + 20 not in values and values[T_MS + 49] == 49.0
+
+
+def test_append_text_rule() -> None:
+    from tsnet.storage.rules import append_text
+
+    assert append_text(None, "a") == "a"
+    assert append_text("", "b") == "b"
+    assert append_text("a", "b") == "a;\nb"
+    assert append_text("a;\nb", "a") == "a;\nb"  # already one of the parts
+    assert append_text("a;\nb", "a;") == "a;\nb;\na;"
+
+
+@pytest_twisted.ensureDeferred
+async def test_append_joins_texts_in_order_on_every_channel(make_server: Any) -> None:
+    """Spec §4.1's examples: a, a(append), b(append) -> a;\\nb; and a,
+    b(append), c(append), d (a:false), e(append) -> d;\\ne."""
+    server = await start(make_server)
+    c = await connect_line(server.port("atsd"))
+    c.send(f"series e:t m:one=1 x:one=a ms:{T_MS}\n"
+           f"series e:t x:one=a a:true ms:{T_MS}\n"
+           f"series e:t x:one=b a:true ms:{T_MS}\n"
+           f"series e:t x:two=a ms:{T_MS}\n"
+           f"series e:t x:two=b a:true ms:{T_MS}\n"
+           f"series e:t x:two=c a:true ms:{T_MS}\n"
+           f"series e:t x:two=d a:false ms:{T_MS}\n"
+           f"debug series e:t x:two=e a:true ms:{T_MS}\n")
+    assert await c.wait_lines(1) == ["ok"]
+    _, secrets = await make_token(server, "fleet")
+    resp = await treq.post(f"http://127.0.0.1:{server.port('http')}/api/v1/command",
+                           data=f"series e:t x:web=p ms:{T_MS}\n"
+                                f"series e:t x:web=q a:true ms:{T_MS}\n".encode(),
+                           headers={"Authorization": basic(secrets["write"])})
+    assert json.loads(await treq.content(resp))["success"] == 2
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.sendto(f"series e:t x:udp=u ms:{T_MS}\nseries e:t x:udp=v a:true ms:{T_MS}\n".encode(),
+                 ("127.0.0.1", server.port("atsd-udp")))
+    await wait_for(lambda: server.core.metrics.points_received.labels("atsd")._value.get() >= 12)
+    await server.flush()
+    texts = {r[1]: r[5] for r in series_rows(await server.export("fleet"))}
+    assert texts == {"one": "a;\nb", "two": "d;\ne", "web": "p;\nq", "udp": "u;\nv"}
+    c.close()

@@ -26,6 +26,21 @@ def series_sort_key(key: SeriesKey) -> tuple:
     return (metric, entity is not None, entity or "", tags)
 
 
+#: what separates the texts appended to one sample (ATSD's ``a:true``, §4.1)
+TEXT_SEPARATOR = ";\n"
+
+
+def append_text(stored: str | None, new: str) -> str:
+    """ATSD's append: the new text after the stored one, joined by
+    `TEXT_SEPARATOR`, unless it is one of the stored parts already; a sample
+    without text (or with an empty one) takes the new text as it is."""
+    if not stored:
+        return new
+    if new in stored.split(TEXT_SEPARATOR):
+        return stored
+    return stored + TEXT_SEPARATOR + new
+
+
 def blank(v: Any) -> bool:
     """An empty or whitespace-only value: ATSD's way of deleting a tag or field."""
     return v is None or (isinstance(v, str) and not v.strip())

@@ -28,6 +28,7 @@ from tsnet.http.credentials import listener_of, principal_for
 from tsnet.http.site import DEFAULT_MAX_BODY
 from tsnet.interfaces import IHTTPErrors
 from tsnet.model import WRITE
+from tsnet.protocols.atsd.append import needs_append, resolve
 from tsnet.protocols.atsd.framing import Overlong, frame_http_body
 from tsnet.protocols.atsd.items import CommandBatch
 from tsnet.protocols.atsd.parse import CommandError, Control, SeriesFastPath
@@ -154,6 +155,18 @@ class CommandResource(Resource):
                 core.metrics.rejected(PROTOCOL, "not_over_http")
                 self.logs.malformed(CHANNEL, text, "not_over_http")
                 continue
+            if needs_append(command):  # the stored text, with what came before committed
+                batch = items.take()
+                try:
+                    if batch is not None:
+                        core.metrics.received(PROTOCOL, batch.samples.count)
+                        await core.ingest.submit(batch, principal, PROTOCOL)
+                    command = await resolve(core, principal.solution, command, now_ms)
+                except Exception:
+                    log.failure("ATSD commands of one request not committed")
+                    return 503, self._error(request, 503,
+                                            "the commands could not be stored; retry")
+                samples = items.batch.samples
             discarded = items.add(command, now_ms, rules)
             if discarded is not None:  # accepted, as ATSD counts it, but not stored
                 core.metrics.rejected(PROTOCOL, discarded)

@@ -25,6 +25,7 @@ from zope.interface import implementer
 from tsnet.listeners import ConnectionTracker
 from tsnet.model import SampleSet, anonymous
 from tsnet.protocols.atsd import ATSD_REVISION
+from tsnet.protocols.atsd.append import needs_append, resolve
 from tsnet.protocols.atsd.framing import Overlong, TcpFramer
 from tsnet.protocols.atsd.items import CommandBatch
 from tsnet.protocols.atsd.parse import (
@@ -209,22 +210,12 @@ class AtsdTcpProtocol(Protocol, TimeoutMixin):
             if isinstance(command, Control):
                 self._control(command.name)
                 continue
-            items = self._items
-            sink = self._sink if not debug and isinstance(command, SeriesCommand) else None
-            discarded = items.add(command, int(core.reactor.seconds() * 1000), rules,
-                                  None if sink is None else sink.columns())
-            if sink is not None:
-                sink.added(items.sunk)  # in order with the fast path's points
-                items.sunk = 0
-            if discarded is not None:
-                core.metrics.rejected(PROTOCOL, discarded)
-                f.logs.discarded(CHANNEL, item, discarded)
-            if isinstance(command, MetaCommand) and rules is not None and rules.active:
-                fast = False  # this meta may discard what follows
-            if f.command_log:
-                f.logs.accepted(CHANNEL, item)
-            if debug:
-                self._wait_commit()
+            if needs_append(command):
+                self._pos = i
+                self._wait_append(command, item, debug)
+                return
+            if not self._accept(command, item, debug, rules):
+                fast = False  # a meta command that may discard what follows
         if i >= n:
             queue.clear()
             i = 0
@@ -233,6 +224,60 @@ class AtsdTcpProtocol(Protocol, TimeoutMixin):
             self._submit()
             if self._eof and not queue and not self._closing:
                 self._close()
+
+    def _accept(self, command: Any, item: str, debug: bool, rules: Any) -> bool:
+        """Take a parsed data command into the write queue; False when it was
+        meta that may discard data (the fast path must stop)."""
+        f = self.factory
+        core = f.core
+        items = self._items
+        sink = self._sink if not debug and isinstance(command, SeriesCommand) else None
+        discarded = items.add(command, int(core.reactor.seconds() * 1000), rules,
+                              None if sink is None else sink.columns())
+        if sink is not None:
+            sink.added(items.sunk)  # in order with the fast path's points
+            items.sunk = 0
+        if discarded is not None:
+            core.metrics.rejected(PROTOCOL, discarded)
+            f.logs.discarded(CHANNEL, item, discarded)
+        if f.command_log:
+            f.logs.accepted(CHANNEL, item)
+        if debug:
+            self._wait_commit()
+        return not (isinstance(command, MetaCommand) and rules is not None and rules.active)
+
+    def _wait_append(self, command: Any, item: str, debug: bool) -> None:
+        """``a:true``: commit what came before, read the stored text, then take
+        the command with the texts joined, and go on."""
+        f = self.factory
+        core = f.core
+        d = self._submit() or core.ingest.flush()
+        self._waiting = True
+        self._update_flow()
+
+        async def joined(_: Any) -> Any:
+            return await resolve(core, f.listener.solution, command,
+                                 int(core.reactor.seconds() * 1000))
+
+        def done(resolved: Any) -> None:
+            self._waiting = False
+            self._update_flow()
+            if self._closing:
+                return
+            rules = f.rules(core, f.listener.solution) if f.rules is not None else None
+            self._accept(resolved, item, debug, rules)
+            self._run()
+
+        def failed(failure: Any) -> None:
+            log.failure("appending an ATSD text failed", failure)
+            self._waiting = False
+            self._update_flow()
+            if debug:
+                self._reply("Error: the command was not stored")
+            self._run()
+
+        d.addCallback(lambda r: defer.ensureDeferred(joined(r)))
+        d.addCallbacks(done, failed)
 
     def _control(self, name: str) -> None:
         if name == "ping":

@@ -11,10 +11,12 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from twisted.internet import defer
 from twisted.internet.protocol import DatagramProtocol
 from twisted.logger import Logger
 
 from tsnet.model import anonymous
+from tsnet.protocols.atsd.append import needs_append, resolve
 from tsnet.protocols.atsd.framing import Overlong, frame_datagram
 from tsnet.protocols.atsd.items import CommandBatch
 from tsnet.protocols.atsd.parse import CommandError, Control, parse_command
@@ -54,9 +56,9 @@ class AtsdDatagramProtocol(DatagramProtocol):
             core.metrics.rejected(PROTOCOL, "unterminated", dropped)
             self.logs.malformed(CHANNEL, data.rsplit(b"\n", 1)[-1][:200].decode(
                 "utf-8", "replace"), "unterminated")
-        items = CommandBatch()
         now_ms = int(core.reactor.seconds() * 1000)
         rules = self.rules(core, self.listener.solution) if self.rules is not None else None
+        accepted: list[tuple[str, Any]] = []
         for item in commands:
             text = item.head if isinstance(item, Overlong) else item
             try:
@@ -71,12 +73,43 @@ class AtsdDatagramProtocol(DatagramProtocol):
                 core.metrics.rejected(PROTOCOL, "control_over_udp")
                 self.logs.malformed(CHANNEL, text, "control_over_udp")
                 continue
-            discarded = items.add(command, now_ms, rules)
-            if discarded is not None:
-                core.metrics.rejected(PROTOCOL, discarded)
-                self.logs.discarded(CHANNEL, item, discarded)
-            if self.command_log:
-                self.logs.accepted(CHANNEL, item)
+            accepted.append((item, command))
+        if any(needs_append(c) for _, c in accepted):
+            d = defer.ensureDeferred(self._with_appends(accepted, now_ms, rules))
+            d.addErrback(lambda f: log.failure("an ATSD datagram with appends failed", f))
+            return
+        items = CommandBatch()
+        for item, command in accepted:
+            self._add(items, item, command, now_ms, rules)
+        self._offer(items)
+
+    def _add(self, items: CommandBatch, item: str, command: Any, now_ms: int,
+             rules: Any) -> None:
+        discarded = items.add(command, now_ms, rules)
+        if discarded is not None:
+            self.core.metrics.rejected(PROTOCOL, discarded)
+            self.logs.discarded(CHANNEL, item, discarded)
+        if self.command_log:
+            self.logs.accepted(CHANNEL, item)
+
+    async def _with_appends(self, accepted: list[tuple[str, Any]], now_ms: int,
+                            rules: Any) -> None:
+        """A datagram holding ``a:true`` series: each waits for the commit of
+        what came before it, to join its text to the stored one."""
+        core = self.core
+        items = CommandBatch()
+        for item, command in accepted:
+            if needs_append(command):
+                batch = items.take()
+                if batch is not None:
+                    core.metrics.received(PROTOCOL, batch.samples.count)
+                    await core.ingest.submit(batch, self.principal, PROTOCOL)
+                command = await resolve(core, self.listener.solution, command, now_ms)
+            self._add(items, item, command, now_ms, rules)
+        self._offer(items)
+
+    def _offer(self, items: CommandBatch) -> None:
+        core = self.core
         batch = items.take()
         if batch is None:
             return
