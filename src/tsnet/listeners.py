@@ -64,6 +64,44 @@ class ConnectionTracker(Factory):
                 p.transport.loseConnection()
 
 
+class FlowControlled:
+    """Flow control of a stream protocol (a mixin beside ``Protocol`` and
+    ``TimeoutMixin``): the write queue pauses it as an ``IPushProducer``, and
+    it pauses itself while ``_waiting`` (on a token lookup, on a commit it
+    must answer after).  Either reason keeps the transport paused, neither
+    resumes what the other paused, and the idle timer stops meanwhile.  Call
+    `_update_flow` after changing ``_waiting``."""
+
+    _ingest_paused = False
+    _waiting = False
+    _transport_paused = False
+
+    def pauseProducing(self) -> None:
+        self._ingest_paused = True
+        self._update_flow()
+
+    def resumeProducing(self) -> None:
+        self._ingest_paused = False
+        self._update_flow()
+
+    def stopProducing(self) -> None:
+        self.transport.loseConnection()  # type: ignore[attr-defined]
+
+    def _update_flow(self) -> None:
+        transport = self.transport  # type: ignore[attr-defined]
+        if transport is None:
+            return
+        want = self._ingest_paused or self._waiting
+        if want and not self._transport_paused:
+            self._transport_paused = True
+            self.setTimeout(None)  # type: ignore[attr-defined]
+            transport.pauseProducing()
+        elif not want and self._transport_paused:
+            self._transport_paused = False
+            self.setTimeout(self.factory.listener.idle_timeout or None)  # type: ignore[attr-defined]
+            transport.resumeProducing()
+
+
 class StreamListenerService(Service):
     """Listens on a tcp:/ssl:/unix: endpoint with ``factory``."""
 

@@ -75,7 +75,12 @@ from tsnet.interfaces import (
     IStorageBackend,
     IStorages,
 )
-from tsnet.listeners import ConnectionTracker, DatagramListenerService, StreamListenerService
+from tsnet.listeners import (
+    ConnectionTracker,
+    DatagramListenerService,
+    FlowControlled,
+    StreamListenerService,
+)
 from tsnet.model import (
     INT64_MAX,
     INT64_MIN,
@@ -176,6 +181,7 @@ __all__ = [
     "Core",
     "Credential",
     "DatagramListenerService",
+    "FlowControlled",
     "Forbidden",
     "IAuthenticator",
     "ICatalog",

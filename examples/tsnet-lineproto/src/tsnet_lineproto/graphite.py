@@ -29,6 +29,7 @@ from tsnet.plugin import (
     ConnectionTracker,
     Core,
     DatagramListenerService,
+    FlowControlled,
     IProtocolPlugin,
     Key,
     Listener,
@@ -123,7 +124,7 @@ def _peer(transport: Any) -> str:
     return f"{host}:{addr.port}" if host is not None else str(addr)
 
 
-class GraphiteLineProtocol(Protocol, TimeoutMixin):
+class GraphiteLineProtocol(FlowControlled, Protocol, TimeoutMixin):
     """One TCP (or TLS, or Unix) connection of plaintext lines."""
 
     factory: GraphiteFactory
@@ -220,17 +221,6 @@ class GraphiteLineProtocol(Protocol, TimeoutMixin):
         f.forget(self)
         if self._complaints is not None:
             self._complaints.close(self._peer)
-
-    # IPushProducer, for the write queue's watermarks
-
-    def pauseProducing(self) -> None:
-        self.transport.pauseProducing()
-
-    def resumeProducing(self) -> None:
-        self.transport.resumeProducing()
-
-    def stopProducing(self) -> None:
-        self.transport.loseConnection()
 
 
 class GraphiteFactory(ConnectionTracker):

@@ -22,7 +22,7 @@ from twisted.logger import Logger
 from twisted.protocols.policies import TimeoutMixin
 from zope.interface import implementer
 
-from tsnet.listeners import ConnectionTracker
+from tsnet.listeners import ConnectionTracker, FlowControlled
 from tsnet.model import SampleSet, anonymous
 from tsnet.protocols.atsd import ATSD_REVISION
 from tsnet.protocols.atsd.append import needs_append, resolve
@@ -76,7 +76,7 @@ class AtsdTcpFactory(ConnectionTracker):
 
 
 @implementer(IHalfCloseableProtocol)
-class AtsdTcpProtocol(Protocol, TimeoutMixin):
+class AtsdTcpProtocol(FlowControlled, Protocol, TimeoutMixin):
     """One connection.  A half-close (EOF) ends the last command without LF,
     which is processed, answered if it asked, and then the connection closes."""
 
@@ -145,29 +145,8 @@ class AtsdTcpProtocol(Protocol, TimeoutMixin):
             self._submit()
             self.transport.loseConnection()
 
-    # -- flow control ---------------------------------------------------------------
-
-    def pauseProducing(self) -> None:
-        self._ingest_paused = True
-        self._update_flow()
-
-    def resumeProducing(self) -> None:
-        self._ingest_paused = False
-        self._update_flow()
-
     def stopProducing(self) -> None:
-        self._close()
-
-    def _update_flow(self) -> None:
-        want = self._ingest_paused or self._waiting
-        if self.transport is None:
-            return
-        if want and not self._transport_paused:
-            self._transport_paused = True
-            self.transport.pauseProducing()
-        elif not want and self._transport_paused:
-            self._transport_paused = False
-            self.transport.resumeProducing()
+        self._close()  # (FlowControlled pauses and resumes)
 
     # -- commands --------------------------------------------------------------------
 

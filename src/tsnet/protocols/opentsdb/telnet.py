@@ -23,7 +23,7 @@ from twisted.protocols.policies import TimeoutMixin
 from zope.interface import implementer
 
 from tsnet.errors import Forbidden, Unauthorized
-from tsnet.listeners import ConnectionTracker
+from tsnet.listeners import ConnectionTracker, FlowControlled
 from tsnet.model import WRITE, Batch, Column, Principal, SampleSet, anonymous
 from tsnet.protocols.opentsdb import BUILD_TIMESTAMP, OPENTSDB_VERSION
 from tsnet.protocols.opentsdb.telnet_parse import (
@@ -114,7 +114,7 @@ class TelnetFactory(ConnectionTracker):
 
 
 @implementer(IHalfCloseableProtocol)
-class TelnetProtocol(Protocol, TimeoutMixin):
+class TelnetProtocol(FlowControlled, Protocol, TimeoutMixin):
     """One connection.  A client that half-closes (``printf ... | nc -N``) gets its
     remaining lines handled and every reply before the server closes."""
 
@@ -157,30 +157,6 @@ class TelnetProtocol(Protocol, TimeoutMixin):
     def timeoutConnection(self) -> None:
         log.debug("closing idle connection")
         self.transport.loseConnection()
-
-    # -- flow control: ingest pauses us; we pause the transport -------------------
-
-    def pauseProducing(self) -> None:
-        self._ingest_paused = True
-        self._update_flow()
-
-    def resumeProducing(self) -> None:
-        self._ingest_paused = False
-        self._update_flow()
-
-    def stopProducing(self) -> None:
-        self.transport.loseConnection()
-
-    def _update_flow(self) -> None:
-        want = self._ingest_paused or self._waiting
-        if want and not self._transport_paused:
-            self._transport_paused = True
-            self.setTimeout(None)
-            self.transport.pauseProducing()
-        elif not want and self._transport_paused:
-            self._transport_paused = False
-            self.setTimeout(self.factory.listener.idle_timeout or None)
-            self.transport.resumeProducing()
 
     # -- framing -----------------------------------------------------------------
 
