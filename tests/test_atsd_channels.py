@@ -366,3 +366,31 @@ async def test_append_joins_texts_in_order_on_every_channel(make_server: Any) ->
     texts = {r[1]: r[5] for r in series_rows(await server.export("fleet"))}
     assert texts == {"one": "a;\nb", "two": "d;\ne", "web": "p;\nq", "udp": "u;\nv"}
     c.close()
+
+
+def test_the_limit_of_other_commands_counts_utf8_bytes() -> None:
+    from tsnet.protocols.atsd.framing import over_other_limit
+
+    assert not over_other_limit("metric m:m d:" + "x" * 1000)  # 1013 bytes
+    assert over_other_limit("metric m:m d:" + "x" * 1012)  # 1025 bytes
+    assert over_other_limit("metric m:m d:" + "é" * 506)  # 519 characters, 1025 bytes
+    assert not over_other_limit("series e:x x:m=" + "x" * 5000)  # data commands: 131,072
+    assert over_other_limit("debug entity e:x l:" + "x" * 1010)
+
+
+@pytest_twisted.ensureDeferred
+async def test_commands_other_than_data_are_limited_to_1024_bytes(make_server: Any) -> None:
+    server = await make_server(CONFIG.replace("command_log = yes",
+                                              "command_log = yes\nother_limit = 131072"))
+    long_metric = "metric m:long d:" + "x" * 1100
+    c = await connect_line(server.port("atsd-keep"))  # other_limit raised to 131,072
+    c.send(f"debug {long_metric}\n")
+    assert await c.wait_lines(1) == ["ok"]
+    c.close()
+    c = await connect_line(server.port("atsd"))  # the default: 1024 bytes
+    c.send(f"debug series e:x x:m={'y' * 2000} ms:{T_MS}\ndebug {long_metric}\n")
+    await c.wait_closed()
+    ok, refused = c.lines()
+    assert ok == "ok" and refused.startswith("Invalid command: metric m:long d:xxx")
+    assert refused.endswith("is longer than 1024 bytes")
+    assert server.core.metrics.points_rejected.labels("atsd", "overlong")._value.get() == 1

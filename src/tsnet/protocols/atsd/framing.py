@@ -27,6 +27,11 @@ from typing import NamedTuple
 
 #: Characters per logical command, terminator excluded; ``debug `` counts (§2.1, §3.8).
 LIMIT = 131_072
+#: bytes a command other than series, property and message may have (ATSD's
+#: documented table; the spec notes that later ATSD releases took longer metric
+#: commands, so listeners may raise it with ``other_limit``)
+OTHER_LIMIT = 1024
+_DATA_COMMANDS = frozenset(("series", "property", "message"))
 #: Characters of an over-long command kept for the log.
 HEAD = 200
 #: What Java's String.trim removes: every character up to U+0020.
@@ -268,3 +273,14 @@ def frame_http_body(text: str) -> list[str | Overlong]:
         line = "\n".join(open_parts)
         append(line if len(line) <= LIMIT else Overlong(len(line), line[:HEAD]))
     return out
+
+
+def over_other_limit(text: str, limit: int = OTHER_LIMIT) -> bool:
+    """Whether ``text``, a command other than series, property or message, is
+    longer than ``limit`` bytes in UTF-8 (the ``debug`` prefix counts)."""
+    if len(text) <= limit // 4:  # no UTF-8 text this short can be over
+        return False
+    body = text[6:] if text.startswith("debug ") else text
+    if body.split(" ", 1)[0] in _DATA_COMMANDS:
+        return False
+    return len(text) > limit or len(text.encode("utf-8")) > limit

@@ -29,10 +29,15 @@ from tsnet.http.site import DEFAULT_MAX_BODY
 from tsnet.interfaces import IHTTPErrors
 from tsnet.model import WRITE
 from tsnet.protocols.atsd.append import needs_append, resolve
-from tsnet.protocols.atsd.framing import Overlong, frame_http_body
+from tsnet.protocols.atsd.framing import (
+    OTHER_LIMIT,
+    Overlong,
+    frame_http_body,
+    over_other_limit,
+)
 from tsnet.protocols.atsd.items import CommandBatch
 from tsnet.protocols.atsd.parse import CommandError, Control, SeriesFastPath
-from tsnet.protocols.atsd.tcp import overlong_error
+from tsnet.protocols.atsd.tcp import other_limit_error, overlong_error
 
 if TYPE_CHECKING:
     from tsnet.core import Core
@@ -144,6 +149,8 @@ class CommandResource(Resource):
             try:
                 if isinstance(item, Overlong):
                     raise overlong_error(item)
+                if over_other_limit(item):
+                    raise other_limit_error(item, OTHER_LIMIT)
                 debug, command = parse(item)
             except CommandError as e:
                 fail += 1

@@ -21,6 +21,7 @@ from tsnet.plugin import (
     ProtocolPlugin,
     StreamListenerService,
     as_bool,
+    positive_int,
 )
 
 if TYPE_CHECKING:
@@ -74,6 +75,8 @@ class AtsdPlugin(ProtocolPlugin):
         "disconnect_on_error": Key(as_bool, True,
                                    "close a TCP connection after a rejected command"),
         "command_log": Key(as_bool, False, "write accepted commands to command.log"),
+        "other_limit": Key(positive_int, 1024, "bytes a command other than series, property "
+                                               "and message may have"),
     }
 
     def __init__(self) -> None:

@@ -26,7 +26,7 @@ from tsnet.listeners import ConnectionTracker, FlowControlled
 from tsnet.model import SampleSet, anonymous
 from tsnet.protocols.atsd import ATSD_REVISION
 from tsnet.protocols.atsd.append import needs_append, resolve
-from tsnet.protocols.atsd.framing import Overlong, TcpFramer
+from tsnet.protocols.atsd.framing import OTHER_LIMIT, Overlong, TcpFramer, over_other_limit
 from tsnet.protocols.atsd.items import CommandBatch
 from tsnet.protocols.atsd.parse import (
     CommandError,
@@ -45,6 +45,12 @@ log = Logger(namespace="tsnet.atsd")
 
 PROTOCOL = "atsd"
 CHANNEL = "incoming.tcp.raw"
+
+
+def other_limit_error(text: str, limit: int) -> CommandError:
+    body = text[6:] if text.startswith("debug ") else text
+    return CommandError(f"Invalid command: {body[:100]}... is longer than {limit} bytes",
+                        "overlong")
 
 
 def overlong_error(item: Overlong) -> CommandError:
@@ -66,6 +72,7 @@ class AtsdTcpFactory(ConnectionTracker):
         self.principal = anonymous(listener.solution)
         self.disconnect_on_error = listener.options.get("disconnect_on_error", True)
         self.command_log = listener.options.get("command_log", False)
+        self.other_limit = listener.options.get("other_limit", OTHER_LIMIT)
         #: the cache of validated series lines, shared by the listener's connections
         self.fast = SeriesFastPath()
 
@@ -180,6 +187,10 @@ class AtsdTcpProtocol(FlowControlled, Protocol, TimeoutMixin):
             i += 1
             if isinstance(item, Overlong):
                 self._reject(item.head, overlong_error(item), item.head.startswith("debug "))
+                continue
+            if over_other_limit(item, f.other_limit):
+                self._reject(item, other_limit_error(item, f.other_limit),
+                             item.startswith("debug "))
                 continue
             try:
                 debug, command = parse(item)

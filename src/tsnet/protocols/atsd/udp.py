@@ -17,10 +17,10 @@ from twisted.logger import Logger
 
 from tsnet.model import anonymous
 from tsnet.protocols.atsd.append import needs_append, resolve
-from tsnet.protocols.atsd.framing import Overlong, frame_datagram
+from tsnet.protocols.atsd.framing import OTHER_LIMIT, Overlong, frame_datagram, over_other_limit
 from tsnet.protocols.atsd.items import CommandBatch
 from tsnet.protocols.atsd.parse import CommandError, Control, parse_command
-from tsnet.protocols.atsd.tcp import overlong_error
+from tsnet.protocols.atsd.tcp import other_limit_error, overlong_error
 
 if TYPE_CHECKING:
     from tsnet.config import Listener
@@ -47,6 +47,7 @@ class AtsdDatagramProtocol(DatagramProtocol):
         self.rules = rules
         self.principal = anonymous(listener.solution)
         self.command_log = listener.options.get("command_log", False)
+        self.other_limit = listener.options.get("other_limit", OTHER_LIMIT)
         self.overloaded = False
 
     def datagramReceived(self, data: bytes, addr: Any) -> None:
@@ -64,6 +65,8 @@ class AtsdDatagramProtocol(DatagramProtocol):
             try:
                 if isinstance(item, Overlong):
                     raise overlong_error(item)
+                if over_other_limit(item, self.other_limit):
+                    raise other_limit_error(item, self.other_limit)
                 _, command = parse_command(item)
             except CommandError as e:
                 core.metrics.rejected(PROTOCOL, e.reason)
