@@ -23,6 +23,7 @@ from tsnet.plugin import (
     as_bool,
     positive_int,
 )
+from tsnet.protocols.atsd.framing import OTHER_LIMIT
 
 if TYPE_CHECKING:
     from tsnet.core import Core
@@ -75,8 +76,8 @@ class AtsdPlugin(ProtocolPlugin):
         "disconnect_on_error": Key(as_bool, True,
                                    "close a TCP connection after a rejected command"),
         "command_log": Key(as_bool, False, "write accepted commands to command.log"),
-        "other_limit": Key(positive_int, 1024, "bytes a command other than series, property "
-                                               "and message may have"),
+        "other_limit": Key(positive_int, OTHER_LIMIT, "bytes a command other than series, "
+                                                      "property and message may have"),
     }
 
     def __init__(self) -> None:
@@ -122,9 +123,14 @@ class AtsdPlugin(ProtocolPlugin):
             rules = self._rules[key] = MetaRules()
         if not rules.stale(core.reactor.seconds()):
             return defer.succeed(rules)
-        if key in self._loading:
+        if key in self._loading:  # wait for that load, without touching its result
             d: defer.Deferred = defer.Deferred()
-            self._loading[key].addBoth(lambda r: (d.callback(rules), r)[1])
+
+            def also(result: Any) -> Any:
+                d.callback(rules)
+                return result
+
+            self._loading[key].addBoth(also)
             return d
 
         async def load() -> MetaRules:
