@@ -394,3 +394,19 @@ async def test_commands_other_than_data_are_limited_to_1024_bytes(make_server: A
     assert ok == "ok" and refused.startswith("Invalid command: metric m:long d:xxx")
     assert refused.endswith("is longer than 1024 bytes")
     assert server.core.metrics.points_rejected.labels("atsd", "overlong")._value.get() == 1
+
+
+@pytest_twisted.ensureDeferred
+async def test_udp_past_the_queue_ceiling_is_counted_as_dropped(make_server: Any) -> None:
+    server = await make_server(CONFIG.replace("flush_interval = 0.05",
+                                              "flush_interval = 30\nmax_queue = 5"))
+    port = server.port("atsd-udp")
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.sendto(b"".join(b"series e:u m:m%d=1 ms:%d\n" % (i, T_MS) for i in range(3)),
+                 ("127.0.0.1", port))  # fits
+        s.sendto(b"".join(b"series e:u m:n%d=1 ms:%d\n" % (i, T_MS) for i in range(10)),
+                 ("127.0.0.1", port))  # does not: dropped whole, counted
+    rejected = server.core.metrics.points_rejected
+    await wait_for(lambda: rejected.labels("atsd", "overloaded")._value.get() == 10)
+    await server.flush()
+    assert sorted(r[1] for r in series_rows(await server.export("fleet"))) == ["m0", "m1", "m2"]
