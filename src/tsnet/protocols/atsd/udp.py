@@ -19,7 +19,7 @@ from tsnet.model import anonymous
 from tsnet.protocols.atsd.append import needs_append, resolve
 from tsnet.protocols.atsd.framing import OTHER_LIMIT, Overlong, frame_datagram, over_other_limit
 from tsnet.protocols.atsd.items import CommandBatch
-from tsnet.protocols.atsd.parse import CommandError, Control, parse_command
+from tsnet.protocols.atsd.parse import CommandError, Control, SeriesFastPath
 from tsnet.protocols.atsd.tcp import other_limit_error, overlong_error
 
 if TYPE_CHECKING:
@@ -49,6 +49,7 @@ class AtsdDatagramProtocol(DatagramProtocol):
         self.command_log = listener.options.get("command_log", False)
         self.other_limit = listener.options.get("other_limit", OTHER_LIMIT)
         self.overloaded = False
+        self.fast = SeriesFastPath()  # series lines seen before parse from a cache
 
     def datagramReceived(self, data: bytes, addr: Any) -> None:
         core = self.core
@@ -67,7 +68,7 @@ class AtsdDatagramProtocol(DatagramProtocol):
                     raise overlong_error(item)
                 if over_other_limit(item, self.other_limit):
                     raise other_limit_error(item, self.other_limit)
-                _, command = parse_command(item)
+                _, command = self.fast.parse(item)
             except CommandError as e:
                 core.metrics.rejected(PROTOCOL, e.reason)
                 self.logs.malformed(CHANNEL, text, e.reason)
