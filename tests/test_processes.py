@@ -111,9 +111,12 @@ def test_bad_config_exits_nonzero_before_listening(tmp_path: Path) -> None:
     cfg = tmp_path / "bad.ini"
     cfg.write_text("[listener:x]\nprotocol = opentsdb\nendpoint = tcp:0\ncolour = red\n")
     srv = TsnetProcess(cfg)
-    assert srv.wait() != 0
-    assert "[listener:x] unknown key 'colour'" in srv.text()
-    assert "bound" not in srv.text()
+    assert srv.wait() == 1
+    # one line that names the problem, not twistd's usage text before it
+    assert srv.text().strip().splitlines() == [
+        f"tsnet: {cfg}: [listener:x] unknown key 'colour' (known keys: "
+        "auth, close_on_error, endpoint, idle_timeout, max_body, max_connections, protocol, "
+        "solution)"]
     p = tsnet(cfg, "check-config", check=False)
     assert p.returncode == 1 and "[listener:x] unknown key 'colour'" in p.stderr
     good = config(tmp_path)
@@ -134,6 +137,8 @@ def test_port_in_use_exits_nonzero(tmp_path: Path) -> None:
         srv = TsnetProcess(cfg)
         assert srv.wait() == 1
     assert "tsnet cannot start" in srv.text()
+    assert "stopped cleanly" not in srv.text()  # a failed start is no clean stop
+    assert "tsnet stopped after a failed start" in srv.text()
 
 
 def test_solution_and_token_commands(tmp_path: Path) -> None:

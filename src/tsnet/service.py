@@ -33,6 +33,7 @@ class TsnetService(MultiService):
         self.core = build_core(config, plugins, reactor)
         self.started: defer.Deferred = defer.Deferred()
         self.compactor: Compactor | None = None
+        self.failed = False  # start-up failed: the stop that follows is no clean one
         for ln in config.listeners.values():
             svc = plugins[ln.protocol].makeService(ln, self.core)
             svc.setServiceParent(self)
@@ -61,6 +62,7 @@ class TsnetService(MultiService):
                  data_dir=core.config.data_dir)
 
     def _start_failed(self, f: Any) -> None:
+        self.failed = True
         log.critical("tsnet cannot start: {reason}", reason=f.getErrorMessage(), failure=f)
         self.started.errback(f)
         self.reactor.addSystemEventTrigger("after", "shutdown", os._exit, 1)
@@ -86,4 +88,9 @@ class TsnetService(MultiService):
         yield core.ingest.stop()
         core.auth.stop()
         yield core.storages.close()
-        log.info("tsnet stopped cleanly; committed {queued} items queued at stop", queued=queued)
+        if self.failed:
+            log.info("tsnet stopped after a failed start; committed {queued} items",
+                     queued=queued)
+        else:
+            log.info("tsnet stopped cleanly; committed {queued} items queued at stop",
+                     queued=queued)

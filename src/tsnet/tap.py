@@ -24,7 +24,9 @@ class Options(usage.Options):
         try:
             self.config = load_config(self["config"], self.plugins)
         except ConfigError as e:
-            raise usage.UsageError(str(e)) from None
+            # One line that names the problem, status 1: twistd's usage text
+            # (what a UsageError prints) says nothing about a config file.
+            raise SystemExit(f"tsnet: {e}") from None
 
 
 def makeService(options: Options) -> Any:
