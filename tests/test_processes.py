@@ -238,3 +238,19 @@ def test_twistd_help_and_tsnet_help() -> None:
                          timeout=30).stdout
     for word in ("check-config", "solution", "token", "export"):
         assert word in out
+
+
+def test_the_tsnet_command_finds_its_config_in_tsnet_config(tmp_path: Path) -> None:
+    import os
+    import subprocess
+
+    from tsnet.testing.process import BIN
+
+    good = config(tmp_path)
+    env = {**os.environ, "TSNET_CONFIG": str(good)}
+    p = subprocess.run([str(BIN / "tsnet"), "check-config"], capture_output=True, text=True,
+                       env=env, cwd=tmp_path.parent, timeout=60)
+    assert p.returncode == 0 and p.stdout.startswith(f"{good}: OK")
+    p = subprocess.run([str(BIN / "tsnet"), "--help"], capture_output=True, text=True,
+                       env=env, timeout=60)
+    assert "TSNET_CONFIG" in p.stdout

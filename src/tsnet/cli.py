@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import re
 import sys
 from datetime import datetime, timezone
@@ -67,8 +68,9 @@ def _iso(ns: int) -> str:
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="tsnet", description="Manage a tsnet server: config, solutions, tokens, export.")
-    p.add_argument("--config", "-c", default="etc/tsnet.ini",
-                   help="the server's config file (default: %(default)s)")
+    p.add_argument("--config", "-c", default=os.environ.get("TSNET_CONFIG") or "etc/tsnet.ini",
+                   help="the server's config file (default: $TSNET_CONFIG, else "
+                        "etc/tsnet.ini in the current folder; now %(default)s)")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     sub.add_parser("check-config", help="validate the config file without starting anything")
