@@ -35,6 +35,7 @@ def test_default_config_is_valid(plugins: dict) -> None:
 
 
 def test_defaults_and_relative_paths(tmp_path: Path, plugins: dict) -> None:
+    (tmp_path / "sock").mkdir()  # a unix: socket's folder must exist
     cfg = load_config(write(tmp_path, """
         [listener:t]
         protocol = opentsdb
@@ -88,6 +89,12 @@ def test_defaults_and_relative_paths(tmp_path: Path, plugins: dict) -> None:
          "[storage:x] unknown key 'url' (known keys: backend, path)"),
         ("[listener:a]\nprotocol = opentsdb\nendpoint = ssl:0:privateKey=no.pem\n",
          "[listener:a] endpoint:"),
+        ("[listener:a]\nprotocol = opentsdb\nendpoint = tcp:notaport\n",
+         "[listener:a] endpoint: 'tcp:notaport': the port must be a number from 0 to 65535,"
+         " not 'notaport'"),
+        ("[listener:a]\nprotocol = opentsdb\nendpoint = unix:/no/such/folder/t.sock\n",
+         "[listener:a] endpoint: 'unix:/no/such/folder/t.sock': the folder of the socket, "
+         "/no/such/folder, does not exist"),
         ("not an ini file\n", "not a valid config file"),
     ],
 )

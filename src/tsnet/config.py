@@ -249,8 +249,25 @@ def check_endpoint(text: str, base: str, reactor: Any = None) -> tuple[str, str]
     if kind not in ("tcp", "ssl", "unix", "tcp6"):
         raise ValueError(f"{text!r}: the endpoint kinds are tcp:, ssl:, unix: and udp:")
     text = _absolutize(text, base)
+    parts = _split_endpoint(text)
+    if kind in ("tcp", "ssl", "tcp6"):
+        port = next((p for p in parts[1:] if "=" not in p),
+                    next((p.split("=", 1)[1] for p in parts[1:]
+                          if p.lower().startswith("port=")), ""))
+        if not (port.isdigit() and int(port) <= 65535):
+            raise ValueError(f"{text!r}: the port must be a number from 0 to 65535, "
+                             f"not {port!r}")
+    if kind == "unix":
+        path = next((p for p in parts[1:] if "=" not in p),
+                    next((p.split("=", 1)[1] for p in parts[1:]
+                          if p.lower().startswith("address=")), ""))
+        folder = os.path.dirname(path.replace("\\:", ":"))
+        if not path:
+            raise ValueError(f"{text!r}: a unix: endpoint needs a socket path")
+        if not os.path.isdir(folder):
+            raise ValueError(f"{text!r}: the folder of the socket, {folder}, does not exist")
     if kind in ("tcp", "ssl") and not any(
-        p.lower().startswith("interface=") for p in _split_endpoint(text)[1:]
+        p.lower().startswith("interface=") for p in parts[1:]
     ):
         text += ":interface=127.0.0.1"  # loopback unless the config says otherwise
     # Parsing builds the endpoint (and for ssl: loads the certificate) without
