@@ -153,11 +153,15 @@ def test_solution_and_token_commands(tmp_path: Path) -> None:
 
     tok = json_lines(tsnet(cfg, "token", "create", "plant-1", "--description", "dev",
                            "--tag", "device=d1", "--expires", "2099-01-01T00:00:00Z").stdout)[0]
-    assert set(tok) == {"id", "solution", "read", "write"}
+    assert set(tok) == {"id", "solution", "read", "write", "read_id", "write_id"}
     assert tok["read"].split(":")[0] != tok["write"].split(":")[0]
+    # what HTTP Basic needs as its user: each secret's own id, not the token's
+    assert (tok["read_id"], tok["write_id"]) == (tok["read"].split(":")[0],
+                                                 tok["write"].split(":")[0])
+    assert tok["id"] not in (tok["read_id"], tok["write_id"])
     single = json_lines(tsnet(cfg, "token", "create", "plant-1", "--scope", "read,write",
                               "--single").stdout)[0]
-    assert set(single) == {"id", "solution", "token"}
+    assert set(single) == {"id", "solution", "token", "token_id"}
     imported = json_lines(tsnet(cfg, "token", "create", "plant-1",
                                 "--read-token", "r" * 20, "--write-token", "w" * 20).stdout)[0]
     assert (imported["read"], imported["write"]) == ("r" * 20, "w" * 20)

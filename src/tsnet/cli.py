@@ -222,7 +222,10 @@ async def token_create(args: Any, storages: Any, reactor: Any) -> None:
         await storages.catalog.save_token(record)
     except Conflict:
         raise CommandError("that secret is already in use by another token") from None
-    _out({"id": record.id, "solution": record.solution, **shown})
+    # each secret's own credential id: HTTP Basic's user name (the password is the
+    # key after "<id>:" of a generated secret, or an imported secret whole)
+    ids = {f"{role}_id": cred.id for role, cred in zip(shown, record.credentials, strict=True)}
+    _out({"id": record.id, "solution": record.solution, **shown, **ids})
 
 
 def _token_json(rec: Any) -> dict:
