@@ -7,7 +7,10 @@ Pure modules (no Twisted, no I/O), tested as plain functions:
 * `parse`: one logical command to a typed command object, or a `CommandError`
   whose text is the ``debug`` reply (§3, §4).
 
-The Twisted side (`tcp`, `udp`, `http_command`, `plugin`) uses them.
+The Twisted side uses them: `tcp`, `udp` and `http_command` (the channels),
+`http_read` (the read-back API), `items` (commands to one ingest batch),
+`meta` (what metric and entity meta discards), `append` (``a:true``),
+`commandlog` (the command logs) and `plugin`.
 """
 
 #: The database revision the ``version`` command answers (a bare integer, §4.6).
