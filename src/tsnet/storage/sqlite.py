@@ -205,6 +205,13 @@ def _series_skey(solution: str, key: SeriesKey) -> tuple[str, SeriesKey]:
     return _dumps([solution, metric, entity, [list(p) for p in canon[2]]]), canon
 
 
+def _where(*filters: tuple[str, Any]) -> tuple[str, list[Any]]:
+    """``WHERE`` text and arguments from ``(condition, value)`` pairs; a pair
+    whose value is None is left out (an optional filter not given)."""
+    given = [(sql, v) for sql, v in filters if v is not None]
+    return " AND ".join(sql for sql, _ in given), [v for _, v in given]
+
+
 def _key_from_row(metric: str, entity: str | None, tags: str) -> SeriesKey:
     return (metric, entity, tuple(sorted(json.loads(tags).items())))
 
@@ -610,21 +617,12 @@ class SqliteEngine:
     ) -> list[tuple[SeriesKey, list[int], list[Value], list[str | None] | None]]:
         """Merged samples per series, sorted by key then time; see IStorage."""
         self.fold_pending()
-        where = ["s.solution = ?"]
-        args: list[Any] = [solution]
-        if metric is not None:
-            where.append("s.metric = ?")
-            args.append(metric)
-        if start_ns is not None:
-            where.append("c.max_time >= ?")
-            args.append(start_ns)
-        if end_ns is not None:
-            where.append("c.min_time <= ?")
-            args.append(end_ns)
+        where, args = _where(("s.solution = ?", solution), ("s.metric = ?", metric),
+                             ("c.max_time >= ?", start_ns), ("c.min_time <= ?", end_ns))
         rows = self.db.execute(
             "SELECT c.series_id, s.metric, s.entity, s.tags, c.times, c.vals, c.texts"
-            " FROM chunks c JOIN series s ON s.id = c.series_id"
-            f" WHERE {' AND '.join(where)} ORDER BY c.series_id, c.id",
+            f" FROM chunks c JOIN series s ON s.id = c.series_id WHERE {where}"
+            " ORDER BY c.series_id, c.id",
             args,
         )
         out = []
@@ -641,12 +639,9 @@ class SqliteEngine:
     def list_series(self, solution: str, metric: str | None = None) -> list[SeriesKey]:
         """Every series of the solution (of one metric), sorted; see IStorage."""
         self.fold_pending()
-        sql = "SELECT metric, entity, tags FROM series WHERE solution = ?"
-        args: tuple = (solution,)
-        if metric is not None:
-            sql += " AND metric = ?"
-            args = (solution, metric)
-        keys = [_key_from_row(*row) for row in self.db.execute(sql, args)]
+        where, args = _where(("solution = ?", solution), ("metric = ?", metric))
+        rows = self.db.execute(f"SELECT metric, entity, tags FROM series WHERE {where}", args)
+        keys = [_key_from_row(*row) for row in rows]
         keys.sort(key=rules.series_sort_key)
         return keys
 
@@ -672,17 +667,11 @@ class SqliteEngine:
     def read_properties(self, solution: str, entity: str | None = None,
                         type: str | None = None) -> list[Property]:
         """Properties by entity, type, key JSON (the primary key's order); see IStorage."""
-        where = ["solution = ?"]
-        args: list[Any] = [solution]
-        if entity is not None:
-            where.append("entity = ?")
-            args.append(entity)
-        if type is not None:
-            where.append("type = ?")
-            args.append(type)
+        where, args = _where(("solution = ?", solution), ("entity = ?", entity),
+                             ("type = ?", type))
         rows = self.db.execute(
             "SELECT entity, type, pkey, tags, time_ns FROM properties"
-            f" WHERE {' AND '.join(where)} ORDER BY entity, type, pkey",
+            f" WHERE {where} ORDER BY entity, type, pkey",
             args,
         )
         return [Property(e, t, json.loads(k), json.loads(tags), tn) for e, t, k, tags, tn in rows]
@@ -693,17 +682,11 @@ class SqliteEngine:
         """Messages in (time, id) order, end exclusive, the first ``limit``; see IStorage."""
         if limit is not None and limit < 0:
             raise ValueError(f"negative limit {limit}")  # SQLite would read it as none
-        where = ["solution = ?"]
-        args: list[Any] = [solution]
-        for sql, value in (("entity = ?", entity), ("type = ?", type),
-                           ("time_ns >= ?", start_ns), ("time_ns < ?", end_ns)):
-            if value is not None:
-                where.append(sql)
-                args.append(value)
-        sql = (
-            "SELECT entity, time_ns, type, source, severity, tags, message FROM messages"
-            f" WHERE {' AND '.join(where)} ORDER BY time_ns, id"
-        )
+        where, args = _where(("solution = ?", solution), ("entity = ?", entity),
+                             ("type = ?", type), ("time_ns >= ?", start_ns),
+                             ("time_ns < ?", end_ns))
+        sql = ("SELECT entity, time_ns, type, source, severity, tags, message FROM messages"
+               f" WHERE {where} ORDER BY time_ns, id")
         if limit is not None:
             sql += " LIMIT ?"
             args.append(limit)
@@ -715,13 +698,11 @@ class SqliteEngine:
     def read_meta(self, solution: str, kind: str, name: str | None = None) -> list[Meta]:
         """One kind's records by name, fields as stored; see IStorage."""
         rules.check_meta_kind(kind)
-        sql = "SELECT name, fields FROM meta WHERE solution = ? AND kind = ?"
-        args: list[Any] = [solution, kind]
-        if name is not None:
-            sql += " AND name = ?"
-            args.append(name)
-        return [Meta(kind, n, json.loads(fields))
-                for n, fields in self.db.execute(sql + " ORDER BY name", args)]
+        where, args = _where(("solution = ?", solution), ("kind = ?", kind),
+                             ("name = ?", name))
+        rows = self.db.execute(f"SELECT name, fields FROM meta WHERE {where} ORDER BY name",
+                               args)
+        return [Meta(kind, n, json.loads(fields)) for n, fields in rows]
 
     def data_solutions(self, db: sqlite3.Connection | None = None) -> list[str]:
         """Every solution that has data in this file, sorted."""
