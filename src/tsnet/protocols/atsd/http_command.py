@@ -29,15 +29,15 @@ from tsnet.http.site import DEFAULT_MAX_BODY
 from tsnet.interfaces import IHTTPErrors
 from tsnet.model import WRITE
 from tsnet.protocols.atsd.append import needs_append, resolve
-from tsnet.protocols.atsd.framing import (
-    OTHER_LIMIT,
-    Overlong,
-    frame_http_body,
-    over_other_limit,
-)
+from tsnet.protocols.atsd.framing import frame_http_body
 from tsnet.protocols.atsd.items import CommandBatch
-from tsnet.protocols.atsd.parse import CommandError, Control, SeriesFastPath
-from tsnet.protocols.atsd.tcp import other_limit_error, overlong_error
+from tsnet.protocols.atsd.parse import (
+    CommandError,
+    Control,
+    SeriesFastPath,
+    framed_text,
+    parse_framed,
+)
 
 if TYPE_CHECKING:
     from tsnet.core import Core
@@ -145,13 +145,9 @@ class CommandResource(Resource):
                 i = j
             item = commands[i]
             i += 1
-            text = item.head if isinstance(item, Overlong) else item
+            text = framed_text(item)
             try:
-                if isinstance(item, Overlong):
-                    raise overlong_error(item)
-                if over_other_limit(item):
-                    raise other_limit_error(item, OTHER_LIMIT)
-                debug, command = parse(item)
+                debug, command = parse_framed(item, parse)
             except CommandError as e:
                 fail += 1
                 core.metrics.rejected(PROTOCOL, e.reason)

@@ -45,12 +45,13 @@ from __future__ import annotations
 import math
 import re
 import zoneinfo
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Literal
 
 from tsnet.model import Column, Message, Meta, Property, SampleSet, SeriesKey, series_key
+from tsnet.protocols.atsd.framing import LIMIT, OTHER_LIMIT, Overlong, over_other_limit
 
 #: The storable time range in Unix milliseconds (§3.7).
 MAX_TIME_MS = 4_294_969_199_999
@@ -1049,3 +1050,30 @@ class SeriesFastPath:
             i += 1
         samples.count += i - start
         return i
+
+
+# -- framed commands: their length limits, then the parser ----------------------------
+
+
+def framed_text(item: str | Overlong) -> str:
+    """What a framed command is in logs and replies (an over-long one's head)."""
+    return item.head if isinstance(item, Overlong) else item
+
+
+def parse_framed(
+    item: str | Overlong,
+    parse: Callable[[str], tuple[bool, Command]] = parse_command,
+    other_limit: int = OTHER_LIMIT,
+) -> tuple[bool, Command]:
+    """``parse`` a command as a channel framed it, after the length limits:
+    the framer's `LIMIT` (an `Overlong`), and ``other_limit`` bytes for a
+    command other than series, property and message.  Both are `CommandError`
+    with the reason ``overlong``."""
+    if isinstance(item, Overlong):
+        raise CommandError(f"Invalid command: the command has {item.length} characters, "
+                           f"more than {LIMIT}", "overlong")
+    if over_other_limit(item, other_limit):
+        body = item[6:] if item.startswith("debug ") else item
+        raise CommandError(f"Invalid command: {body[:100]}... is longer than {other_limit} "
+                           "bytes", "overlong")
+    return parse(item)

@@ -26,7 +26,7 @@ from tsnet.listeners import ConnectionTracker, FlowControlled
 from tsnet.model import SampleSet, anonymous
 from tsnet.protocols.atsd import ATSD_REVISION
 from tsnet.protocols.atsd.append import needs_append, resolve
-from tsnet.protocols.atsd.framing import OTHER_LIMIT, Overlong, TcpFramer, over_other_limit
+from tsnet.protocols.atsd.framing import OTHER_LIMIT, Overlong, TcpFramer
 from tsnet.protocols.atsd.items import CommandBatch
 from tsnet.protocols.atsd.parse import (
     CommandError,
@@ -34,6 +34,8 @@ from tsnet.protocols.atsd.parse import (
     MetaCommand,
     SeriesCommand,
     SeriesFastPath,
+    framed_text,
+    parse_framed,
 )
 
 if TYPE_CHECKING:
@@ -45,19 +47,6 @@ log = Logger(namespace="tsnet.atsd")
 
 PROTOCOL = "atsd"
 CHANNEL = "incoming.tcp.raw"
-
-
-def other_limit_error(text: str, limit: int) -> CommandError:
-    body = text[6:] if text.startswith("debug ") else text
-    return CommandError(f"Invalid command: {body[:100]}... is longer than {limit} bytes",
-                        "overlong")
-
-
-def overlong_error(item: Overlong) -> CommandError:
-    from tsnet.protocols.atsd.framing import LIMIT
-
-    return CommandError(f"Invalid command: the command has {item.length} characters, "
-                        f"more than {LIMIT}", "overlong")
 
 
 class AtsdTcpFactory(ConnectionTracker):
@@ -185,17 +174,11 @@ class AtsdTcpProtocol(FlowControlled, Protocol, TimeoutMixin):
                     break
             item = queue[i]
             i += 1
-            if isinstance(item, Overlong):
-                self._reject(item.head, overlong_error(item), item.head.startswith("debug "))
-                continue
-            if over_other_limit(item, f.other_limit):
-                self._reject(item, other_limit_error(item, f.other_limit),
-                             item.startswith("debug "))
-                continue
             try:
-                debug, command = parse(item)
+                debug, command = parse_framed(item, parse, f.other_limit)
             except CommandError as e:
-                self._reject(item, e, item.startswith("debug "))
+                text = framed_text(item)
+                self._reject(text, e, text.startswith("debug "))
                 continue
             if isinstance(command, Control):
                 self._control(command.name)

@@ -17,10 +17,15 @@ from twisted.logger import Logger
 
 from tsnet.model import anonymous
 from tsnet.protocols.atsd.append import needs_append, resolve
-from tsnet.protocols.atsd.framing import OTHER_LIMIT, Overlong, frame_datagram, over_other_limit
+from tsnet.protocols.atsd.framing import OTHER_LIMIT, frame_datagram
 from tsnet.protocols.atsd.items import CommandBatch
-from tsnet.protocols.atsd.parse import CommandError, Control, SeriesFastPath
-from tsnet.protocols.atsd.tcp import other_limit_error, overlong_error
+from tsnet.protocols.atsd.parse import (
+    CommandError,
+    Control,
+    SeriesFastPath,
+    framed_text,
+    parse_framed,
+)
 
 if TYPE_CHECKING:
     from tsnet.config import Listener
@@ -62,13 +67,9 @@ class AtsdDatagramProtocol(DatagramProtocol):
         rules = self.rules(core, self.listener.solution) if self.rules is not None else None
         accepted: list[tuple[str, Any]] = []
         for item in commands:
-            text = item.head if isinstance(item, Overlong) else item
+            text = framed_text(item)
             try:
-                if isinstance(item, Overlong):
-                    raise overlong_error(item)
-                if over_other_limit(item, self.other_limit):
-                    raise other_limit_error(item, self.other_limit)
-                _, command = self.fast.parse(item)
+                _, command = parse_framed(item, self.fast.parse, self.other_limit)
             except CommandError as e:
                 core.metrics.rejected(PROTOCOL, e.reason)
                 self.logs.malformed(CHANNEL, text, e.reason)
