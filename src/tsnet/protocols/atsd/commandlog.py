@@ -13,10 +13,11 @@ written in bulk once a reactor turn, never one file write per command.
 from __future__ import annotations
 
 import os
-import time
 from typing import Any
 
 from twisted.logger import Logger
+
+from tsnet.protocols.atsd.parse import iso_ms
 
 log = Logger(namespace="tsnet.atsd")
 
@@ -27,11 +28,6 @@ MAX_LOGGED = 4096
 #: lines held for the next write at most; more are counted and left out
 MAX_PENDING = 100_000
 
-
-def iso(seconds: float) -> str:
-    """``2026-12-03T06:40:25.123Z``, as ATSD's logs write times."""
-    ms = int(seconds * 1000) % 1000
-    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(seconds)) + f".{ms:03d}Z"
 
 
 def flat(command: str) -> str:
@@ -55,7 +51,7 @@ class CommandLogs:
         if len(lines) >= MAX_PENDING:
             self._skipped += 1
             return
-        lines.append(";".join([iso(self.reactor.seconds()), *fields]) + "\n")
+        lines.append(";".join([iso_ms(int(self.reactor.seconds() * 1000)), *fields]) + "\n")
         if self._call is None:
             self._call = self.reactor.callLater(0, self.flush)
 

@@ -16,7 +16,6 @@ from __future__ import annotations
 import json
 import math
 import re
-import time
 import urllib.parse
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
@@ -33,6 +32,7 @@ from tsnet.http.credentials import listener_of, principal_for
 from tsnet.http.site import DEFAULT_MAX_BODY
 from tsnet.model import READ, Message, Property
 from tsnet.protocols.atsd.http_command import JSON_CONTENT_TYPE, error_body
+from tsnet.protocols.atsd.parse import iso_ms
 
 if TYPE_CHECKING:
     from tsnet.core import Core
@@ -77,12 +77,6 @@ def parse_date(value: Any, now_ms: int) -> int:
     if d.tzinfo is None:
         raise QueryError(f"invalid date: {value!r}: no time zone")
     return int(d.timestamp() * 1000)
-
-
-def iso_ms(time_ms: int) -> str:
-    """``2017-08-01T00:00:00.000Z``: ATSD's reply dates."""
-    s, ms = divmod(time_ms, 1000)
-    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(s)) + f".{ms:03d}Z"
 
 
 def date_range(q: dict, now_ms: int) -> tuple[int, int]:

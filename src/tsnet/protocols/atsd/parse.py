@@ -44,6 +44,7 @@ from __future__ import annotations
 
 import math
 import re
+import time
 import zoneinfo
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -1077,3 +1078,10 @@ def parse_framed(
         raise CommandError(f"Invalid command: {body[:100]}... is longer than {other_limit} "
                            "bytes", "overlong")
     return parse(item)
+
+
+def iso_ms(time_ms: int) -> str:
+    """``2017-08-01T00:00:00.000Z``: how ATSD writes a time back (its read-back
+    replies and its command logs), the inverse of a ``d:`` field."""
+    s, ms = divmod(time_ms, 1000)
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(s)) + f".{ms:03d}Z"
