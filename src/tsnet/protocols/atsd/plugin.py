@@ -33,9 +33,21 @@ if TYPE_CHECKING:
 log = Logger(namespace="tsnet.atsd")
 
 
-class AtsdListenerService(StreamListenerService):
-    """A TCP listener: its solution's meta rules are loaded before it listens,
-    and its command logs written out when it stops."""
+class _RulesFirst:
+    """A listener service that loads its solution's meta rules before it
+    listens, so no command is handled without them."""
+
+    listener: Listener
+    _plugin: AtsdPlugin
+    _core: Core
+
+    def whenListening(self) -> Any:
+        d = self._plugin.rules_for(self._core, self.listener.solution)
+        return d.addCallback(lambda _: super(_RulesFirst, self).whenListening())
+
+
+class AtsdListenerService(_RulesFirst, StreamListenerService):
+    """A TCP listener; its command logs are written out when it stops."""
 
     def __init__(self, listener: Listener, factory: Any, reactor: Any, plugin: AtsdPlugin,
                  core: Core) -> None:
@@ -43,28 +55,20 @@ class AtsdListenerService(StreamListenerService):
         self._plugin = plugin
         self._core = core
 
-    def whenListening(self) -> Any:
-        d = self._plugin.rules_for(self._core, self.listener.solution)
-        return d.addCallback(lambda _: super(AtsdListenerService, self).whenListening())
-
     def stopService(self) -> Any:
         d = super().stopService()
         self.factory.logs.flush()
         return d
 
 
-class AtsdDatagramService(DatagramListenerService):
-    """A UDP listener, its solution's meta rules loaded before it listens."""
+class AtsdDatagramService(_RulesFirst, DatagramListenerService):
+    """A UDP listener."""
 
     def __init__(self, listener: Listener, protocol: Any, reactor: Any, plugin: AtsdPlugin,
                  core: Core) -> None:
         super().__init__(listener, protocol, reactor)
         self._plugin = plugin
         self._core = core
-
-    def whenListening(self) -> Any:
-        d = self._plugin.rules_for(self._core, self.listener.solution)
-        return d.addCallback(lambda _: super(AtsdDatagramService, self).whenListening())
 
 
 class AtsdPlugin(ProtocolPlugin):
