@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-pytest_plugins = ["tsnet.testing.fixtures"]
+pytest_plugins = ["tsnet.testing.fixtures", "tsnet.testing.redis"]
 
 
 def pytest_configure(config: pytest.Config) -> None:
