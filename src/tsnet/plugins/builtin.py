@@ -4,6 +4,7 @@ parties declare theirs alike, in their own ``tsnet/plugins/`` folder."""
 from tsnet.http.plugin import HttpPlugin, MetricsPlugin
 from tsnet.protocols.atsd.plugin import AtsdPlugin
 from tsnet.protocols.opentsdb.plugin import OpenTSDBPlugin
+from tsnet.storage.redis_backend import RedisBackend
 from tsnet.storage.sqlite_backend import SqliteBackend
 
 opentsdb = OpenTSDBPlugin()
@@ -11,3 +12,4 @@ atsd = AtsdPlugin()
 http = HttpPlugin()
 metrics = MetricsPlugin()
 sqlite = SqliteBackend()
+redis = RedisBackend()

@@ -1,0 +1,672 @@
+"""The Redis storage backend: several tsnet nodes sharing one store.
+
+A write is one script per shard (`redis_scripts.WRITE`): a batch becomes a few
+large commands, never one per point.  Each shard's part is atomic and carries
+a batch id, so a retry after a lost reply (a timeout, a dropped connection)
+does not append twice.  An ack comes after every shard answered, and after
+``WAIT replicas`` when the section asks for replicas.
+
+Reads fold what was appended (`redis_codec`) with the data model's rules
+(`tsnet.storage.rules`), so the same batch reads back the same as on SQLite:
+the conformance suite checks it.  `compact` folds long lists back into one
+blob, safely beside other nodes' appends.  The key layout is in `redis_keys`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import time
+import uuid
+from collections.abc import Callable, Iterable
+from typing import Any
+
+import orjson
+from twisted.internet import defer
+from twisted.logger import Logger
+from zope.interface import implementer
+
+from tsnet import export
+from tsnet.errors import Conflict, NotFound
+from tsnet.interfaces import ICatalog, IStorage
+from tsnet.model import Batch, Message, Meta, Property, Record, SeriesKey, WriteBatch
+from tsnet.records import Credential, SolutionRecord, TokenRecord
+from tsnet.storage import redis_codec as codec
+from tsnet.storage import redis_scripts as lua
+from tsnet.storage.redis_keys import (
+    CATALOG_ROUTE,
+    DEFAULT_PREFIX,
+    items_route,
+    series_id,
+    series_route,
+)
+from tsnet.storage.redis_shards import HashRing, RedisUnavailable, RedisURL, Shard, ShardOptions
+from tsnet.storage.rules import (
+    META_KINDS,
+    check_meta_kind,
+    entity_tags_meta,
+    implicit_entities,
+    merge_meta_fields,
+    merge_tags,
+    series_sort_key,
+)
+
+log = Logger(namespace="tsnet.storage.redis")
+
+#: a committed batch's marker lives this long: far longer than any retry
+MARKER_TTL = 3600
+#: arguments per write script call (Redis takes millions; this bounds one call)
+MAX_ARGS = 100_000
+#: series read per script call
+READ_CHUNK = 1000
+#: a series with this many blobs is compacted by the next `compact` step
+COMPACT_AT = 16
+#: series ids remembered per solution (the write path's cache of key -> id)
+SERIES_CACHE = 200_000
+
+_Info = tuple[int, bytes, str, bytes]  # shard index, metric, sid, key JSON
+#: arguments of each write op, by its letter (see redis_scripts.WRITE)
+_OP_WIDTH = {"G": 2, "S": 5, "L": 3}
+
+
+def _token_json(t: TokenRecord) -> bytes:
+    return orjson.dumps({
+        "id": t.id, "solution": t.solution, "description": t.description,
+        "expires_ns": t.expires_ns, "tags": t.tags, "revoked": bool(t.revoked),
+        "created_ns": t.created_ns,
+        "credentials": [{"id": c.id, "scopes": sorted(c.scopes), "hash": c.secret_hash}
+                        for c in sorted(t.credentials, key=lambda c: c.id)],
+    })
+
+
+def _token_of(data: bytes) -> TokenRecord:
+    d = orjson.loads(data)
+    return TokenRecord(
+        d["id"], d["solution"],
+        [Credential(c["id"], frozenset(c["scopes"]), c["hash"]) for c in d["credentials"]],
+        d["description"], d["expires_ns"], d["tags"], d["revoked"], d["created_ns"])
+
+
+def _solution_json(s: SolutionRecord) -> bytes:
+    return orjson.dumps({"name": s.name, "description": s.description, "storage": s.storage,
+                         "created_ns": s.created_ns, "attributes": s.attributes})
+
+
+def _solution_of(data: bytes) -> SolutionRecord:
+    d = orjson.loads(data)
+    return SolutionRecord(d["name"], d["description"], d["storage"], d["created_ns"],
+                          d["attributes"])
+
+
+@implementer(IStorage, ICatalog)
+class RedisStorage:
+    """`IStorage` and `ICatalog` over one or several Redis shards."""
+
+    def __init__(self, name: str, urls: list[RedisURL], reactor: Any,
+                 options: ShardOptions | None = None, prefix: str = DEFAULT_PREFIX,
+                 replicas: int = 0, replicas_timeout: float = 1.0) -> None:
+        self.name = name
+        self._reactor = reactor
+        self._options = options or ShardOptions()
+        self._urls = urls
+        self._prefix = prefix
+        self._p = prefix.encode()
+        self._replicas = replicas
+        self._replicas_ms = int(replicas_timeout * 1000)
+        self._ring = HashRing([u.identity for u in urls])
+        self._shards: list[Shard] = []
+        self._series: dict[str, dict[SeriesKey, _Info]] = {}
+        self._compact: dict[str, set[tuple[int, str]]] = {}
+        self._open = False
+
+    # -- connections -----------------------------------------------------------
+
+    @defer.inlineCallbacks
+    def open(self) -> Any:
+        """Connect every shard; fails (naming the shard) if one does not answer
+        within the connect timeout."""
+        if self._open:
+            raise RuntimeError(f"storage {self.name!r} is open already")
+        self._shards = [Shard(u, self._options, self._reactor) for u in self._urls]
+        for s in self._shards:
+            s.connect()
+        try:
+            yield defer.gatherResults(
+                [s.wait_connected(self._options.connect_timeout) for s in self._shards],
+                consumeErrors=True)
+        except defer.FirstError as e:
+            yield self._disconnect()
+            raise e.subFailure.value from None
+        self._open = True
+        log.info("storage {storage}: redis {shards}", storage=self.name,
+                 shards=" ".join(u.display() for u in self._urls))
+
+    def _disconnect(self) -> defer.Deferred:
+        shards, self._shards = self._shards, []
+        return defer.DeferredList([s.disconnect() for s in shards], consumeErrors=True)
+
+    def close(self) -> defer.Deferred:
+        """Drop the connections; every write has been answered (the ingest
+        queue waits for its writes before storage closes)."""
+        self._open = False
+        return self._disconnect()
+
+    def _shard(self, routing_key: bytes) -> Shard:
+        return self._shards[self._ring.index(routing_key)]
+
+    def _check_open(self) -> None:
+        if not self._open:
+            raise RuntimeError(f"storage {self.name!r} is not open")
+
+    def _eval(self, shard: Shard, script: str, args: Iterable[Any] = (),
+              keys: Iterable[Any] = (), write: bool = False) -> defer.Deferred:
+        return shard.call("eval", script, list(keys), list(args), write=write)
+
+    def _catalog(self, script: str, *args: Any) -> defer.Deferred:
+        self._check_open()
+        return self._eval(self._shard(CATALOG_ROUTE), script, (self._prefix, *args))
+
+    # -- writing -----------------------------------------------------------------
+
+    def write(self, batch: WriteBatch) -> defer.Deferred:
+        """Deferred[None]: the batch committed on every shard it touches.  The
+        whole batch is checked first, so a bad one fails with nothing written."""
+        try:
+            self._check_open()
+            ops: dict[int, list] = {}
+            for solution, b in batch.by_solution.items():
+                self._plan(solution, b, ops)
+        except Exception:
+            return defer.fail()
+        if not ops:
+            return defer.succeed(None)
+        return defer.ensureDeferred(self._commit(ops))
+
+    def _plan(self, solution: str, b: Batch, ops: dict[int, list]) -> None:
+        codec.check_str(solution, "solution name")
+        parts: dict[int, list] = {}
+
+        def part(index: int) -> list:
+            p = parts.get(index)
+            if p is None:
+                p = parts[index] = ["G", solution]
+            return p
+
+        infos = self._series.get(solution)
+        if infos is None:
+            infos = self._series[solution] = {}
+        for key, col in b.samples.columnar().items():
+            if not col.times:
+                continue
+            info = infos.get(key)
+            if info is None:
+                info = self._series_info(solution, key, infos)
+            blob = codec.encode_samples(col.times, col.values, col.texts)
+            part(info[0]).extend(("S", info[1], info[2], info[3], blob))
+        lists: list[tuple[str, bytes]] = []
+        meta: list[tuple[str, str, dict | None]] = []
+        props: list[Property] = []
+        for p in b.properties:
+            m = entity_tags_meta(p)
+            if m is None:
+                props.append(p)
+            else:
+                codec.check_str(p.entity, "property entity")
+                meta.append(self._meta_entry(m.kind, m.name, m.fields))
+        if props:
+            lists.append(("props", codec.encode_properties(props)))
+        if b.messages:
+            lists.append(("msgs", codec.encode_messages(b.messages)))
+        for m in b.meta:
+            meta.append(self._meta_entry(m.kind, m.name, m.fields))
+        meta.extend(("entity", e, None) for e in sorted(implicit_entities(b)))
+        if meta:
+            lists.append(("meta", codec.encode_meta(meta)))
+        if b.records:
+            lists.append(("recs", codec.encode_records(b.records)))
+        if lists:
+            p = part(self._ring.index(items_route(solution)))
+            for name, blob in lists:
+                p.extend(("L", name, blob))
+        for index, p in parts.items():
+            ops.setdefault(index, []).extend(p)
+
+    @staticmethod
+    def _meta_entry(kind: str, name: Any, fields: Any) -> tuple[str, str, dict]:
+        check_meta_kind(kind)
+        codec.check_str(name, "meta name")
+        if not isinstance(fields, dict):
+            raise TypeError("meta fields must be a dict")
+        if fields.get("tags") not in (None, ""):
+            codec.check_tags(fields["tags"], f"{kind} {name!r} tags", blanks=True)
+        return (kind, name, fields)
+
+    def _series_info(self, solution: str, key: SeriesKey,
+                     infos: dict[SeriesKey, _Info]) -> _Info:
+        key_json = codec.series_key_bytes(key)
+        sid = series_id(key_json)
+        info = (self._ring.index(series_route(solution, sid)), key[0].encode(), sid, key_json)
+        if len(infos) >= SERIES_CACHE:
+            infos.clear()
+        infos[key] = info
+        return info
+
+    async def _commit(self, ops: dict[int, list]) -> None:
+        batch_id = uuid.uuid4().hex
+        calls = []
+        for index, args in ops.items():
+            for n, chunk in enumerate(_chunks(args)):
+                marker = f"{self._prefix}batch:{batch_id}:{index}:{n}"
+                calls.append(defer.ensureDeferred(self._write_part(index, marker, chunk)))
+        try:
+            await defer.gatherResults(calls, consumeErrors=True)
+        except defer.FirstError as e:
+            raise e.subFailure.value from None
+
+    async def _write_part(self, index: int, marker: str, args: list) -> None:
+        shard = self._shards[index]
+        reply = await self._eval(shard, lua.WRITE, (marker, MARKER_TTL, self._prefix, *args),
+                                 write=True)
+        if self._replicas:
+            acked = await shard.call("execute_command", "WAIT", self._replicas,
+                                     self._replicas_ms, write=True)
+            if acked < self._replicas:
+                raise RedisUnavailable(
+                    f"redis shard {shard.url.display()}: {acked} of {self._replicas} "
+                    "replicas acknowledged the write")
+        if reply and reply[0] == 1:
+            self._note_lengths(index, args, reply[1:])
+
+    def _note_lengths(self, index: int, args: list, lengths: list) -> None:
+        """Remember the series whose lists grew long, for `compact`."""
+        solution = None
+        i = 0
+        k = 0
+        while i < len(args):
+            op = args[i]
+            if op == "G":
+                solution = args[i + 1]
+                i += 2
+            elif op == "S":
+                if lengths[k] >= COMPACT_AT:
+                    self._compact.setdefault(solution, set()).add((index, args[i + 2]))
+                k += 1
+                i += 5
+            else:
+                i += 3
+
+    # -- reading -------------------------------------------------------------------
+
+    def _sp(self, solution: str) -> str:
+        return f"{self._prefix}s:{solution}:"
+
+    async def _index(self, solution: str, metric: str | None) -> list[tuple[SeriesKey, int, str]]:
+        """(key, shard index, sid) of every series, in read order."""
+        self._check_open()
+        args = (self._sp(solution), "1", metric) if metric is not None else (
+            self._sp(solution), "0")
+        replies = await defer.gatherResults(
+            [self._eval(s, lua.SERIES_INDEX, args) for s in self._shards], consumeErrors=True)
+        out = []
+        for index, flat in enumerate(replies):
+            for j in range(0, len(flat), 2):
+                out.append((codec.series_key_of(flat[j + 1]), index, flat[j].decode()))
+        out.sort(key=lambda e: series_sort_key(e[0]))
+        return out
+
+    async def _lists(self, entries: list[tuple[SeriesKey, int, str]], solution: str
+                     ) -> list[list[bytes]]:
+        """The blobs of each series, in ``entries`` order, a chunk per call."""
+        out: list[list[bytes]] = [[] for _ in entries]
+        by_shard: dict[int, list[int]] = {}
+        for pos, (_, index, _) in enumerate(entries):
+            by_shard.setdefault(index, []).append(pos)
+        sp = self._sp(solution)
+        for index, positions in by_shard.items():
+            for lo in range(0, len(positions), READ_CHUNK):
+                chunk = positions[lo:lo + READ_CHUNK]
+                keys = [f"{sp}d:{entries[p][2]}" for p in chunk]
+                reply = await self._eval(self._shards[index], lua.READ_LISTS, keys=keys)
+                for p, blobs in zip(chunk, reply, strict=True):
+                    out[p] = blobs
+        return out
+
+    def read_series(self, solution: str, metric: str | None = None,
+                    start_ns: int | None = None, end_ns: int | None = None) -> defer.Deferred:
+        """Deferred[list of (key, times, values, texts)]; see IStorage."""
+        return defer.ensureDeferred(self._read_series(solution, metric, start_ns, end_ns))
+
+    async def _read_series(self, solution: str, metric: str | None, start_ns: int | None,
+                           end_ns: int | None) -> list:
+        entries = await self._index(solution, metric)
+        out = []
+        for lo in range(0, len(entries), READ_CHUNK):
+            chunk = entries[lo:lo + READ_CHUNK]
+            for (key, index, sid), blobs in zip(chunk, await self._lists(chunk, solution),
+                                                strict=True):
+                if len(blobs) >= COMPACT_AT:
+                    self._compact.setdefault(solution, set()).add((index, sid))
+                times, values, texts = codec.fold_samples(blobs, start_ns, end_ns)
+                if times:
+                    out.append((key, times, values, texts))
+        return out
+
+    def list_series(self, solution: str, metric: str | None = None) -> defer.Deferred:
+        """Deferred[list[SeriesKey]] in read order, from the index alone."""
+        d = defer.ensureDeferred(self._index(solution, metric))
+        return d.addCallback(lambda entries: [e[0] for e in entries])
+
+    def count_points(self, solution: str | None = None) -> defer.Deferred:
+        """Deferred[int]: distinct (series, time) pairs."""
+        return defer.ensureDeferred(self._count_points(solution))
+
+    async def _count_points(self, solution: str | None) -> int:
+        names = [solution] if solution is not None else await self._data_solutions()
+        total = 0
+        for name in names:
+            for _, times, _, _ in await self._read_series(name, None, None, None):
+                total += len(times)
+        return total
+
+    async def _data_solutions(self) -> list[str]:
+        self._check_open()
+        replies = await defer.gatherResults(
+            [s.call("smembers", self._prefix + "data") for s in self._shards],
+            consumeErrors=True)
+        return sorted({n.decode() for r in replies for n in r})
+
+    async def _solution_list(self, solution: str, name: str) -> list[bytes]:
+        self._check_open()
+        shard = self._shard(items_route(solution))
+        return await shard.call("lrange", f"{self._sp(solution)}{name}", 0, -1)
+
+    async def _properties(self, solution: str) -> dict[tuple[str, str, str], Property]:
+        props: dict[tuple[str, str, str], Property] = {}
+        for blob in await self._solution_list(solution, "props"):
+            for p in codec.decode_properties(blob):
+                ident = (p.entity, p.type, orjson.dumps(p.key).decode())
+                old = props.get(ident)
+                p.tags = merge_tags(old.tags if old is not None else {}, p.tags)
+                props[ident] = p
+        return props
+
+    def read_properties(self, solution: str, entity: str | None = None,
+                        type: str | None = None) -> defer.Deferred:
+        """Deferred[list[Property]] by entity, type, key; see IStorage."""
+        async def read() -> list[Property]:
+            props = await self._properties(solution)
+            return [props[i] for i in sorted(props)
+                    if (entity is None or i[0] == entity) and (type is None or i[1] == type)]
+        return defer.ensureDeferred(read())
+
+    async def _messages(self, solution: str) -> list[Message]:
+        msgs = [m for blob in await self._solution_list(solution, "msgs")
+                for m in codec.decode_messages(blob)]
+        msgs.sort(key=_time_of)
+        return msgs
+
+    def read_messages(self, solution: str, entity: str | None = None,
+                      start_ns: int | None = None, end_ns: int | None = None,
+                      type: str | None = None, limit: int | None = None) -> defer.Deferred:
+        """Deferred[list[Message]] in time order, end exclusive; see IStorage."""
+        if limit is not None and limit < 0:
+            return defer.fail(ValueError(f"negative limit {limit}"))
+
+        async def read() -> list[Message]:
+            out = []
+            for m in await self._messages(solution):
+                if limit is not None and len(out) >= limit:
+                    break
+                if ((start_ns is None or m.time_ns >= start_ns)
+                        and (end_ns is None or m.time_ns < end_ns)
+                        and (entity is None or m.entity == entity)
+                        and (type is None or m.type == type)):
+                    out.append(m)
+            return out
+        return defer.ensureDeferred(read())
+
+    async def _meta(self, solution: str) -> dict[tuple[str, str], dict]:
+        meta: dict[tuple[str, str], dict] = {}
+        for blob in await self._solution_list(solution, "meta"):
+            for kind, name, fields in codec.decode_meta(blob):
+                k = (kind, name)
+                if fields is None:
+                    meta.setdefault(k, {})
+                else:
+                    meta[k] = merge_meta_fields(meta.get(k, {}), fields)
+        for key, _, _ in await self._index(solution, None):
+            if key[1] is not None:  # a series with an entity registers both
+                meta.setdefault(("metric", key[0]), {})
+                meta.setdefault(("entity", key[1]), {})
+        return meta
+
+    def read_meta(self, solution: str, kind: str, name: str | None = None) -> defer.Deferred:
+        """Deferred[list[Meta]] of one kind by name; see IStorage."""
+        try:
+            check_meta_kind(kind)
+        except ValueError:
+            return defer.fail()
+
+        async def read() -> list[Meta]:
+            meta = await self._meta(solution)
+            names = sorted(n for k, n in meta if k == kind)
+            return [Meta(kind, n, meta[(kind, n)]) for n in names if name is None or n == name]
+        return defer.ensureDeferred(read())
+
+    async def _records(self, solution: str) -> list[Record]:
+        recs = [r for blob in await self._solution_list(solution, "recs")
+                for r in codec.decode_records(blob)]
+        recs.sort(key=_time_of)
+        return recs
+
+    def export(self, solution: str | None, emit: Callable[[dict], object]) -> defer.Deferred:
+        """Emit every line of one solution (every solution when None), a chunk
+        of series at a time; see IStorage."""
+        return defer.ensureDeferred(self._export(solution, emit))
+
+    async def _export(self, solution: str | None, emit: Callable[[dict], object]) -> None:
+        names = [solution] if solution is not None else await self._data_solutions()
+        for name in names:
+            entries = await self._index(name, None)
+            for lo in range(0, len(entries), READ_CHUNK):
+                chunk = entries[lo:lo + READ_CHUNK]
+                for (key, _, _), blobs in zip(chunk, await self._lists(chunk, name),
+                                              strict=True):
+                    times, values, texts = codec.fold_samples(blobs)
+                    for line in export.series_lines(name, key, times, values, texts):
+                        emit(line)
+            props = await self._properties(name)
+            for ident in sorted(props):
+                emit(export.property_line(name, props[ident]))
+            for m in await self._messages(name):
+                emit(export.message_line(name, m))
+            meta = await self._meta(name)
+            for kind in META_KINDS:
+                for n in sorted(n for k, n in meta if k == kind):
+                    emit(export.meta_line(name, Meta(kind, n, meta[(kind, n)])))
+            for r in await self._records(name):
+                emit(export.record_line(name, r))
+
+    def solution_has_data(self, solution: str) -> defer.Deferred:
+        """Deferred[bool]: any shard lists the solution as having data."""
+        try:
+            self._check_open()
+        except RuntimeError:
+            return defer.fail()
+        d = defer.gatherResults(
+            [s.call("sismember", self._prefix + "data", solution) for s in self._shards],
+            consumeErrors=True)
+        return d.addCallback(lambda found: any(found))
+
+    def delete_solution_data(self, solution: str) -> defer.Deferred:
+        """Deferred: every item of the solution gone from every shard."""
+        try:
+            self._check_open()
+        except RuntimeError:
+            return defer.fail()
+        self._series.pop(solution, None)
+        self._compact.pop(solution, None)
+        return defer.gatherResults(
+            [self._eval(s, lua.DELETE_SOLUTION_DATA, (self._prefix, solution), write=True)
+             for s in self._shards], consumeErrors=True)
+
+    def compact(self, solution: str | None = None,
+                max_series: int | None = None) -> defer.Deferred:
+        """Deferred[int]: fold up to ``max_series`` long series lists into one
+        blob each (those this node saw grow); 0 when none is due."""
+        return defer.ensureDeferred(self._compact_step(solution, max_series))
+
+    async def _compact_step(self, solution: str | None, max_series: int | None) -> int:
+        if not self._open:
+            return 0
+        done = 0
+        names = [solution] if solution is not None else list(self._compact)
+        for name in names:
+            due = self._compact.get(name)
+            while due and (max_series is None or done < max_series):
+                index, sid = due.pop()
+                key = f"{self._sp(name)}d:{sid}"
+                shard = self._shards[index]
+                blobs = await shard.call("lrange", key, 0, -1)
+                if len(blobs) > 1:
+                    folded = codec.encode_samples(*codec.fold_samples(blobs))
+                    sha = _sha1(b"".join(blobs))
+                    await self._eval(shard, lua.COMPACT_LIST, (len(blobs), sha, folded),
+                                     keys=(key,), write=True)
+                done += 1
+            if not due:
+                self._compact.pop(name, None)
+        return done
+
+    # -- catalog -------------------------------------------------------------------
+
+    def create_solution(self, solution: SolutionRecord) -> defer.Deferred:
+        """Deferred[SolutionRecord] as stored; Conflict if the name exists."""
+        rec = SolutionRecord(solution.name, solution.description, solution.storage,
+                             solution.created_ns or time.time_ns(), dict(solution.attributes))
+
+        def done(created: int) -> SolutionRecord:
+            if not created:
+                raise Conflict(f"solution {solution.name!r} exists")
+            return rec
+        return self._catalog(lua.CREATE_SOLUTION, rec.name, _solution_json(rec)).addCallback(done)
+
+    def update_solution(self, solution: SolutionRecord) -> defer.Deferred:
+        """Deferred; replaces description and attributes; NotFound if absent."""
+        async def update() -> None:
+            old = await self.get_solution(solution.name)
+            if old is None:
+                raise NotFound(f"no solution {solution.name!r}")
+            old.description = solution.description
+            old.attributes = dict(solution.attributes)
+            if not await self._catalog(lua.UPDATE_SOLUTION, old.name, _solution_json(old)):
+                raise NotFound(f"no solution {solution.name!r}")
+        return defer.ensureDeferred(update())
+
+    def get_solution(self, name: str) -> defer.Deferred:
+        """Deferred[SolutionRecord | None]."""
+        self._check_open()
+        d = self._shard(CATALOG_ROUTE).call("get", f"{self._prefix}c:sol:{name}")
+        return d.addCallback(lambda data: _solution_of(data) if data is not None else None)
+
+    def list_solutions(self) -> defer.Deferred:
+        """Deferred[list[SolutionRecord]] by name."""
+        d = self._catalog(lua.RECORDS_OF_SET, "c:sols", "c:sol:")
+        return d.addCallback(
+            lambda recs: sorted((_solution_of(r) for r in recs), key=lambda s: s.name))
+
+    def delete_solution(self, name: str) -> defer.Deferred:
+        """Deferred; the solution and its tokens, not its data; NotFound if absent."""
+        def done(deleted: int) -> None:
+            if not deleted:
+                raise NotFound(f"no solution {name!r}")
+        return self._catalog(lua.DELETE_SOLUTION, name).addCallback(done)
+
+    def save_token(self, token: TokenRecord) -> defer.Deferred:
+        """Deferred; insert or replace a token; NotFound without its solution,
+        Conflict when a credential id or secret hash is another token's."""
+        ids = [c.id for c in token.credentials]
+        hashes = [c.secret_hash for c in token.credentials]
+        if len(set(ids)) != len(ids) or len(set(hashes)) != len(hashes):
+            return defer.fail(Conflict(f"token {token.id!r} repeats a credential"))
+        rec = TokenRecord(token.id, token.solution, list(token.credentials), token.description,
+                          token.expires_ns, dict(token.tags), bool(token.revoked),
+                          token.created_ns or time.time_ns())
+        pairs = [x for c in token.credentials for x in (c.id, c.secret_hash)]
+
+        def done(answer: bytes) -> None:
+            if answer == b"nosolution":
+                raise NotFound(f"no solution {token.solution!r}")
+            if answer == b"conflict":
+                raise Conflict(f"credential of token {token.id!r} exists")
+        return self._catalog(lua.SAVE_TOKEN, rec.id, rec.solution, _token_json(rec),
+                             *pairs).addCallback(done)
+
+    def get_token(self, token_id: str) -> defer.Deferred:
+        """Deferred[TokenRecord | None]."""
+        self._check_open()
+        d = self._shard(CATALOG_ROUTE).call("get", f"{self._prefix}c:tok:{token_id}")
+        return d.addCallback(lambda data: _token_of(data) if data is not None else None)
+
+    def list_tokens(self, solution: str) -> defer.Deferred:
+        """Deferred[list[TokenRecord]] by creation time, then id."""
+        d = self._catalog(lua.RECORDS_OF_SET, f"c:toks:{solution}", "c:tok:")
+        return d.addCallback(lambda recs: sorted(
+            (_token_of(r) for r in recs), key=lambda t: (t.created_ns, t.id)))
+
+    def find_credential(self, credential_id: str | None, secret_hash: str) -> defer.Deferred:
+        """Deferred[TokenRecord | None]: the token owning the credential, its
+        stored hash compared in constant time."""
+        by_id = credential_id is not None
+        d = self._catalog(lua.FIND_CREDENTIAL, "1" if by_id else "0",
+                          credential_id if by_id else secret_hash)
+
+        def found(reply: Any) -> TokenRecord | None:
+            if not reply or len(reply) < 2 or reply[1] is None:
+                return None
+            token = _token_of(reply[1])
+            cred = token.credential(reply[0].decode())
+            if cred is None or not hmac.compare_digest(cred.secret_hash.encode(),
+                                                       secret_hash.encode()):
+                return None
+            return token
+        return d.addCallback(found)
+
+    def catalog_generation(self) -> defer.Deferred:
+        """Deferred[int]: moves on every solution or token change, by any node."""
+        self._check_open()
+        d = self._shard(CATALOG_ROUTE).call("get", f"{self._prefix}c:gen")
+        return d.addCallback(lambda v: int(v) if v is not None else 0)
+
+
+def _time_of(item: Message | Record) -> int:
+    return item.time_ns
+
+
+def _sha1(data: bytes) -> str:
+    return hashlib.sha1(data).hexdigest()
+
+
+def _chunks(args: list) -> Iterable[list]:
+    """A shard's ops in calls of at most about MAX_ARGS arguments, each call
+    starting with its solution's G op (an op never splits)."""
+    if len(args) <= MAX_ARGS:
+        yield args
+        return
+    chunk: list = []
+    group: list = []
+    i = 0
+    while i < len(args):
+        width = _OP_WIDTH[args[i]]
+        item = args[i:i + width]
+        i += width
+        if item[0] == "G":
+            group = item
+            chunk.extend(item)
+            continue
+        if len(chunk) + width > MAX_ARGS and len(chunk) > len(group):
+            yield chunk
+            chunk = list(group)
+        chunk.extend(item)
+    if chunk:
+        yield chunk
