@@ -33,3 +33,209 @@ class TestRedisShardedConformance(StorageConformance):
     @pytest.fixture
     def storage_factory(self, redis_servers: Any) -> Callable[[], Any]:
         return redis_factory(" ".join(s.url for s in redis_servers(2)))
+
+
+# -- what is Redis's own ---------------------------------------------------------
+
+import os  # noqa: E402
+import signal  # noqa: E402
+
+import pytest_twisted  # noqa: E402
+from twisted.internet import defer  # noqa: E402
+
+from tsnet.storage.redis_shards import RedisUnavailable  # noqa: E402
+from tsnet.testing.conformance import CPU, T0, S, make_batch  # noqa: E402
+
+
+def make_storage(urls: str, **kw: Any) -> RedisStorage:
+    from twisted.internet import reactor
+
+    options = ShardOptions(timeout=kw.pop("timeout", 5.0), connect_timeout=2.0,
+                           tls_ca=kw.pop("tls_ca", None))
+    return RedisStorage("default", parse_redis_urls(urls), reactor, options, **kw)
+
+
+def commandstats(server: Any, name: str) -> int:
+    """How many times the server ran command ``name`` (INFO commandstats)."""
+    info = server.command("INFO", "commandstats", decode=True)
+    for line in info.splitlines():
+        if line.startswith(f"cmdstat_{name}:"):
+            return int(line.split("calls=")[1].split(",")[0])
+    return 0
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_batch_is_one_script_call_per_shard(redis_server: Any) -> None:
+    storage = make_storage(redis_server.url)
+    await storage.open()
+    try:
+        batch = make_batch(samples=[
+            (("m", None, (("host", f"h{i % 1000}"),)), T0 + i, i) for i in range(50_000)])
+        before = commandstats(redis_server, "eval") + commandstats(redis_server, "evalsha")
+        await storage.write(batch)
+        after = commandstats(redis_server, "eval") + commandstats(redis_server, "evalsha")
+        assert after - before == 1
+        # inside it, one append per series, not per point
+        assert commandstats(redis_server, "rpush") == 1000
+        assert await storage.count_points(S) == 50_000
+    finally:
+        await storage.close()
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_retried_part_is_not_appended_twice(redis_server: Any) -> None:
+    """The marker makes a retry after a lost reply a no-op."""
+    storage = make_storage(redis_server.url)
+    await storage.open()
+    try:
+        ops: dict[int, list] = {}
+        storage._plan(S, make_batch(samples=[(CPU, T0, 1)]).by_solution[S], ops)
+        [(index, args)] = ops.items()
+        marker = f"tsnet:batch:test:{index}:0"
+        await storage._write_part(index, marker, args)
+        await storage._write_part(index, marker, args)
+        keys = redis_server.command("KEYS", "tsnet:s:default:d:*")
+        assert len(keys) == 1
+        assert redis_server.command("LLEN", keys[0]) == 1
+        assert redis_server.command("TTL", marker) > 0
+    finally:
+        await storage.close()
+
+
+@pytest_twisted.ensureDeferred
+async def test_compaction_folds_a_long_list_and_keeps_the_data(redis_server: Any) -> None:
+    from tsnet.storage.redis import COMPACT_AT
+
+    storage = make_storage(redis_server.url)
+    await storage.open()
+    try:
+        for i in range(COMPACT_AT + 4):
+            await storage.write(make_batch(samples=[(CPU, T0 + i, i), (CPU, T0, 100 + i)]))
+        [key] = redis_server.command("KEYS", "tsnet:s:default:d:*")
+        assert redis_server.command("LLEN", key) == COMPACT_AT + 4
+        before = await storage.read_series(S, "cpu", None, None)
+        assert await storage.compact(None, max_series=10) == 1
+        assert redis_server.command("LLEN", key) == 1
+        assert await storage.read_series(S, "cpu", None, None) == before
+        assert before[0][2][0] == 100 + COMPACT_AT + 3  # the last write of T0 won
+        assert await storage.compact(None, max_series=10) == 0
+    finally:
+        await storage.close()
+
+
+def test_compaction_script_leaves_a_list_another_node_changed(redis_server: Any) -> None:
+    """The head it replaces must be what the compactor read."""
+    import hashlib
+
+    from tsnet.storage import redis_scripts
+
+    redis_server.command("RPUSH", "l", "a", "b", "c")
+    sha = hashlib.sha1(b"ab").hexdigest()
+    assert redis_server.command("EVAL", redis_scripts.COMPACT_LIST, 1, "l", 2,
+                                hashlib.sha1(b"xy").hexdigest(), "AB") == 0
+    assert redis_server.command("EVAL", redis_scripts.COMPACT_LIST, 1, "l", 2, sha, "AB") == 1
+    assert redis_server.command("LRANGE", "l", 0, -1) == [b"AB", b"c"]
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_hung_server_fails_calls_within_the_timeout(redis_server: Any) -> None:
+    """SIGSTOP: the server accepts nothing and answers nothing.  Calls fail
+    within the timeout instead of waiting forever, then work again."""
+    from twisted.internet import reactor
+
+    storage = make_storage(redis_server.url, timeout=0.5)
+    await storage.open()
+    try:
+        os.kill(redis_server.pid, signal.SIGSTOP)
+        try:
+            t0 = reactor.seconds()
+            with pytest.raises(RedisUnavailable):
+                await storage.write(make_batch(samples=[(CPU, T0, 1)]))
+            assert reactor.seconds() - t0 < 3.0
+            with pytest.raises(RedisUnavailable):
+                await storage.read_series(S, "cpu", None, None)
+        finally:
+            os.kill(redis_server.pid, signal.SIGCONT)
+        for _ in range(100):  # txredisapi reconnects by itself
+            try:
+                await storage.write(make_batch(samples=[(CPU, T0, 2)]))
+                break
+            except RedisUnavailable:
+                await deferLater(0.05)
+        [(_, times, values, _)] = await storage.read_series(S, "cpu", None, None)
+        assert (times, values) == ([T0], [2])
+    finally:
+        await storage.close()
+
+
+def deferLater(seconds: float) -> defer.Deferred:
+    from twisted.internet import reactor, task
+
+    return task.deferLater(reactor, seconds, lambda: None)
+
+
+@pytest_twisted.ensureDeferred
+async def test_open_names_an_unreachable_shard(redis_server: Any) -> None:
+    port = redis_server.port
+    redis_server.stop()
+    storage = make_storage(f"redis://127.0.0.1:{port}/0")
+    with pytest.raises(RedisUnavailable, match=f"127.0.0.1:{port}"):
+        await storage.open()
+
+
+@pytest_twisted.ensureDeferred
+async def test_password_in_the_url(redis_servers: Any) -> None:
+    [srv] = redis_servers(1, password="s3cret-pass")
+    storage = make_storage(srv.url)
+    await storage.open()
+    try:
+        await storage.write(make_batch(samples=[(CPU, T0, 1)]))
+        assert await storage.count_points(S) == 1
+    finally:
+        await storage.close()
+    wrong = make_storage(f"redis://:nope@127.0.0.1:{srv.port}/0")
+    with pytest.raises(RedisUnavailable, match="WRONGPASS") as e:
+        await wrong.open()
+    assert "nope" not in str(e.value)
+
+
+@pytest_twisted.ensureDeferred
+async def test_rediss_verifies_the_server_certificate(redis_servers: Any) -> None:
+    [srv] = redis_servers(1, tls=True)
+    assert srv.url.startswith("rediss://")
+    storage = make_storage(srv.url, tls_ca=str(srv.ca_path))
+    await storage.open()
+    try:
+        await storage.write(make_batch(samples=[(CPU, T0, 7)]))
+        [(_, _, values, _)] = await storage.read_series(S, "cpu", None, None)
+        assert values == [7]
+    finally:
+        await storage.close()
+    untrusted = make_storage(srv.url)  # the system's trust store does not know the CA
+    with pytest.raises(RedisUnavailable):
+        await untrusted.open()
+
+
+@pytest_twisted.ensureDeferred
+async def test_replicas_make_an_ack_wait_for_a_replica(redis_servers: Any) -> None:
+    primary, replica = redis_servers(2)
+    lonely = make_storage(primary.url, replicas=1, replicas_timeout=0.2)
+    await lonely.open()
+    try:
+        with pytest.raises(RedisUnavailable, match="0 of 1 replicas"):
+            await lonely.write(make_batch(samples=[(CPU, T0, 1)]))
+    finally:
+        await lonely.close()
+    replica.command("REPLICAOF", "127.0.0.1", primary.port)
+    for _ in range(200):
+        if "master_link_status:up" in replica.command("INFO", "replication", decode=True):
+            break
+        await deferLater(0.05)
+    storage = make_storage(primary.url, replicas=1, replicas_timeout=2.0)
+    await storage.open()
+    try:
+        await storage.write(make_batch(samples=[(CPU, T0 + 1, 2)]))
+        keys = replica.command("KEYS", "tsnet:s:default:d:*")
+        assert len(keys) == 1 and replica.command("LLEN", keys[0]) >= 1
+    finally:
+        await storage.close()

@@ -131,19 +131,18 @@ class RedisStorage:
         for s in self._shards:
             s.connect()
         try:
-            yield defer.gatherResults(
-                [s.wait_connected(self._options.connect_timeout) for s in self._shards],
-                consumeErrors=True)
-        except defer.FirstError as e:
+            yield defer.ensureDeferred(_gather(
+                [s.wait_connected(self._options.connect_timeout) for s in self._shards]))
+        except Exception:
             yield self._disconnect()
-            raise e.subFailure.value from None
+            raise
         self._open = True
         log.info("storage {storage}: redis {shards}", storage=self.name,
                  shards=" ".join(u.display() for u in self._urls))
 
     def _disconnect(self) -> defer.Deferred:
         shards, self._shards = self._shards, []
-        return defer.DeferredList([s.disconnect() for s in shards], consumeErrors=True)
+        return defer.DeferredList([s.disconnect() for s in shards])
 
     def close(self) -> defer.Deferred:
         """Drop the connections; every write has been answered (the ingest
@@ -258,10 +257,7 @@ class RedisStorage:
             for n, chunk in enumerate(_chunks(args)):
                 marker = f"{self._prefix}batch:{batch_id}:{index}:{n}"
                 calls.append(defer.ensureDeferred(self._write_part(index, marker, chunk)))
-        try:
-            await defer.gatherResults(calls, consumeErrors=True)
-        except defer.FirstError as e:
-            raise e.subFailure.value from None
+        await _gather(calls)
 
     async def _write_part(self, index: int, marker: str, args: list) -> None:
         shard = self._shards[index]
@@ -305,8 +301,8 @@ class RedisStorage:
         self._check_open()
         args = (self._sp(solution), "1", metric) if metric is not None else (
             self._sp(solution), "0")
-        replies = await defer.gatherResults(
-            [self._eval(s, lua.SERIES_INDEX, args) for s in self._shards], consumeErrors=True)
+        replies = await _gather(
+            [self._eval(s, lua.SERIES_INDEX, args) for s in self._shards])
         out = []
         for index, flat in enumerate(replies):
             for j in range(0, len(flat), 2):
@@ -370,9 +366,8 @@ class RedisStorage:
 
     async def _data_solutions(self) -> list[str]:
         self._check_open()
-        replies = await defer.gatherResults(
-            [s.call("smembers", self._prefix + "data") for s in self._shards],
-            consumeErrors=True)
+        replies = await _gather(
+            [s.call("smembers", self._prefix + "data") for s in self._shards])
         return sorted({n.decode() for r in replies for n in r})
 
     async def _solution_list(self, solution: str, name: str) -> list[bytes]:
@@ -493,9 +488,8 @@ class RedisStorage:
             self._check_open()
         except RuntimeError:
             return defer.fail()
-        d = defer.gatherResults(
-            [s.call("sismember", self._prefix + "data", solution) for s in self._shards],
-            consumeErrors=True)
+        d = defer.ensureDeferred(_gather(
+            [s.call("sismember", self._prefix + "data", solution) for s in self._shards]))
         return d.addCallback(lambda found: any(found))
 
     def delete_solution_data(self, solution: str) -> defer.Deferred:
@@ -506,9 +500,9 @@ class RedisStorage:
             return defer.fail()
         self._series.pop(solution, None)
         self._compact.pop(solution, None)
-        return defer.gatherResults(
+        return defer.ensureDeferred(_gather(
             [self._eval(s, lua.DELETE_SOLUTION_DATA, (self._prefix, solution), write=True)
-             for s in self._shards], consumeErrors=True)
+             for s in self._shards]))
 
     def compact(self, solution: str | None = None,
                 max_series: int | None = None) -> defer.Deferred:
@@ -637,6 +631,14 @@ class RedisStorage:
         self._check_open()
         d = self._shard(CATALOG_ROUTE).call("get", f"{self._prefix}c:gen")
         return d.addCallback(lambda v: int(v) if v is not None else 0)
+
+
+async def _gather(calls: list) -> list:
+    """Every result, or the first failure itself (not wrapped in FirstError)."""
+    try:
+        return await defer.gatherResults(calls, consumeErrors=True)
+    except defer.FirstError as e:
+        raise e.subFailure.value from None
 
 
 def _time_of(item: Message | Record) -> int:

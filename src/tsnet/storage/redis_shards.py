@@ -30,6 +30,8 @@ log = Logger(namespace="tsnet.storage.redis")
 
 #: virtual points per shard on the ring: enough for an even spread of a few shards
 RING_POINTS = 160
+#: the longest pause between reconnect attempts: a shard back up is used soon
+RECONNECT_MAX_DELAY = 2.0
 
 
 class RedisUnavailable(ConnectionError):
@@ -142,6 +144,7 @@ class Shard:
         self._writer: Any = None
         self._readers: Any = None
         self._up: bool | None = None
+        self._refusal = ""  # why the server refused a connection (AUTH, SELECT)
 
     def _handler(self, poolsize: int) -> Any:
         import txredisapi
@@ -151,15 +154,32 @@ class Shard:
             from tsnet.outbound import client_tls_options
 
             tls = client_tls_options(self.url.host, self.options.tls_ca)
-        return txredisapi.makeConnection(
-            self.url.host, self.url.port, self.url.db, poolsize, True, True, None,
+        # db 0 is every connection's database already: no SELECT to fail
+        handler = txredisapi.makeConnection(
+            self.url.host, self.url.port, self.url.db or None, poolsize, True, True, None,
             self.url.password, tls, self.options.connect_timeout, self.options.timeout,
             False, self.url.username)
+        handler._factory.maxDelay = RECONNECT_MAX_DELAY
+        if handler._factory.deferred is not None:  # fails once if AUTH or SELECT fails
+            handler._factory.deferred.addErrback(self._refused)
+        return handler
+
+    def _refused(self, f: Any) -> None:
+        self._refusal = f.getErrorMessage()
 
     def connect(self) -> None:
         """Start connecting (lazily: `ping` says when the shard answers)."""
         self._writer = self._handler(1)
         self._readers = self._handler(self.options.pool_size)
+
+    def _revive(self, handler: Any, poolsize: int) -> Any:
+        """A handler whose factory gave up (txredisapi stops reconnecting for
+        good when AUTH or SELECT fails, even when the connection was merely
+        lost during it) is replaced by a new one."""
+        if handler is None or not getattr(handler._factory, "stopped", False):
+            return handler
+        handler.disconnect()
+        return self._handler(poolsize)
 
     def disconnect(self) -> defer.Deferred:
         handlers = [h for h in (self._writer, self._readers) if h is not None]
@@ -178,11 +198,15 @@ class Shard:
     def call(self, method: str, *args: Any, write: bool = False) -> defer.Deferred:
         """``handler.method(*args)`` on the writer or a reader, within
         ``timeout``; RedisUnavailable when the shard is down or too slow."""
+        if self._writer is not None:
+            self._writer = self._revive(self._writer, 1)
+            self._readers = self._revive(self._readers, self.options.pool_size)
         handler = self._writer if write else self._readers
         if handler is None or not self._live(handler):
-            self._mark(False, "not connected")
+            why = f" ({self._refusal})" if self._refusal else ""
+            self._mark(False, "not connected" + why)
             return defer.fail(RedisUnavailable(f"redis shard {self.url.display()} is not "
-                                               "connected"))
+                                               f"connected{why}"))
         try:
             d = getattr(handler, method)(*args)
         except Exception as e:
@@ -192,6 +216,7 @@ class Shard:
         return d
 
     def _answered(self, reply: Any) -> Any:
+        self._refusal = ""
         self._mark(True, "")
         return reply
 
