@@ -148,7 +148,7 @@ def tsnet_cmd() -> list[str]:
     return script_cmd("tsnet", "tsnet.cli", "main")
 
 
-def write_config(workdir: str, fmt: str) -> str:
+def write_config(workdir: str, fmt: str, storage: str = "backend = sqlite\n") -> str:
     # The telnet run mounts only /metrics on the http listener.  The HTTP run leaves
     # `apis` out, which mounts every installed API: /metrics and, once a plugin
     # provides it, OpenTSDB's /api/put.  The ATSD HTTP run mounts ATSD's API
@@ -164,7 +164,7 @@ def write_config(workdir: str, fmt: str) -> str:
         "data_dir = var\n"
         f"flush_interval = {FLUSH_INTERVAL}\n"
         "[storage:default]\n"
-        "backend = sqlite\n"
+        f"{storage}"
         "[listener:opentsdb]\n"
         "protocol = opentsdb\n"
         "endpoint = tcp:0:interface=127.0.0.1\n"
@@ -181,6 +181,56 @@ def write_config(workdir: str, fmt: str) -> str:
 
 
 # ------------------------------------------------------------------ the server
+
+class RedisProcess:
+    """A throwaway ``redis-server`` for ``--storage redis``: loopback, a free port,
+    no persistence (the run measures tsnet, not Redis's disk)."""
+
+    def __init__(self, workdir: str, binary: str) -> None:
+        import socket
+
+        with socket.socket() as s:
+            s.bind((LOOPBACK, 0))
+            self.port = s.getsockname()[1]
+        self.dir = os.path.join(workdir, "redis")
+        os.makedirs(self.dir)
+        self.logf = os.path.join(self.dir, "redis.log")
+        self.proc = subprocess.Popen(
+            [binary, "--port", str(self.port), "--bind", LOOPBACK, "--save", "",
+             "--appendonly", "no", "--dir", self.dir, "--logfile", self.logf],
+            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+    @property
+    def url(self) -> str:
+        return f"redis://{LOOPBACK}:{self.port}/0"
+
+    def wait_ready(self, timeout: float) -> None:
+        import socket
+
+        deadline = time.time() + timeout
+        while time.time() < deadline:
+            if self.proc.poll() is not None:
+                raise BenchError(f"redis-server exited {self.proc.returncode}: "
+                                 f"{tail(self.logf, 5)}", 2)
+            try:
+                with socket.create_connection((LOOPBACK, self.port), 1) as c:
+                    c.sendall(b"PING\r\n")
+                    if c.recv(16).startswith(b"+PONG"):
+                        return
+            except OSError:
+                pass
+            time.sleep(0.05)
+        raise BenchError("redis-server did not answer PING", 2)
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            os.kill(self.proc.pid, signal.SIGTERM)  # our own child, by PID
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                os.kill(self.proc.pid, signal.SIGKILL)
+                self.proc.wait(10)
+
 
 class Server:
     """One ``twistd -n tsnet`` child; only ever signalled by its own PID."""
@@ -463,9 +513,16 @@ def one_run(a: argparse.Namespace, run: int) -> dict:
     server: Server | None = None
     lg: subprocess.Popen | None = None
     spy: PySpy | None = None
+    redis: RedisProcess | None = None
     t_start = time.time()
     try:
-        cfg = write_config(workdir, a.format)
+        storage = "backend = sqlite\n"
+        if a.storage == "redis":
+            redis = RedisProcess(workdir, a.redis_server)
+            redis.wait_ready(a.startup_timeout)
+            storage = f"backend = redis\nurl = {redis.url}\n"
+        rec["storage"] = a.storage
+        cfg = write_config(workdir, a.format, storage)
         cprof = numbered(a.cprofile, run, a.runs) if a.cprofile else None
         server = Server(workdir, cfg, cprof)
         listener = TARGETS[a.format][0]
@@ -493,6 +550,7 @@ def one_run(a: argparse.Namespace, run: int) -> dict:
         cmd = loadgen_cmd(a, target)
         rec["loadgen_cmd"] = " ".join(cmd[1:])
         cpu0 = proc_cpu(pid)
+        redis0 = proc_cpu(redis.proc.pid) if redis is not None else 0.0
         sys0 = proc_cpu_split(pid)[1]
         m0 = machine_cpu()
         ru0 = resource.getrusage(resource.RUSAGE_CHILDREN)
@@ -507,6 +565,9 @@ def one_run(a: argparse.Namespace, run: int) -> dict:
                 check_loadgen(read_loadgen(lg, lg_out, lg_err, 10), lg.returncode, n)
             raise
         cpu1 = proc_cpu(pid)
+        redis_cpu = proc_cpu(redis.proc.pid) - redis0 if redis is not None else 0.0
+        if redis is not None:
+            rec["redis_cpu_s"] = round(redis_cpu, 2)
         rec["server_sys_cpu_s"] = round(proc_cpu_split(pid)[1] - sys0, 2)
         m1 = machine_cpu()
         rec["peak_rss_mib"] = mib(proc_status(pid, "VmHWM"))
@@ -540,7 +601,7 @@ def one_run(a: argparse.Namespace, run: int) -> dict:
         # minus server and loadgen, loadgen counted from launch to exit; approximate).
         lg_cpu = (ru1.ru_utime - ru0.ru_utime) + (ru1.ru_stime - ru0.ru_stime)
         rec["loadgen_total_cpu_s"] = round(lg_cpu, 2)
-        rec["other_cpu_s"] = round(busy - (cpu1 - cpu0) - lg_cpu, 2)
+        rec["other_cpu_s"] = round(busy - (cpu1 - cpu0) - lg_cpu - redis_cpu, 2)
         rec["polls"] = c["polls"]
         rec["poll_errors"] = c["poll_errors"]
         rec["points_written"] = int(c["written"])
@@ -587,6 +648,8 @@ def one_run(a: argparse.Namespace, run: int) -> dict:
             spy.stop()
         if server is not None and server.alive():
             server.kill()
+        if redis is not None:
+            redis.stop()
         if server is not None and not rec["ok"]:
             rec["server_log_tail"] = tail(server.logf, 12).splitlines()
         rec["wall_s"] = round(time.time() - t_start, 1)
@@ -624,7 +687,8 @@ def git_state() -> dict:
 
 def summarize(a: argparse.Namespace, runs: list[dict], git: dict) -> dict:
     ok = [r for r in runs if r["ok"]]
-    summ: dict = {"summary": True, "format": a.format, "points": a.points, "conns": a.conns,
+    summ: dict = {"summary": True, "format": a.format, "storage": a.storage,
+                  "points": a.points, "conns": a.conns,
                   "series": a.series, "tags": a.tags, "runs": len(runs), "runs_ok": len(ok),
                   "ok": len(ok) == a.runs, **git}
     if ok:
@@ -658,6 +722,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--series", type=int, default=1000, help="distinct series")
     p.add_argument("--tags", type=int, default=2, help="tags per point")
     p.add_argument("--format", choices=FORMATS, default="opentsdb-telnet")
+    p.add_argument("--storage", choices=("sqlite", "redis"), default="sqlite",
+                   help="the default storage: embedded SQLite, or a throwaway redis-server "
+                        "per run (its CPU is reported as redis_cpu_s)")
+    p.add_argument("--redis-server", default="redis-server",
+                   help="the redis-server binary for --storage redis")
     p.add_argument("--runs", type=int, default=3, help="fresh-server runs (median reported)")
     p.add_argument("--loadgen", default=DEFAULT_LOADGEN,
                    help="path of the load generator (default: bench/loadgen.py, the bench's "
@@ -702,6 +771,10 @@ def main(argv: list[str] | None = None) -> int:
     if a.py_spy and not (shutil.which("py-spy") or os.path.isfile(os.path.join(BIN, "py-spy"))):
         print("bench: --py-spy needs py-spy (pip install py-spy)", file=sys.stderr)
         return 2
+    if a.storage == "redis" and not shutil.which(a.redis_server):
+        print(f"bench: --storage redis needs {a.redis_server} (apt-get install redis-server)",
+              file=sys.stderr)
+        return 2
     if not os.path.isfile("/proc/self/stat"):
         print("bench: needs Linux /proc for CPU and RSS", file=sys.stderr)
         return 2
@@ -709,7 +782,7 @@ def main(argv: list[str] | None = None) -> int:
     git = git_state()
     runs = []
     for i in range(1, a.runs + 1):
-        log(f"run {i}/{a.runs}: {a.format}, {a.points} points, {a.conns} conns, "
+        log(f"run {i}/{a.runs}: {a.format} on {a.storage}, {a.points} points, {a.conns} conns, "
             f"{a.series} series, {a.tags} tags")
         rec = one_run(a, i)
         runs.append(rec)
