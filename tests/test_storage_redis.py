@@ -44,7 +44,7 @@ import pytest_twisted  # noqa: E402
 from twisted.internet import defer  # noqa: E402
 
 from tsnet.storage.redis_shards import RedisUnavailable  # noqa: E402
-from tsnet.testing.conformance import CPU, T0, S, make_batch  # noqa: E402
+from tsnet.testing.conformance import CPU, T0, S, collect, make_batch  # noqa: E402
 
 
 def make_storage(urls: str, **kw: Any) -> RedisStorage:
@@ -239,3 +239,41 @@ async def test_replicas_make_an_ack_wait_for_a_replica(redis_servers: Any) -> No
         assert len(keys) == 1 and replica.command("LLEN", keys[0]) >= 1
     finally:
         await storage.close()
+
+
+@pytest_twisted.ensureDeferred
+async def test_growing_a_shard_keeps_every_read_and_rebalance_moves_its_share(
+        redis_servers: Any) -> None:
+    from tsnet.model import Message
+
+    a, b = redis_servers(2)
+    keys = [("m", None, (("host", f"h{i}"),)) for i in range(200)]
+    one = make_storage(a.url)
+    await one.open()
+    try:
+        await one.write(make_batch(samples=[(k, T0, 1) for k in keys],
+                                   messages=[Message("e", T0, "old")]))
+        assert b.dbsize() == 0
+    finally:
+        await one.close()
+    two = make_storage(f"{a.url} {b.url}")
+    await two.open()
+    try:
+        # newer writes for the same times: where the ring sends them now
+        await two.write(make_batch(samples=[(k, T0, 2) for k in keys] +
+                                   [(k, T0 + 1, 3) for k in keys],
+                                   messages=[Message("e", T0 + 1, "new")]))
+        want = [(k, [T0, T0 + 1], [2, 3], None) for k in sorted(keys)]
+        assert await two.read_series(S, "m", None, None) == want
+        assert [m.message for m in await two.read_messages(S)] == ["old", "new"]
+        before = await collect(two, None)
+
+        moved = await two.rebalance()
+        on_b = len(b.command("KEYS", "tsnet:s:default:d:*"))
+        assert moved["series"] == on_b and 50 < on_b < 150  # about half moved, only to b
+        assert len(a.command("KEYS", "tsnet:s:default:d:*")) == 200 - on_b
+        assert await two.read_series(S, "m", None, None) == want
+        assert await collect(two, None) == before
+        assert (await two.rebalance())["series"] == 0
+    finally:
+        await two.close()

@@ -115,6 +115,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     e = sub.add_parser("export", help="every stored item as one JSON object per line")
     e.add_argument("--solution", default=None)
+
+    st = sub.add_parser("storage", help="upkeep of a [storage:*] section")
+    stsub = st.add_subparsers(dest="action", required=True, metavar="ACTION")
+    rb = stsub.add_parser(
+        "rebalance", help="after adding shards to a redis url: move each series to the "
+                          "shard the ring names (run while no node writes)")
+    rb.add_argument("name", nargs="?", default="default", help="the [storage:NAME] (default)")
     return p
 
 
@@ -286,6 +293,16 @@ async def export(args: Any, storages: Any, reactor: Any) -> None:
         await backend.export(None, emit)
 
 
+async def storage_rebalance(args: Any, storages: Any, reactor: Any) -> None:
+    backend = storages.backends.get(args.name)
+    if backend is None:
+        raise CommandError(f"no [storage:{args.name}] in the config")
+    rebalance = getattr(backend, "rebalance", None)
+    if rebalance is None:
+        raise CommandError(f"[storage:{args.name}] is not sharded: nothing to rebalance")
+    _out({"storage": args.name, **(await rebalance())})
+
+
 COMMANDS = {
     ("solution", "create"): solution_create,
     ("solution", "list"): solution_list,
@@ -295,4 +312,5 @@ COMMANDS = {
     ("token", "update"): token_update,
     ("token", "revoke"): token_revoke,
     ("export", None): export,
+    ("storage", "rebalance"): storage_rebalance,
 }

@@ -10,6 +10,11 @@ Reads fold what was appended (`redis_codec`) with the data model's rules
 (`tsnet.storage.rules`), so the same batch reads back the same as on SQLite:
 the conformance suite checks it.  `compact` folds long lists back into one
 blob, safely beside other nodes' appends.  The key layout is in `redis_keys`.
+
+Growing from N shards to N+1 needs no downtime for reads: a read gathers a
+series (and a solution's item lists) from every shard that holds part of it,
+the part on the shard the ring named before first.  `rebalance` then moves
+those parts to their new shard, so reads touch one shard again.
 """
 
 from __future__ import annotations
@@ -34,7 +39,6 @@ from tsnet.records import Credential, SolutionRecord, TokenRecord
 from tsnet.storage import redis_codec as codec
 from tsnet.storage import redis_scripts as lua
 from tsnet.storage.redis_keys import (
-    CATALOG_ROUTE,
     DEFAULT_PREFIX,
     items_route,
     series_id,
@@ -65,6 +69,7 @@ COMPACT_AT = 16
 SERIES_CACHE = 200_000
 
 _Info = tuple[int, bytes, str, bytes]  # shard index, metric, sid, key JSON
+_Entry = tuple[SeriesKey, str, tuple[int, ...]]  # key, sid, shards in write order
 #: arguments of each write op, by its letter (see redis_scripts.WRITE)
 _OP_WIDTH = {"G": 2, "S": 5, "L": 3}
 
@@ -161,9 +166,18 @@ class RedisStorage:
               keys: Iterable[Any] = (), write: bool = False) -> defer.Deferred:
         return shard.call("eval", script, list(keys), list(args), write=write)
 
+    def rebalance(self) -> defer.Deferred:
+        """Deferred[dict]: move every series and item list that the ring now
+        places on another shard there (after shards were added); counts."""
+        from tsnet.storage.redis_rebalance import rebalance
+
+        self._check_open()
+        self._series.clear()
+        return defer.ensureDeferred(rebalance(self._shards, self._ring, self._prefix))
+
     def _catalog(self, script: str, *args: Any) -> defer.Deferred:
         self._check_open()
-        return self._eval(self._shard(CATALOG_ROUTE), script, (self._prefix, *args))
+        return self._eval(self._shards[0], script, (self._prefix, *args))
 
     # -- writing -----------------------------------------------------------------
 
@@ -296,36 +310,55 @@ class RedisStorage:
     def _sp(self, solution: str) -> str:
         return f"{self._prefix}s:{solution}:"
 
-    async def _index(self, solution: str, metric: str | None) -> list[tuple[SeriesKey, int, str]]:
-        """(key, shard index, sid) of every series, in read order."""
+    def _owner_last(self, route: bytes, shards: list[int]) -> tuple[int, ...]:
+        """Where a key's parts are, in write order: a shard that held it before
+        the ring grew first, the shard the ring names now last."""
+        owner = self._ring.index(route)
+        return tuple(sorted(shards, key=lambda i: i == owner))
+
+    async def _index(self, solution: str, metric: str | None) -> list[_Entry]:
+        """(key, sid, shards holding its blobs) of every series, in read order.
+        A series is on one shard, or (after shards were added and before
+        `rebalance`) on its old shard and its new one."""
         self._check_open()
         args = (self._sp(solution), "1", metric) if metric is not None else (
             self._sp(solution), "0")
         replies = await _gather(
             [self._eval(s, lua.SERIES_INDEX, args) for s in self._shards])
-        out = []
+        found: dict[str, tuple[bytes, list[int]]] = {}
         for index, flat in enumerate(replies):
             for j in range(0, len(flat), 2):
-                out.append((codec.series_key_of(flat[j + 1]), index, flat[j].decode()))
+                sid = flat[j].decode()
+                seen = found.get(sid)
+                if seen is None:
+                    found[sid] = (flat[j + 1], [index])
+                else:
+                    seen[1].append(index)
+        out = [(codec.series_key_of(key_json), sid,
+                self._owner_last(series_route(solution, sid), shards) if len(shards) > 1
+                else (shards[0],))
+               for sid, (key_json, shards) in found.items()]
         out.sort(key=lambda e: series_sort_key(e[0]))
         return out
 
-    async def _lists(self, entries: list[tuple[SeriesKey, int, str]], solution: str
-                     ) -> list[list[bytes]]:
+    async def _lists(self, entries: list[_Entry], solution: str) -> list[list[bytes]]:
         """The blobs of each series, in ``entries`` order, a chunk per call."""
-        out: list[list[bytes]] = [[] for _ in entries]
+        parts: list[dict[int, list[bytes]]] = [{} for _ in entries]
         by_shard: dict[int, list[int]] = {}
-        for pos, (_, index, _) in enumerate(entries):
-            by_shard.setdefault(index, []).append(pos)
+        for pos, (_, _, shards) in enumerate(entries):
+            for index in shards:
+                by_shard.setdefault(index, []).append(pos)
         sp = self._sp(solution)
         for index, positions in by_shard.items():
             for lo in range(0, len(positions), READ_CHUNK):
                 chunk = positions[lo:lo + READ_CHUNK]
-                keys = [f"{sp}d:{entries[p][2]}" for p in chunk]
+                keys = [f"{sp}d:{entries[p][1]}" for p in chunk]
                 reply = await self._eval(self._shards[index], lua.READ_LISTS, keys=keys)
                 for p, blobs in zip(chunk, reply, strict=True):
-                    out[p] = blobs
-        return out
+                    parts[p][index] = blobs
+        return [part[shards[0]] if len(shards) == 1 else
+                [b for index in shards for b in part[index]]
+                for part, (_, _, shards) in zip(parts, entries, strict=True)]
 
     def read_series(self, solution: str, metric: str | None = None,
                     start_ns: int | None = None, end_ns: int | None = None) -> defer.Deferred:
@@ -338,10 +371,10 @@ class RedisStorage:
         out = []
         for lo in range(0, len(entries), READ_CHUNK):
             chunk = entries[lo:lo + READ_CHUNK]
-            for (key, index, sid), blobs in zip(chunk, await self._lists(chunk, solution),
-                                                strict=True):
-                if len(blobs) >= COMPACT_AT:
-                    self._compact.setdefault(solution, set()).add((index, sid))
+            for (key, sid, shards), blobs in zip(chunk, await self._lists(chunk, solution),
+                                                 strict=True):
+                if len(blobs) >= COMPACT_AT and len(shards) == 1:
+                    self._compact.setdefault(solution, set()).add((shards[0], sid))
                 times, values, texts = codec.fold_samples(blobs, start_ns, end_ns)
                 if times:
                     out.append((key, times, values, texts))
@@ -371,9 +404,15 @@ class RedisStorage:
         return sorted({n.decode() for r in replies for n in r})
 
     async def _solution_list(self, solution: str, name: str) -> list[bytes]:
+        """One of the solution's item lists, in write order: read from every
+        shard, as a shard added since may hold its newer part."""
         self._check_open()
-        shard = self._shard(items_route(solution))
-        return await shard.call("lrange", f"{self._sp(solution)}{name}", 0, -1)
+        key = f"{self._sp(solution)}{name}"
+        replies = await _gather([s.call("lrange", key, 0, -1) for s in self._shards])
+        held = [i for i, r in enumerate(replies) if r]
+        if len(held) <= 1:
+            return replies[held[0]] if held else []
+        return [b for i in self._owner_last(items_route(solution), held) for b in replies[i]]
 
     async def _properties(self, solution: str) -> dict[tuple[str, str, str], Property]:
         props: dict[tuple[str, str, str], Property] = {}
@@ -560,7 +599,7 @@ class RedisStorage:
     def get_solution(self, name: str) -> defer.Deferred:
         """Deferred[SolutionRecord | None]."""
         self._check_open()
-        d = self._shard(CATALOG_ROUTE).call("get", f"{self._prefix}c:sol:{name}")
+        d = self._shards[0].call("get", f"{self._prefix}c:sol:{name}")
         return d.addCallback(lambda data: _solution_of(data) if data is not None else None)
 
     def list_solutions(self) -> defer.Deferred:
@@ -599,7 +638,7 @@ class RedisStorage:
     def get_token(self, token_id: str) -> defer.Deferred:
         """Deferred[TokenRecord | None]."""
         self._check_open()
-        d = self._shard(CATALOG_ROUTE).call("get", f"{self._prefix}c:tok:{token_id}")
+        d = self._shards[0].call("get", f"{self._prefix}c:tok:{token_id}")
         return d.addCallback(lambda data: _token_of(data) if data is not None else None)
 
     def list_tokens(self, solution: str) -> defer.Deferred:
@@ -629,7 +668,7 @@ class RedisStorage:
     def catalog_generation(self) -> defer.Deferred:
         """Deferred[int]: moves on every solution or token change, by any node."""
         self._check_open()
-        d = self._shard(CATALOG_ROUTE).call("get", f"{self._prefix}c:gen")
+        d = self._shards[0].call("get", f"{self._prefix}c:gen")
         return d.addCallback(lambda v: int(v) if v is not None else 0)
 
 

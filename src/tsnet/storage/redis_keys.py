@@ -22,9 +22,10 @@ With the default prefix ``tsnet:`` (``[storage:*] prefix``)::
 SID is a hash of the series key, so a key name never depends on the bytes of
 a metric or tag beyond ``METRIC`` in its index.  A series (its ``d:`` list and
 its entries in ``m:``/``metrics``) lives on the shard of ``SOL:SID``; a
-solution's other items on the shard of ``s:SOL``; the whole catalog on the
-shard of ``c``, so every catalog change is one atomic script.  `route` gives
-that routing key for any key name, which is what a rebalance uses.
+solution's other items on the shard of ``s:SOL``.  The whole catalog lives on
+the FIRST shard of ``url``, so every catalog change is one atomic script and
+adding shards (after it) never moves the catalog.  `route` gives the routing
+key of any key name, which is what a rebalance uses.
 """
 
 from __future__ import annotations
@@ -35,9 +36,6 @@ DEFAULT_PREFIX = "tsnet:"
 
 #: the per-solution item lists, by item kind
 ITEM_LISTS = ("props", "msgs", "meta", "recs")
-
-#: the catalog's routing key: one shard holds every catalog record
-CATALOG_ROUTE = b"c"
 
 
 def series_id(key_json: bytes) -> str:
@@ -58,15 +56,14 @@ class KeyRouteError(ValueError):
 
 
 def route(prefix: str, key: bytes) -> bytes | None:
-    """The routing key of a key name (None: a per-shard key that never moves
-    whole, such as an index whose entries follow their series)."""
+    """The routing key of a key name (None: a key that never moves whole: the
+    catalog, pinned to the first shard, or a per-shard index whose entries
+    follow their series)."""
     p = prefix.encode()
     if not key.startswith(p):
         raise KeyRouteError(f"{key!r} is not under {prefix!r}")
     rest = key[len(p):]
-    if rest.startswith(b"c:"):
-        return CATALOG_ROUTE
-    if rest == b"data" or rest.startswith(b"batch:"):
+    if rest.startswith(b"c:") or rest == b"data" or rest.startswith(b"batch:"):
         return None
     if rest.startswith(b"s:"):
         sol, _, tail = rest[2:].partition(b":")

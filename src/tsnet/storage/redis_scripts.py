@@ -195,3 +195,50 @@ for _, m in ipairs(redis.call('SMEMBERS', ARGV[1] .. ARGV[2])) do
 end
 return out
 """
+
+# -- rebalancing ----------------------------------------------------------------
+
+#: ARGV: solution prefix, the data set's key, solution, metric, sid, key JSON,
+#: then the series' blobs from its old shard.  They go BEFORE what the new
+#: shard holds (written later), and the series is indexed here.
+MOVE_SERIES_IN = """
+local sp = ARGV[1]
+local sid = ARGV[5]
+for i = #ARGV, 7, -1 do redis.call('LPUSH', sp .. 'd:' .. sid, ARGV[i]) end
+redis.call('HSETNX', sp .. 'm:' .. ARGV[4], sid, ARGV[6])
+redis.call('SADD', sp .. 'metrics', ARGV[4])
+redis.call('SADD', ARGV[2], ARGV[3])
+return 1
+"""
+
+#: ARGV: the list's key, the data set's key, solution, then the list's blobs
+#: from its old shard, put before what this shard holds.
+MOVE_LIST_IN = """
+for i = #ARGV, 4, -1 do redis.call('LPUSH', ARGV[1], ARGV[i]) end
+redis.call('SADD', ARGV[2], ARGV[3])
+return 1
+"""
+
+#: ARGV: solution prefix, the data set's key, solution, metric, sid.  The
+#: series gone from its old shard, and its index entries with it.
+MOVE_SERIES_OUT = """
+local sp = ARGV[1]
+redis.call('DEL', sp .. 'd:' .. ARGV[5])
+redis.call('HDEL', sp .. 'm:' .. ARGV[4], ARGV[5])
+if redis.call('EXISTS', sp .. 'm:' .. ARGV[4]) == 0 then
+  redis.call('SREM', sp .. 'metrics', ARGV[4])
+end
+return 1
+"""
+
+#: ARGV: solution prefix, the data set's key, solution.  Drops the solution
+#: from this shard's data set when nothing of it is left here.
+FORGET_IF_EMPTY = """
+local sp = ARGV[1]
+if redis.call('EXISTS', sp .. 'metrics', sp .. 'props', sp .. 'msgs', sp .. 'meta',
+              sp .. 'recs') == 0 then
+  redis.call('SREM', ARGV[2], ARGV[3])
+  return 1
+end
+return 0
+"""

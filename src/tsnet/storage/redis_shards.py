@@ -1,7 +1,7 @@
 """The Redis servers of one ``[storage:NAME] backend = redis`` section.
 
 ``url`` holds one or several whitespace-separated Redis URLs; each is a shard.
-A routing key (a series, a solution's items, a catalog record) picks its shard
+A routing key (a series, a solution's other items) picks its shard
 through a consistent-hash ring over the shards' identities (``host:port/db``),
 so adding a shard moves only the share the new shard takes (about 1/N), and
 every node with the same ``url`` (in any order) routes every key the same way.
