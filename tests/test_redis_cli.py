@@ -44,3 +44,14 @@ def test_storage_rebalance_of_sqlite_says_there_is_nothing_to_do(tmp_path: Path)
     r = tsnet(config(tmp_path, "backend = sqlite"), "storage", "rebalance", check=False)
     assert r.returncode == 1
     assert r.stderr.strip() == "tsnet: [storage:default] is not sharded: nothing to rebalance"
+
+
+def test_readme_redis_config_block_is_a_valid_config(tmp_path: Path) -> None:
+    readme = (Path(__file__).resolve().parent.parent / "README.rst").read_text()
+    start = readme.index("    [storage:default]\n    backend = redis\n")
+    block = readme[start:readme.index("\n\n", start)]
+    cfg = tmp_path / "tsnet.ini"
+    cfg.write_text("[tsnet]\ndata_dir = var\n" + "\n".join(
+        line[4:] for line in block.split("\n")) + "\n")
+    r = tsnet(cfg, "check-config")
+    assert "OK" in r.stdout and "1 storages: default" in r.stdout
