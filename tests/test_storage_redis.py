@@ -277,3 +277,27 @@ async def test_growing_a_shard_keeps_every_read_and_rebalance_moves_its_share(
         assert (await two.rebalance())["series"] == 0
     finally:
         await two.close()
+
+
+@pytest_twisted.ensureDeferred
+async def test_the_catalog_stays_where_it_is_when_shards_are_added(redis_servers: Any) -> None:
+    from tsnet.errors import ConfigError
+    from tsnet.records import SolutionRecord
+
+    a, b, c = redis_servers(3)
+    one = make_storage(a.url)
+    await one.open()
+    await one.create_solution(SolutionRecord("fleet"))
+    await one.close()
+    for urls in (f"{b.url} {a.url} {c.url}", f"{c.url} {b.url} {a.url}"):
+        grown = make_storage(urls)
+        await grown.open()
+        try:
+            assert [s.name for s in await grown.list_solutions()] == ["fleet"]
+        finally:
+            await grown.close()
+    assert b.command("KEYS", "tsnet:c:*") == [] and c.command("KEYS", "tsnet:c:*") == []
+    b.command("SET", "tsnet:c:gen", "1")
+    split = make_storage(f"{a.url} {b.url}")
+    with pytest.raises(ConfigError, match="the catalog .* is on several shards"):
+        await split.open()

@@ -32,13 +32,14 @@ from twisted.logger import Logger
 from zope.interface import implementer
 
 from tsnet import export
-from tsnet.errors import Conflict, NotFound
+from tsnet.errors import ConfigError, Conflict, NotFound
 from tsnet.interfaces import ICatalog, IStorage
 from tsnet.model import Batch, Message, Meta, Property, Record, SeriesKey, WriteBatch
 from tsnet.records import Credential, SolutionRecord, TokenRecord
 from tsnet.storage import redis_codec as codec
 from tsnet.storage import redis_scripts as lua
 from tsnet.storage.redis_keys import (
+    CATALOG_ROUTE,
     DEFAULT_PREFIX,
     items_route,
     series_id,
@@ -120,6 +121,7 @@ class RedisStorage:
         self._replicas_ms = int(replicas_timeout * 1000)
         self._ring = HashRing([u.identity for u in urls])
         self._shards: list[Shard] = []
+        self._catalog_at = 0
         self._series: dict[str, dict[SeriesKey, _Info]] = {}
         self._compact: dict[str, set[tuple[int, str]]] = {}
         self._open = False
@@ -141,9 +143,29 @@ class RedisStorage:
         except Exception:
             yield self._disconnect()
             raise
+        try:
+            self._catalog_at = yield defer.ensureDeferred(self._find_catalog())
+        except Exception:
+            yield self._disconnect()
+            raise
         self._open = True
-        log.info("storage {storage}: redis {shards}", storage=self.name,
-                 shards=" ".join(u.display() for u in self._urls))
+        log.info("storage {storage}: redis {shards}, catalog on {catalog}", storage=self.name,
+                 shards=" ".join(u.display() for u in self._urls),
+                 catalog=self._urls[self._catalog_at].display())
+
+    async def _find_catalog(self) -> int:
+        """The shard holding the catalog: the one that has it, else (a new
+        deployment) the one the ring names for it.  Either way every node finds
+        the same one whatever the order of its URLs, and adding shards never
+        moves it."""
+        marker = f"{self._prefix}c:gen"
+        found = await _gather([s.call("exists", marker) for s in self._shards])
+        holders = [i for i, n in enumerate(found) if n]
+        if len(holders) > 1:
+            raise ConfigError(
+                f"[storage:{self.name}] url: the catalog ({marker}) is on several shards: "
+                + " ".join(self._urls[i].display() for i in holders))
+        return holders[0] if holders else self._ring.index(CATALOG_ROUTE)
 
     def _disconnect(self) -> defer.Deferred:
         shards, self._shards = self._shards, []
@@ -177,7 +199,7 @@ class RedisStorage:
 
     def _catalog(self, script: str, *args: Any) -> defer.Deferred:
         self._check_open()
-        return self._eval(self._shards[0], script, (self._prefix, *args))
+        return self._eval(self._shards[self._catalog_at], script, (self._prefix, *args))
 
     # -- writing -----------------------------------------------------------------
 
@@ -599,7 +621,7 @@ class RedisStorage:
     def get_solution(self, name: str) -> defer.Deferred:
         """Deferred[SolutionRecord | None]."""
         self._check_open()
-        d = self._shards[0].call("get", f"{self._prefix}c:sol:{name}")
+        d = self._shards[self._catalog_at].call("get", f"{self._prefix}c:sol:{name}")
         return d.addCallback(lambda data: _solution_of(data) if data is not None else None)
 
     def list_solutions(self) -> defer.Deferred:
@@ -638,7 +660,7 @@ class RedisStorage:
     def get_token(self, token_id: str) -> defer.Deferred:
         """Deferred[TokenRecord | None]."""
         self._check_open()
-        d = self._shards[0].call("get", f"{self._prefix}c:tok:{token_id}")
+        d = self._shards[self._catalog_at].call("get", f"{self._prefix}c:tok:{token_id}")
         return d.addCallback(lambda data: _token_of(data) if data is not None else None)
 
     def list_tokens(self, solution: str) -> defer.Deferred:
@@ -668,7 +690,7 @@ class RedisStorage:
     def catalog_generation(self) -> defer.Deferred:
         """Deferred[int]: moves on every solution or token change, by any node."""
         self._check_open()
-        d = self._shards[0].call("get", f"{self._prefix}c:gen")
+        d = self._shards[self._catalog_at].call("get", f"{self._prefix}c:gen")
         return d.addCallback(lambda v: int(v) if v is not None else 0)
 
 

@@ -23,9 +23,10 @@ SID is a hash of the series key, so a key name never depends on the bytes of
 a metric or tag beyond ``METRIC`` in its index.  A series (its ``d:`` list and
 its entries in ``m:``/``metrics``) lives on the shard of ``SOL:SID``; a
 solution's other items on the shard of ``s:SOL``.  The whole catalog lives on
-the FIRST shard of ``url``, so every catalog change is one atomic script and
-adding shards (after it) never moves the catalog.  `route` gives the routing
-key of any key name, which is what a rebalance uses.
+one shard, so every catalog change is one atomic script: the shard the ring
+names for ``c`` when the deployment starts, and wherever it is after that
+(a node looks for it when it starts), so adding shards never moves it.
+`route` gives the routing key of any key name, which is what a rebalance uses.
 """
 
 from __future__ import annotations
@@ -36,6 +37,9 @@ DEFAULT_PREFIX = "tsnet:"
 
 #: the per-solution item lists, by item kind
 ITEM_LISTS = ("props", "msgs", "meta", "recs")
+
+#: where a new deployment's catalog goes (`RedisStorage` finds an existing one)
+CATALOG_ROUTE = b"c"
 
 
 def series_id(key_json: bytes) -> str:
@@ -57,7 +61,7 @@ class KeyRouteError(ValueError):
 
 def route(prefix: str, key: bytes) -> bytes | None:
     """The routing key of a key name (None: a key that never moves whole: the
-    catalog, pinned to the first shard, or a per-shard index whose entries
+    catalog, which stays where it is, or a per-shard index whose entries
     follow their series)."""
     p = prefix.encode()
     if not key.startswith(p):
