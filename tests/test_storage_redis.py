@@ -299,5 +299,39 @@ async def test_the_catalog_stays_where_it_is_when_shards_are_added(redis_servers
     assert b.command("KEYS", "tsnet:c:*") == [] and c.command("KEYS", "tsnet:c:*") == []
     b.command("SET", "tsnet:c:gen", "1")
     split = make_storage(f"{a.url} {b.url}")
-    with pytest.raises(ConfigError, match="the catalog .* is on several shards"):
+    with pytest.raises(ConfigError, match=r"the catalog .* is on several shards"):
         await split.open()
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_batch_retried_after_one_shard_failed_is_committed_once(
+        redis_servers: Any) -> None:
+    """One shard down: the write fails after the other shard committed its part.
+    The write queue retries the same WriteBatch; the committed part is skipped."""
+    from tsnet.model import Message
+
+    a, b = redis_servers(2)
+    storage = make_storage(f"{a.url} {b.url}", timeout=1.0)
+    await storage.open()
+    try:
+        batch = make_batch(samples=[(("m", None, (("i", str(i)),)), T0, i) for i in range(50)],
+                           messages=[Message("e", T0, "once")])
+        b.stop()
+        with pytest.raises(RedisUnavailable):
+            await storage.write(batch)
+        assert len(a.command("KEYS", "tsnet:s:default:d:*")) > 0  # a's part is in
+        b.restart()
+        for _ in range(100):
+            try:
+                await storage.write(batch)
+                break
+            except RedisUnavailable:
+                await deferLater(0.05)
+        lines = await collect(storage, S)
+        assert sorted(x["value"] for x in lines if x["kind"] == "series") == list(range(50))
+        assert [x["message"] for x in lines if x["kind"] == "message"] == ["once"]
+        for server in (a, b):
+            for key in server.command("KEYS", "tsnet:s:default:d:*"):
+                assert server.command("LLEN", key) == 1
+    finally:
+        await storage.close()

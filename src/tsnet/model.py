@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import math
 import re
+import uuid
 from dataclasses import dataclass, field
 
 #: Integers beyond int64 cannot be stored exactly; parsers reject them.
@@ -244,11 +245,20 @@ class Batch:
         )
 
 
+def _batch_id() -> str:
+    return uuid.uuid4().hex
+
+
 @dataclass
 class WriteBatch:
-    """What a storage backend commits in one transaction: items per solution."""
+    """What a storage backend commits in one transaction: items per solution.
+
+    ``id`` is unique to this batch and stays the same when the write queue
+    retries it after a fault, so a backend that cannot commit atomically
+    everywhere (Redis shards) can make a retry skip what was committed."""
 
     by_solution: dict[str, Batch] = field(default_factory=dict)
+    id: str = field(default_factory=_batch_id, compare=False)
 
     def for_solution(self, solution: str) -> Batch:
         b = self.by_solution.get(solution)

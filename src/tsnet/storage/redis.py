@@ -2,8 +2,9 @@
 
 A write is one script per shard (`redis_scripts.WRITE`): a batch becomes a few
 large commands, never one per point.  Each shard's part is atomic and carries
-a batch id, so a retry after a lost reply (a timeout, a dropped connection)
-does not append twice.  An ack comes after every shard answered, and after
+the batch's id (`WriteBatch.id`), so when the write queue retries a batch after
+a fault (a timeout, a dropped connection, one shard down), the parts already
+committed are skipped, not appended twice.  An ack comes after every shard answered, and after
 ``WAIT replicas`` when the section asks for replicas.
 
 Reads fold what was appended (`redis_codec`) with the data model's rules
@@ -22,7 +23,6 @@ from __future__ import annotations
 import hashlib
 import hmac
 import time
-import uuid
 from collections.abc import Callable, Iterable
 from typing import Any
 
@@ -215,7 +215,7 @@ class RedisStorage:
             return defer.fail()
         if not ops:
             return defer.succeed(None)
-        return defer.ensureDeferred(self._commit(ops))
+        return defer.ensureDeferred(self._commit(batch.id, ops))
 
     def _plan(self, solution: str, b: Batch, ops: dict[int, list]) -> None:
         codec.check_str(solution, "solution name")
@@ -286,14 +286,18 @@ class RedisStorage:
         infos[key] = info
         return info
 
-    async def _commit(self, ops: dict[int, list]) -> None:
-        batch_id = uuid.uuid4().hex
+    async def _commit(self, batch_id: str, ops: dict[int, list]) -> None:
         calls = []
         for index, args in ops.items():
             for n, chunk in enumerate(_chunks(args)):
                 marker = f"{self._prefix}batch:{batch_id}:{index}:{n}"
                 calls.append(defer.ensureDeferred(self._write_part(index, marker, chunk)))
-        await _gather(calls)
+        # every part settles before the write answers, so a retry never races
+        # a part still in flight
+        results = await defer.DeferredList(calls, consumeErrors=True)
+        for ok, value in results:
+            if not ok:
+                value.raiseException()
 
     async def _write_part(self, index: int, marker: str, args: list) -> None:
         shard = self._shards[index]

@@ -70,7 +70,7 @@ async def rebalance(shards: list[Any], ring: Any, prefix: str) -> dict:
                 blobs = await shard.call("lrange", key, 0, -1)
                 await shards[dest].call("eval", lua.MOVE_LIST_IN, [],
                                         [key, data_key, sol, *blobs], write=True)
-                await shard.call("del", key, write=True)
+                await shard.call("delete", key, write=True)
                 moved["lists"] += 1
                 moved["blobs"] += len(blobs)
                 touched.add(sol)

@@ -207,10 +207,14 @@ class Shard:
             self._mark(False, "not connected" + why)
             return defer.fail(RedisUnavailable(f"redis shard {self.url.display()} is not "
                                                f"connected{why}"))
+        import txredisapi
+
         try:
             d = getattr(handler, method)(*args)
-        except Exception as e:
+        except (txredisapi.ConnectionError, OSError) as e:
             return defer.fail(self._unavailable(e))
+        except Exception:
+            return defer.fail()
         d.addTimeout(self.options.timeout + 1.0, self._reactor)
         d.addCallbacks(self._answered, self._failed)
         return d
@@ -223,9 +227,10 @@ class Shard:
     def _failed(self, f: Any) -> Any:
         import txredisapi
 
-        if f.check(txredisapi.ResponseError, txredisapi.ScriptDoesNotExist):
-            return f  # Redis answered: the server is up, the command was refused
-        raise self._unavailable(f.value)
+        if f.check(txredisapi.ConnectionError, defer.TimeoutError, defer.CancelledError,
+                   OSError):
+            raise self._unavailable(f.value)
+        return f  # Redis answered (and refused the command), or a bug: as it is
 
     def _unavailable(self, e: BaseException) -> RedisUnavailable:
         reason = f"{type(e).__name__}: {e}" if str(e) else type(e).__name__
