@@ -86,7 +86,7 @@ def test_defaults_and_relative_paths(tmp_path: Path, plugins: dict) -> None:
          "[storage:default] backend: no installed storage backend provides 'oracle' "
          "(installed: "),
         ("[storage:x]\nbackend = sqlite\nurl = redis://h\n",
-         "[storage:x] unknown key 'url' (known keys: backend, path)"),
+         "[storage:x] unknown key 'url' (known keys: backend, busy_timeout, path)"),
         ("[listener:a]\nprotocol = opentsdb\nendpoint = ssl:0:privateKey=no.pem\n",
          "[listener:a] endpoint:"),
         ("[listener:a]\nprotocol = opentsdb\nendpoint = tcp:notaport\n",

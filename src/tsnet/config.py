@@ -99,6 +99,9 @@ TSNET_KEYS: dict[str, Key] = {
     "high_watermark": Key(positive_int, 400_000, "queued items above which streams pause"),
     "low_watermark": Key(positive_int, 100_000, "queued items below which they resume"),
     "max_queue": Key(positive_int, 2_000_000, "queued items above which UDP input is dropped"),
+    "storage_wait": Key(positive_float, 10.0,
+                        "seconds an acked write waits for its commit, and a stop for a "
+                        "failing storage"),
     "auth_refresh": Key(positive_float, 2.0, "seconds between checks for token changes"),
     "compact_interval": Key(non_negative_float, 10.0,
                             "seconds between chunk compactions (0: never)"),
@@ -172,6 +175,7 @@ class Config:
     high_watermark: int = 400_000
     low_watermark: int = 100_000
     max_queue: int = 2_000_000
+    storage_wait: float = 10.0
     auth_refresh: float = 2.0
     compact_interval: float = 10.0
     storages: dict[str, StorageConfig] = field(default_factory=dict)

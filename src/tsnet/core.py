@@ -53,7 +53,7 @@ def build_core(config: Config, plugins: Mapping[str, Any], reactor: Any) -> Core
         storages, reactor, metrics,
         flush_interval=config.flush_interval, batch_size=config.batch_size,
         high_watermark=config.high_watermark, low_watermark=config.low_watermark,
-        max_queue=config.max_queue,
+        max_queue=config.max_queue, ack_timeout=config.storage_wait,
     )
     metrics.watch_queue(ingest)
     auth = TokenAuthenticator(storages.catalog, reactor, refresh=config.auth_refresh)

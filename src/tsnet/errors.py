@@ -29,3 +29,15 @@ class NotFound(TsnetError):
 
 class Overloaded(TsnetError):
     """The write queue is past its hard ceiling; the item was not accepted."""
+
+
+class StorageUnavailable(TsnetError):
+    """A storage that keeps failing did not commit an acked write in time
+    (``kept``: the items stay queued and are retried, so the outcome is unknown,
+    as after a timeout), or refused it because the write queue is full while it
+    is down (not ``kept``: nothing was queued).  Protocols answer it with their
+    own "unavailable, retry" error (HTTP 503)."""
+
+    def __init__(self, message: str, kept: bool = True) -> None:
+        super().__init__(message)
+        self.kept = kept

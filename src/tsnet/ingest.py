@@ -12,10 +12,21 @@ holds its items has committed: that is what every ack waits for.
 Flow control: above ``high_watermark`` queued items every registered stream
 producer is paused, and resumed below ``low_watermark``; what was read is kept.
 UDP cannot be paused, so `offer` refuses items past ``max_queue`` instead.
+
+A storage fault pauses and retries, it never drops: a write that fails with
+anything but TypeError/ValueError (which mean the batch itself is bad, and
+would fail forever) keeps its batch and retries it with a backoff, ahead of
+what queued meanwhile (duplicates are last-write-wins, so the older items must
+commit first).  While a storage is failing every stream producer is paused, and
+acked writes wait up to ``ack_timeout`` seconds before they fail with
+`StorageUnavailable` (their items stay queued and are retried); new acked
+writes are refused while the queue is past ``max_queue``.  A stop gives up on a
+storage still failing ``ack_timeout`` seconds in, so it never hangs on one.
 """
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from twisted.internet import defer
@@ -23,7 +34,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
-from tsnet.errors import NotFound, Overloaded
+from tsnet.errors import NotFound, Overloaded, StorageUnavailable
 from tsnet.interfaces import IIngest, IPointSink
 from tsnet.model import Batch, Column, Principal, SampleSet, SeriesKey, WriteBatch
 
@@ -37,6 +48,40 @@ GROUP_TURNS = 3
 
 #: item kinds counted in tsnet_items_written_total
 ITEM_KINDS = ("properties", "messages", "meta", "records")
+
+#: seconds before the first retry of a failed write; each failure doubles it,
+#: up to RETRY_MAX, so an outage costs the storage a few attempts a second at most
+RETRY_FIRST = 0.1
+RETRY_MAX = 5.0
+
+#: failures that mean the batch itself is bad: retrying it would fail forever
+BAD_BATCH = (TypeError, ValueError)
+
+#: the least seconds between two checks for acks waiting past ``ack_timeout``: a
+#: timer per request would cost the hot path, one per queue does not
+EXPIRY_TICK = 0.25
+
+_CREDENTIALS = re.compile(r"(\w+://)[^/@\s]*@")
+
+
+def failure_reason(f: Failure) -> str:
+    """A failure for one log line: type and message, with any URL's user and
+    password masked (a networked backend's error may quote its URL)."""
+    return _CREDENTIALS.sub(r"\1***@", f"{f.type.__name__}: {f.getErrorMessage()}")
+
+
+def _take_late(waiters: list[tuple[float, defer.Deferred]], cutoff: float,
+               ) -> list[defer.Deferred]:
+    """Remove and return the waiters that started at or before ``cutoff``
+    (the list is in submit order, so they are a prefix)."""
+    k = 0
+    for t, _ in waiters:
+        if t > cutoff:
+            break
+        k += 1
+    late = [d for _, d in waiters[:k]]
+    del waiters[:k]
+    return late
 
 
 def apply_token_tags(batch: Batch, tags: tuple[tuple[str, str], ...]) -> Batch:
@@ -64,17 +109,33 @@ def apply_token_tags(batch: Batch, tags: tuple[tuple[str, str], ...]) -> Batch:
 
 
 class _Queue:
-    """The items waiting for one storage backend."""
+    """The items waiting for one storage backend: ``pending`` (what queued since
+    the last write began) behind ``batch`` (the one being written, or kept for a
+    retry after a fault)."""
 
-    __slots__ = ("by_protocol", "count", "inflight", "lent", "pending", "postponed", "seen",
-                 "soon", "timer", "turns", "waiters")
+    __slots__ = ("abandoned", "attempts", "batch", "batch_counts", "batch_waiters",
+                 "by_protocol", "count", "delay", "down", "expiry", "inflight", "lent",
+                 "pending", "postponed", "reason", "retry", "seen", "soon", "timer", "turns",
+                 "waiters", "writing")
 
     def __init__(self) -> None:
         self.pending = WriteBatch()
         self.count = 0
         self.by_protocol: dict[str, list[int]] = {}  # protocol -> [points, p, m, meta, r]
-        self.waiters: list[defer.Deferred] = []
-        self.inflight = 0
+        #: (reactor time of submit, Deferred) of the acked writes in ``pending``
+        self.waiters: list[tuple[float, defer.Deferred]] = []
+        self.inflight = 0  # items in ``batch``
+        self.batch: WriteBatch | None = None
+        self.batch_waiters: list[tuple[float, defer.Deferred]] = []
+        self.batch_counts: dict[str, list[int]] = {}
+        self.writing = False  # a storage.write of ``batch`` has not answered yet
+        self.retry: Any = None  # the DelayedCall of the next attempt
+        self.delay = RETRY_FIRST  # seconds before that attempt
+        self.down: float | None = None  # reactor time of the first failure of an outage
+        self.attempts = 0  # failed attempts in this outage
+        self.reason = ""  # the last fault, for the logs
+        self.abandoned = False  # a stop gave up on this storage: no more retries
+        self.expiry: Any = None  # the DelayedCall that fails acks waiting too long
         self.timer: Any = None
         self.soon = False  # the timer is the end of this reactor turn, not the interval
         self.turns = 0  # reactor turns the acked write has waited for company
@@ -104,6 +165,7 @@ class Ingest:
         high_watermark: int = 400_000,
         low_watermark: int = 100_000,
         max_queue: int = 2_000_000,
+        ack_timeout: float = 10.0,
     ) -> None:
         self._storages = storages
         self._reactor = reactor
@@ -113,6 +175,8 @@ class Ingest:
         self.high_watermark = high_watermark
         self.low_watermark = low_watermark
         self.max_queue = max_queue
+        #: seconds an acked write waits for its commit, and a stop for a failing storage
+        self.ack_timeout = ack_timeout
         self._queues: dict[str, _Queue] = {}
         self._producers: set[Any] = set()
         self._paused = False
@@ -120,6 +184,8 @@ class Ingest:
         self._running = True
         self._drained: list[defer.Deferred] = []
         self._queued = 0
+        self._down = 0  # storages failing now
+        self._stop_check: Any = None
 
     # -- flow control ---------------------------------------------------------
 
@@ -132,6 +198,11 @@ class Ingest:
     def paused(self) -> bool:
         return self._paused
 
+    @property
+    def failing(self) -> list[str]:
+        """The storages failing now (their writes are being retried)."""
+        return [name for name, q in self._queues.items() if q.down is not None]
+
     def registerProducer(self, producer: Any) -> None:
         self._producers.add(producer)
         if self._paused:
@@ -141,14 +212,16 @@ class Ingest:
         self._producers.discard(producer)
 
     def _check_watermarks(self) -> None:
-        queued = self.queued
-        if not self._paused and queued > self.high_watermark:
-            self._paused = True
-            log.info("write queue at {queued} items: pausing {n} inputs", queued=queued,
-                     n=len(self._producers))
-            for p in list(self._producers):
-                p.pauseProducing()
-        elif self._paused and queued < self.low_watermark:
+        queued = self._queued
+        if not self._paused:
+            if queued > self.high_watermark or self._down:
+                self._paused = True
+                if not self._down:  # (else the storage's "is failing" line says so)
+                    log.info("write queue at {queued} items: pausing {n} inputs",
+                             queued=queued, n=len(self._producers))
+                for p in list(self._producers):
+                    p.pauseProducing()
+        elif queued < self.low_watermark and not self._down:
             self._paused = False
             log.info("write queue at {queued} items: resuming inputs", queued=queued)
             for p in list(self._producers):
@@ -162,7 +235,7 @@ class Ingest:
         if n == 0:
             return defer.succeed(None)
         try:
-            q, name = self._enqueue(batch, principal, protocol)
+            q, name = self._enqueue(batch, principal, protocol, acked=True)
         except NotFound:
             # A solution created since the last catalog poll: reload once, retry.
             return self._storages.refresh().addCallback(
@@ -172,12 +245,14 @@ class Ingest:
         return self._wait_commit(q, name)
 
     def _submit_known(self, batch: Batch, principal: Principal, protocol: str) -> defer.Deferred:
-        q, name = self._enqueue(batch, principal, protocol)
+        q, name = self._enqueue(batch, principal, protocol, acked=True)
         return self._wait_commit(q, name)
 
     def _wait_commit(self, q: _Queue, name: str) -> defer.Deferred:
         d: defer.Deferred = defer.Deferred()
-        q.waiters.append(d)
+        q.waiters.append((self._reactor.seconds(), d))
+        if q.expiry is None:
+            q.expiry = self._reactor.callLater(self.ack_timeout, self._expire, q, name)
         self._schedule(q, name)
         self._check_watermarks()
         return d
@@ -194,13 +269,22 @@ class Ingest:
             self._check_watermarks()
         return True
 
-    def _enqueue(self, batch: Batch, principal: Principal, protocol: str) -> tuple[_Queue, str]:
+    def _enqueue(self, batch: Batch, principal: Principal, protocol: str,
+                 acked: bool = False) -> tuple[_Queue, str]:
         if self._stopping and not self._running:
             raise Overloaded("tsnet is stopping")
         solution = principal.solution
         name = self._storages.storage_name_for(solution)
-        batch = apply_token_tags(batch, principal.tags)
         q = self._queue(name)
+        n = batch.item_count()
+        if acked and q.down is not None and self._queued + n > self.max_queue:
+            # Streams are paused, UDP is refused; an acked write would only grow
+            # the queue without bound: its client is told to come back.
+            self._metrics.rejected(protocol, "storage", batch.samples.count)
+            raise StorageUnavailable(
+                f"storage unavailable and the write queue is full ({self._queued} items); "
+                "retry later", kept=False)
+        batch = apply_token_tags(batch, principal.tags)
         target = q.pending.for_solution(solution)
         target.samples.merge(batch.samples)
         target.properties.extend(batch.properties)
@@ -213,7 +297,6 @@ class Ingest:
         c[2] += len(batch.messages)
         c[3] += len(batch.meta)
         c[4] += len(batch.records)
-        n = batch.item_count()
         q.count += n
         self._queued += n
         return q, name
@@ -279,12 +362,17 @@ class Ingest:
                 q.timer.cancel()
             q.timer = None
             q.soon = False
-        batch, waiters, counts, n = q.pending, q.waiters, q.by_protocol, q.count
+        q.batch, q.batch_waiters, q.batch_counts, q.inflight = (
+            q.pending, q.waiters, q.by_protocol, q.count)
         q.pending, q.waiters, q.by_protocol, q.count = WriteBatch(), [], {}, 0
-        q.inflight = n
-        d = defer.maybeDeferred(self._storages.backend(name).write, batch)
-        d.addCallbacks(self._written, self._failed, callbackArgs=(q, name, waiters, counts),
-                       errbackArgs=(q, name, waiters, counts))
+        self._send(q, name)
+
+    def _send(self, q: _Queue, name: str) -> None:
+        """One attempt at writing ``q.batch``."""
+        q.writing = True
+        d = defer.maybeDeferred(self._storages.backend(name).write, q.batch)
+        d.addCallbacks(self._written, self._failed, callbackArgs=(q, name),
+                       errbackArgs=(q, name))
 
     def _postponed_write(self, q: _Queue, name: str) -> None:
         q.postponed = None
@@ -295,35 +383,110 @@ class Ingest:
         if not q.inflight and q.count:
             self._write(q, name)
 
-    def _written(self, _: Any, q: _Queue, name: str, waiters: list, counts: dict) -> None:
+    def _written(self, _: Any, q: _Queue, name: str) -> None:
+        q.writing = False
+        waiters, counts = q.batch_waiters, q.batch_counts
         for protocol, c in counts.items():
             self._metrics.written(protocol, c[0], dict(zip(ITEM_KINDS, c[1:], strict=True)))
+        if q.down is not None:
+            self._recovered(q, name, q.inflight)
         self._finish(q, name)
-        for d in waiters:
+        for _, d in waiters:
             d.callback(None)
 
-    def _failed(self, f: Failure, q: _Queue, name: str, waiters: list, counts: dict) -> None:
-        n = q.inflight
-        log.failure("storage {storage} failed to write {n} items", f, storage=name, n=n)
-        for protocol, c in counts.items():
-            self._metrics.rejected(protocol, "storage", c[0])
-        self._finish(q, name)
-        for d in waiters:
-            d.errback(f)
+    def _failed(self, f: Failure, q: _Queue, name: str) -> None:
+        q.writing = False
+        if f.check(*BAD_BATCH):
+            # The batch itself is bad: it would fail forever, so it is dropped.
+            waiters = q.batch_waiters
+            log.failure("storage {storage} refused a batch of {n} items; it is dropped", f,
+                        storage=name, n=q.inflight)
+            for protocol, c in q.batch_counts.items():
+                self._metrics.rejected(protocol, "storage", c[0])
+            if q.down is not None:  # it answers: the outage is over (else nothing may end it)
+                self._recovered(q, name, 0)
+            self._finish(q, name)
+            for _, d in waiters:
+                d.errback(f)
+            return
+        q.reason = failure_reason(f)
+        if q.down is None:
+            q.down = self._reactor.seconds()
+            q.delay = RETRY_FIRST
+            q.attempts = 1
+            self._down += 1
+            log.warn("storage {storage} is failing ({reason}): keeping {n} items, retrying, "
+                     "stream inputs paused", storage=name, reason=q.reason,
+                     n=q.inflight + q.count)
+            self._check_watermarks()
+        else:
+            q.attempts += 1
+            q.delay = min(q.delay * 2, RETRY_MAX)
+        if q.abandoned:
+            self._check_drained()
+        else:
+            q.retry = self._reactor.callLater(q.delay, self._retry, q, name)
+
+    def _retry(self, q: _Queue, name: str) -> None:
+        q.retry = None
+        if q.inflight and not q.writing:
+            self._send(q, name)
+
+    def _recovered(self, q: _Queue, name: str, written: int) -> None:
+        assert q.down is not None
+        log.info("storage {storage} writes again after {down:.1f} s and {attempts} failed "
+                 "attempts: {n} kept items written, {behind} queued behind them",
+                 storage=name, down=self._reactor.seconds() - q.down, attempts=q.attempts,
+                 n=written, behind=q.count)
+        q.down = None
+        q.abandoned = False
+        self._down -= 1
 
     def _finish(self, q: _Queue, name: str) -> None:
         self._queued -= q.inflight
         q.inflight = 0
+        q.batch, q.batch_waiters, q.batch_counts = None, [], {}
         if q.count:
             self._write(q, name)  # what queued behind the write has waited enough
         self._check_watermarks()
-        if not self.queued:
-            for d in self._drained:
-                d.callback(None)
-            self._drained = []
+        self._check_drained()
+
+    def _expire(self, q: _Queue, name: str) -> None:
+        """Fail the acks that have waited ``ack_timeout`` for their commit; their
+        items stay queued.  Runs once per queue at the next such deadline."""
+        now = self._reactor.seconds()
+        cutoff = now - self.ack_timeout + 1e-6  # (float sums of the deadline)
+        late = _take_late(q.batch_waiters, cutoff)
+        if not q.batch_waiters:
+            late += _take_late(q.waiters, cutoff)
+            q.seen = min(q.seen, len(q.waiters))
+        first = q.batch_waiters or q.waiters
+        q.expiry = None if not first else self._reactor.callLater(
+            max(first[0][0] + self.ack_timeout - now, EXPIRY_TICK), self._expire, q, name)
+        if late:
+            log.debug("{n} acked writes to {storage} waited {wait} s: answered as unavailable",
+                      n=len(late), storage=name, wait=self.ack_timeout)
+            for d in late:
+                d.errback(StorageUnavailable(
+                    f"storage unavailable: not committed within {self.ack_timeout:g} s; "
+                    "the data stays queued and is retried"))
+
+    def _settled(self, q: _Queue) -> bool:
+        """Nothing left to write, or a stop gave up on it and no attempt is out."""
+        return (not q.count and not q.inflight) or (q.abandoned and not q.writing)
+
+    def _check_drained(self) -> None:
+        if not self._drained:
+            return
+        if self._queued and not all(self._settled(q) for q in self._queues.values()):
+            return
+        drained, self._drained = self._drained, []
+        for d in drained:
+            d.callback(None)
 
     def flush(self) -> defer.Deferred:
-        """Write everything queued now; fires when the queue is empty."""
+        """Write everything queued now; fires when the queue is empty (while a
+        storage is failing, that is after it writes again)."""
         if not self.queued:
             return defer.succeed(None)
         d: defer.Deferred = defer.Deferred()
@@ -334,19 +497,65 @@ class Ingest:
         return d
 
     def stop(self) -> defer.Deferred:
-        """Refuse nothing already read; write it all, then refuse new items."""
+        """Refuse nothing already read; write it all, then refuse new items.
+
+        A storage still failing ``ack_timeout`` seconds into the stop is given
+        up on (its acks fail, its items are logged as lost), so a stop is
+        bounded; a healthy one is waited for.  Fires with the number of items
+        that could not be committed."""
         self._stopping = True
         d = self.flush()
+        if not d.called:
+            self._stop_check = self._reactor.callLater(self.ack_timeout, self._stop_bound)
 
-        def done(r: Any) -> Any:
+        def done(_: Any) -> int:
+            if self._stop_check is not None and self._stop_check.active():
+                self._stop_check.cancel()
+            self._stop_check = None
             self._running = False
             for q in self._queues.values():
-                for call in (q.timer, q.postponed):
+                for call in (q.timer, q.postponed, q.retry, q.expiry):
                     if call is not None and call.active():
                         call.cancel()
-            return r
+                q.retry = q.expiry = None
+            return self._give_up()
 
-        return d.addBoth(done)
+        return d.addCallback(done)
+
+    def _stop_bound(self) -> None:
+        """The stop has waited ``ack_timeout``: no more retries for the storages
+        failing now; the others are waited for, and looked at again later."""
+        self._stop_check = None
+        for q in self._queues.values():
+            if q.down is not None and not q.abandoned:
+                q.abandoned = True
+                if q.retry is not None and q.retry.active():
+                    q.retry.cancel()
+                q.retry = None
+        self._check_drained()
+        if self._drained:
+            self._stop_check = self._reactor.callLater(self.ack_timeout, self._stop_bound)
+
+    def _give_up(self) -> int:
+        """At the end of a stop: fail the acks still waiting, log what is lost."""
+        lost = 0
+        for name, q in self._queues.items():
+            n = q.inflight + q.count
+            if not n:
+                continue
+            lost += n
+            log.error("storage {storage} still failing at stop ({reason}): {n} items could "
+                      "not be committed", storage=name, reason=q.reason, n=n)
+            for counts in (q.batch_counts, q.by_protocol):
+                for protocol, c in counts.items():
+                    self._metrics.rejected(protocol, "storage", c[0])
+            waiters = q.batch_waiters + q.waiters
+            q.batch_waiters, q.waiters = [], []
+            for _, w in waiters:
+                w.errback(StorageUnavailable("storage unavailable: tsnet stopped before it "
+                                             "came back; the data was not committed",
+                                             kept=False))
+        return lost
 
 
 @implementer(IPointSink)

@@ -117,7 +117,12 @@ class IStorage(Interface):
         """Commit what is in flight, release files and connections.  Deferred."""
 
     def write(batch):
-        """Commit a `tsnet.model.WriteBatch` in one transaction.  Deferred[None]."""
+        """Commit a `tsnet.model.WriteBatch` in one transaction.  Deferred[None].
+
+        Fail with TypeError or ValueError only when the batch itself cannot be
+        written (ingest drops it); any other failure is a fault, and ingest
+        retries the same batch object later, so a failed write must leave none
+        of it committed and the batch as it was handed over."""
 
     def read_series(solution, metric, start_ns, end_ns):
         """Deferred[list of (SeriesKey, times, values, texts)], merged and sorted by
@@ -274,20 +279,25 @@ class IPointSink(Interface):
 
     def added(n):
         """Account for ``n`` points appended since `columns`: they are counted as
-        received and committed within the flush interval; a storage failure is
-        logged, once per batch."""
+        received and committed within the flush interval, or retried until the
+        storage writes again if it is failing (logged once per outage)."""
 
 
 class IIngest(Interface):
     """The one write path: every protocol hands its parsed items here."""
 
     queued = Attribute("int: items accepted and not yet committed.")
-    paused = Attribute("bool: the queue is past its high watermark (streams paused).")
+    paused = Attribute("bool: the queue is past its high watermark, or a storage is "
+                       "failing (streams paused).")
 
     def submit(batch, principal, protocol=""):
         """Queue a `tsnet.model.Batch` for the principal's solution.  Returns a
         Deferred that fires once every item of the batch is committed: what an
-        ack waits for.  ``protocol`` labels the metrics."""
+        ack waits for.  ``protocol`` labels the metrics.  While a storage is
+        failing it fails with tsnet.errors.StorageUnavailable after
+        ``storage_wait`` seconds (``kept``: the items stay queued and are
+        retried) or at once when the queue is past ``max_queue`` (nothing
+        queued); answer it with the protocol's "unavailable, retry" error."""
 
     def offer(batch, principal, protocol=""):
         """Queue without an ack, for inputs that cannot be paused (UDP).  Returns
@@ -298,7 +308,7 @@ class IIngest(Interface):
 
     def registerProducer(producer):
         """Pause ``producer`` (pauseProducing/resumeProducing) while the write queue
-        is above its high watermark."""
+        is above its high watermark or a storage is failing."""
 
     def unregisterProducer(producer):
         """Forget a producer registered before."""

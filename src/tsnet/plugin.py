@@ -39,6 +39,7 @@ from tsnet.errors import (
     Forbidden,
     NotFound,
     Overloaded,
+    StorageUnavailable,
     TsnetError,
     Unauthorized,
 )
@@ -211,6 +212,7 @@ __all__ = [
     "SolutionRecord",
     "StorageBackend",
     "StorageConfig",
+    "StorageUnavailable",
     "StreamListenerService",
     "Target",
     "TokenRecord",

@@ -85,12 +85,16 @@ class TsnetService(MultiService):
         if self.compactor is not None:
             yield self.compactor.stopService()
         queued = core.ingest.queued
-        yield core.ingest.stop()
+        # bounded: a storage still failing storage_wait seconds in is given up on
+        lost = yield core.ingest.stop()
         core.auth.stop()
         yield core.storages.close()
         if self.failed:
             log.info("tsnet stopped after a failed start; committed {queued} items",
-                     queued=queued)
+                     queued=queued - lost)
+        elif lost:
+            log.error("tsnet stopped with a storage failing: {lost} of the {queued} items "
+                      "queued at stop could not be committed", lost=lost, queued=queued)
         else:
             log.info("tsnet stopped cleanly; committed {queued} items queued at stop",
                      queued=queued)

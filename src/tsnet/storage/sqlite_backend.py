@@ -8,7 +8,7 @@ from typing import Any
 from twisted.plugin import IPlugin
 from zope.interface import implementer
 
-from tsnet.config import Config, Key, StorageConfig
+from tsnet.config import Config, Key, StorageConfig, non_negative_float
 from tsnet.interfaces import IStorage, IStorageBackend
 
 
@@ -18,6 +18,9 @@ class SqliteBackend:
     description = "embedded SQLite file, one writer thread, WAL (the default)"
     storage_keys = {
         "path": Key(str, None, "the database file (default DATA_DIR/NAME.sqlite)"),
+        "busy_timeout": Key(non_negative_float, 5.0,
+                            "seconds a write waits for another process's lock before it "
+                            "fails (and is retried)"),
     }
 
     def check(self, storage: StorageConfig, config: Config) -> None:
@@ -30,4 +33,5 @@ class SqliteBackend:
     def makeStorage(self, storage: StorageConfig, reactor: Any) -> IStorage:
         from tsnet.storage.sqlite import SqliteStorage
 
-        return SqliteStorage(storage.name, storage.options["path"], reactor)
+        return SqliteStorage(storage.name, storage.options["path"], reactor,
+                             busy_timeout=storage.options.get("busy_timeout", 5.0))

@@ -40,6 +40,7 @@ from tsnet.plugin import (
     IHTTPErrors,
     ProtocolPlugin,
     SampleSet,
+    StorageUnavailable,
     Unauthorized,
     listener_of,
     principal_for,
@@ -208,6 +209,8 @@ class WriteResource(Resource):
             core.metrics.received(PROTOCOL, samples.count)
             try:
                 await core.ingest.submit(Batch(samples=samples), principal, PROTOCOL)
+            except StorageUnavailable as e:  # tsnet logs the outage, once
+                return 503, str(e)
             except Exception:
                 log.failure("influx write of {n} points not committed", n=samples.count)
                 return 503, "the points could not be committed; retry"

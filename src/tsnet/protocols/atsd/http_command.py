@@ -22,7 +22,7 @@ from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET
 from zope.interface import implementer
 
-from tsnet.errors import Forbidden, Unauthorized
+from tsnet.errors import Forbidden, StorageUnavailable, Unauthorized
 from tsnet.http.bodies import BodyError, request_body
 from tsnet.http.credentials import listener_of, principal_for
 from tsnet.http.site import DEFAULT_MAX_BODY
@@ -165,6 +165,8 @@ class CommandResource(Resource):
                         core.metrics.received(PROTOCOL, batch.samples.count)
                         await core.ingest.submit(batch, principal, PROTOCOL)
                     command = await resolve(core, principal.solution, command, now_ms)
+                except StorageUnavailable as e:  # ingest logs the outage, once
+                    return 503, self._error(request, 503, str(e))
                 except Exception:
                     log.failure("ATSD commands of one request not committed")
                     return 503, self._error(request, 503,
@@ -180,6 +182,8 @@ class CommandResource(Resource):
             core.metrics.received(PROTOCOL, batch.samples.count)
             try:
                 await core.ingest.submit(batch, principal, PROTOCOL)
+            except StorageUnavailable as e:  # ingest logs the outage, once
+                return 503, self._error(request, 503, str(e))
             except Exception:
                 log.failure("ATSD commands of one request not committed")
                 return 503, self._error(request, 503, "the commands could not be stored; retry")

@@ -22,6 +22,7 @@ from twisted.logger import Logger
 from twisted.protocols.policies import TimeoutMixin
 from zope.interface import implementer
 
+from tsnet.errors import StorageUnavailable
 from tsnet.listeners import ConnectionTracker, FlowControlled
 from tsnet.model import SampleSet, anonymous
 from tsnet.protocols.atsd import ATSD_REVISION
@@ -283,10 +284,15 @@ class AtsdTcpProtocol(FlowControlled, Protocol, TimeoutMixin):
         d.addErrback(self._not_stored, batch.item_count())
         return d
 
-    def _not_stored(self, f: Any, n: int) -> bool:
+    def _not_stored(self, f: Any, n: int) -> str:
+        """The error reply a debug command waiting on this commit gets."""
+        if f.check(StorageUnavailable):
+            if not f.value.kept:  # (kept: still queued and retried; ingest logs the outage)
+                log.warn("{n} ATSD items refused: {reason}", n=n, reason=f.getErrorMessage())
+            return f"Error: {f.getErrorMessage()}"
         log.error("{n} ATSD items could not be stored: {reason}", n=n,
                   reason=f.getErrorMessage())
-        return False
+        return "Error: the command was not stored"
 
     def _wait_commit(self) -> None:
         """A debug command: its reply waits for the commit of everything so far."""
@@ -294,12 +300,12 @@ class AtsdTcpProtocol(FlowControlled, Protocol, TimeoutMixin):
         self._waiting = True
         self._update_flow()
 
-        def done(stored: Any) -> None:
+        def done(error: str | None) -> None:
             self._waiting = False
             self._update_flow()
-            self._reply("ok" if stored is not False else "Error: the command was not stored")
+            self._reply(error or "ok")
             self._run()
 
         if d is None:
-            d = defer.succeed(True)
+            d = defer.succeed(None)
         d.addCallback(done)

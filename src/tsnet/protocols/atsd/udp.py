@@ -15,6 +15,7 @@ from twisted.internet import defer
 from twisted.internet.protocol import DatagramProtocol
 from twisted.logger import Logger
 
+from tsnet.errors import StorageUnavailable
 from tsnet.model import anonymous
 from tsnet.protocols.atsd.append import needs_append, resolve
 from tsnet.protocols.atsd.framing import OTHER_LIMIT, frame_datagram
@@ -81,12 +82,19 @@ class AtsdDatagramProtocol(DatagramProtocol):
             accepted.append((item, command))
         if any(needs_append(c) for _, c in accepted):
             d = defer.ensureDeferred(self._with_appends(accepted, now_ms, rules))
-            d.addErrback(lambda f: log.failure("an ATSD datagram with appends failed", f))
+            d.addErrback(self._appends_failed)
             return
         items = CommandBatch()
         for item, command in accepted:
             self._add(items, item, command, now_ms, rules)
         self._offer(items)
+
+    def _appends_failed(self, f: Any) -> None:
+        if f.check(StorageUnavailable):  # ingest logs the outage, once
+            log.warn("listener {listener}: the rest of a datagram with appends is dropped: "
+                     "{reason}", listener=self.listener.name, reason=f.getErrorMessage())
+        else:
+            log.failure("an ATSD datagram with appends failed", f)
 
     def _add(self, items: CommandBatch, item: str, command: Any, now_ms: int,
              rules: Any) -> None:

@@ -20,8 +20,11 @@ Authentication (listener ``auth = token``), our reading of §4 and §6.10:
   limit counts client tags only (A7); token tags override client tags (ingest).
 
 Status codes follow OpenTSDB; where it could not fail the same way we say so:
-a storage failure (after validation) makes the request 400 like a validation
-failure, since a 2xx must mean committed; ``sync`` is implied (we always wait);
+a batch the storage refuses (after validation) makes the request 400 like a
+validation failure, since a 2xx must mean committed; a storage that is down
+(`StorageUnavailable`: not committed within ``storage_wait``, or the queue
+full meanwhile) makes it 503 with the error object, whatever the flags, since
+the client should send it all again later; ``sync`` is implied (we always wait);
 ``sync_timeout=N`` answers 400 with the timed-out count if the commit takes
 longer than N ms (the points are still written).
 """
@@ -39,7 +42,7 @@ from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET
 from zope.interface import implementer
 
-from tsnet.errors import Forbidden, Overloaded, Unauthorized
+from tsnet.errors import Forbidden, Overloaded, StorageUnavailable, Unauthorized
 from tsnet.http.bodies import inflate_body, read_chunks
 from tsnet.http.credentials import header_secrets, listener_of, principal_for, request_secrets
 from tsnet.http.site import DEFAULT_MAX_BODY
@@ -64,6 +67,7 @@ log = Logger(namespace="tsnet.opentsdb.http")
 PROTOCOL = "opentsdb"
 REALM = b'Basic realm="opentsdb"'
 SEE_DETAILS = 'Please see the TSD logs or append "details" to the put request'
+UNAVAILABLE = "Storage unavailable, please retry later"
 CONTENT_TYPE = JSON_CONTENT_TYPE
 
 
@@ -111,7 +115,7 @@ class _Outcome:
 
     def __init__(self) -> None:
         self.indexes: list[int] = []
-        self.state = "pending"  # pending | ok | failed | timeout
+        self.state = "pending"  # pending | ok | failed | timeout | unavailable
         self.error = ""
 
 
@@ -296,6 +300,9 @@ class PutResource(Resource):
         core.metrics.received(PROTOCOL, sum(s.count for s in sets.values()))
         await self._commit(sets, outcomes, timeout_ms)
 
+        unavailable = [o for o in outcomes.values() if o.state == "unavailable"]
+        if unavailable:
+            return json_error(request, 503, UNAVAILABLE, details=unavailable[0].error)
         success = failed_writes = timeouts = 0
         for o in outcomes.values():
             n = len(o.indexes)
@@ -360,8 +367,9 @@ class PutResource(Resource):
             if done.called:  # answered by the timeout; the write went on
                 return
             if isinstance(result, Failure):
-                o.state = "failed"
+                o.state = "unavailable" if result.check(StorageUnavailable) else "failed"
                 o.error = ("Please throttle" if result.check(Overloaded)
+                           else result.getErrorMessage() if o.state == "unavailable"
                            else f"Storage exception: {result.getErrorMessage()}")
             else:
                 o.state = "ok"
@@ -405,6 +413,9 @@ def _stored(_: Any) -> tuple[int, list[tuple[bytes, bytes]], bytes]:
 
 def _not_stored(f: Failure) -> tuple[int, list[tuple[bytes, bytes]], bytes]:
     """A failed commit, answered as `_store` answers it without flags."""
+    if f.check(StorageUnavailable):
+        return 503, [(b"Content-Type", CONTENT_TYPE)], error_body(
+            503, UNAVAILABLE, details=f.getErrorMessage())
     return 400, [(b"Content-Type", CONTENT_TYPE)], error_body(
         400, "One or more data points had errors", details=SEE_DETAILS)
 

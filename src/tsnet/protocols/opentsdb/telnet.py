@@ -22,7 +22,7 @@ from twisted.logger import Logger
 from twisted.protocols.policies import TimeoutMixin
 from zope.interface import implementer
 
-from tsnet.errors import Forbidden, Unauthorized
+from tsnet.errors import Forbidden, StorageUnavailable, Unauthorized
 from tsnet.listeners import ConnectionTracker, FlowControlled
 from tsnet.model import WRITE, Batch, Column, Principal, SampleSet, anonymous
 from tsnet.protocols.opentsdb import BUILD_TIMESTAMP, OPENTSDB_VERSION
@@ -356,6 +356,8 @@ class TelnetProtocol(FlowControlled, Protocol, TimeoutMixin):
         sets.clear()
 
     def _write_failed(self, f: Any, n: int) -> None:
+        if f.check(StorageUnavailable) and f.value.kept:
+            return  # still queued and retried (telnet has no ack); ingest logs the outage
         log.error("{n} points could not be stored: {reason}", n=n, reason=f.getErrorMessage())
 
     # -- waiting on token lookups ----------------------------------------------------
