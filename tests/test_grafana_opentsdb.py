@@ -39,6 +39,7 @@ import json
 import time
 from typing import Any
 
+import pytest
 import pytest_twisted
 import treq
 from twisted.internet import defer
@@ -52,6 +53,12 @@ BROWSER_HEADERS = {  # what Angular/fetch send through Grafana's proxy
 }
 GO_HEADERS = {"Content-Type": "application/json", "User-Agent": "Grafana/11.0.0",
               "Accept-Encoding": "gzip"}
+
+
+@pytest.fixture
+def storage_config(each_backend: str) -> str:
+    """Every test here on SQLite and on Redis."""
+    return each_backend
 
 
 @defer.inlineCallbacks

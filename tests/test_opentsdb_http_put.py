@@ -1,6 +1,7 @@
 """OpenTSDB HTTP /api/put: the pure body parser, then real HTTP requests to real
 servers (an `opentsdb` listener, HTTP on the telnet port, and an `http` listener
-mounting `opentsdb`) storing into real SQLite.  specs/opentsdb.md §2, §4, §6.8-6.10."""
+mounting `opentsdb`) storing into a real store, SQLite and Redis.  specs/opentsdb.md
+§2, §4, §6.8-6.10."""
 
 from __future__ import annotations
 
@@ -10,6 +11,8 @@ import json
 import sqlite3
 import tracemalloc
 import zlib
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import pytest
@@ -249,6 +252,12 @@ def test_inflate_bomb_never_allocates_past_the_cap() -> None:
 
 # -- real servers -----------------------------------------------------------------------
 
+@pytest.fixture
+def storage_config(each_backend: str) -> str:
+    """Every test here on SQLite and on Redis."""
+    return each_backend
+
+
 PUT_CONFIG = BASE_CONFIG.replace("apis = metrics", "apis = opentsdb metrics")
 TOKEN_CONFIG = PUT_CONFIG.replace("endpoint = tcp:0:interface=127.0.0.1\n",
                                   "endpoint = tcp:0:interface=127.0.0.1\nauth = token\n")
@@ -426,14 +435,34 @@ def test_2xx_means_already_committed(make_server: Any) -> None:
         assert listener in [r["metric"] for r in rows]
 
 
+@contextmanager
+def commits_stalled(server: Any, request: pytest.FixtureRequest) -> Iterator[None]:
+    """While the block runs, the store takes writes but commits none: another
+    process holds SQLite's write lock, or Redis pauses every writing client."""
+    storage = server.core.config.storages["default"]
+    if storage.backend == "sqlite":
+        lock = sqlite3.connect(storage.path, isolation_level=None)
+        lock.execute("BEGIN IMMEDIATE")
+        try:
+            yield
+        finally:
+            lock.execute("ROLLBACK")
+            lock.close()
+    else:
+        redis = request.getfixturevalue("redis_server")  # the one each_backend started
+        redis.command("CLIENT", "PAUSE", 30000, "WRITE")
+        try:
+            yield
+        finally:
+            redis.command("CLIENT", "UNPAUSE")
+
+
 @pytest_twisted.inlineCallbacks
-def test_sync_timeout_fires_before_the_commit(make_server: Any) -> None:
+def test_sync_timeout_fires_before_the_commit(make_server: Any,
+                                              request: pytest.FixtureRequest) -> None:
     server = yield make_server(PUT_CONFIG)
     port = server.port("http")
-    # Another process holds the database's write lock: commits wait for it.
-    lock = sqlite3.connect(server.core.config.storages["default"].path, isolation_level=None)
-    lock.execute("BEGIN IMMEDIATE")
-    try:
+    with commits_stalled(server, request):
         code, _, content = yield post(port, [dp(), dp(tags={})], "sync&sync_timeout=50")
         assert code == 400
         assert error_of(content)["message"] == ("The put call has timedout with 0 successful "
@@ -444,9 +473,6 @@ def test_sync_timeout_fires_before_the_commit(make_server: Any) -> None:
         reply = json.loads(content)
         assert (reply["success"], reply["failed"], reply["timeouts"]) == (0, 1, 1)
         assert [e["error"] for e in reply["errors"]] == ["Write timedout", "Missing tags"]
-    finally:
-        lock.execute("ROLLBACK")
-        lock.close()
     yield server.flush()
     assert len((yield server.export())) == 2  # timed out, still written
 

@@ -22,6 +22,12 @@ MS = 1_000_000
 JSON_TYPE = ["application/json; charset=UTF-8"]
 
 
+@pytest.fixture
+def storage_config(each_backend: str) -> str:
+    """Every test here on SQLite and on Redis."""
+    return each_backend
+
+
 def url(server: Any, path: str, listener: str = "opentsdb") -> str:
     return f"http://127.0.0.1:{server.port(listener)}{path}"
 

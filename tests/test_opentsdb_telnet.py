@@ -1,13 +1,21 @@
-"""OpenTSDB telnet through real loopback sockets into a real SQLite store."""
+"""OpenTSDB telnet through real loopback sockets into a real store, SQLite and Redis."""
 
 from __future__ import annotations
 
 from typing import Any
 
+import pytest
 import pytest_twisted
 
 from tests.helpers.clients import connect_line, sleep, wait_for
 from tsnet.testing.fixtures import BASE_CONFIG, make_token
+
+
+@pytest.fixture
+def storage_config(each_backend: str) -> str:
+    """Every test here on SQLite and on Redis."""
+    return each_backend
+
 
 # (input line, expected reply or None for silence) -- specs/opentsdb.md §1.4-§1.6, §6
 CASES = [

@@ -7,7 +7,8 @@
   in CRLF, with an empty word between its tags, two samples a second rounded to
   whole seconds.
 
-Every point a client sent is compared with what `tsnet export` stores.
+Every point a client sent is compared with what `tsnet export` stores, on each
+storage backend (SQLite, and Redis on a real redis-server).
 """
 
 from __future__ import annotations
@@ -39,6 +40,8 @@ CONFIG = """
 data_dir = var
 flush_interval = 0.1
 
+[storage:default]
+{storage}
 [listener:opentsdb]
 protocol = opentsdb
 endpoint = tcp:0:interface=127.0.0.1
@@ -56,8 +59,9 @@ Key = tuple[str, tuple[tuple[str, str], ...], int]  # metric, sorted tags, time_
 
 
 @pytest.fixture
-def server(tmp_path: Path) -> Iterator[TsnetProcess]:
-    with running(tmp_path, CONFIG, {"opentsdb", "http"}) as srv:
+def server(tmp_path: Path, each_backend: str) -> Iterator[TsnetProcess]:
+    """``twistd -n tsnet`` on SQLite, then on Redis."""
+    with running(tmp_path, CONFIG.format(storage=each_backend), {"opentsdb", "http"}) as srv:
         yield srv
 
 

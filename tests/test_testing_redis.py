@@ -1,6 +1,7 @@
 """tsnet.testing.redis against the real redis-server: the fixtures start it on
 a free port in the test's folder, and txredisapi (the backend's client) talks
-to it plainly, with a password, across a restart and over TLS."""
+to it plainly, with a password, across a restart and over TLS; ``each_backend``
+puts a real server on each storage backend in turn."""
 
 from __future__ import annotations
 
@@ -13,7 +14,9 @@ import pytest_twisted
 import txredisapi
 from twisted.internet import ssl
 
+from tests.helpers.clients import connect_line
 from tsnet.testing import redis as tredis
+from tsnet.testing.fixtures import BASE_CONFIG, STORAGE_SECTION, with_storage
 from tsnet.testing.redis import RedisError, RedisServer
 
 
@@ -160,3 +163,40 @@ def test_context_manager_leaves_no_process(tmp_path: Path) -> None:
     with pytest.raises(ProcessLookupError):
         os.kill(pid, 0)
     assert server.stop() is None  # stopping twice is fine
+
+
+def test_with_storage_replaces_only_the_base_config_section() -> None:
+    redis = "backend = redis\nurl = redis://127.0.0.1:1/0\n"
+    text = with_storage(BASE_CONFIG.replace("apis = metrics", "apis = opentsdb"), redis)
+    assert STORAGE_SECTION not in text
+    assert f"[storage:default]\n{redis}\n[listener:opentsdb]" in text
+    assert "apis = opentsdb" in text
+    own = BASE_CONFIG.replace("backend = sqlite\n", "backend = sqlite\npath = my.db\n")
+    assert with_storage(own, redis) == own  # a section of the test's own: left alone
+    assert with_storage("[tsnet]\n", redis) == "[tsnet]\n"
+
+
+class TestEachBackend:
+    @pytest.fixture
+    def storage_config(self, each_backend: str) -> str:
+        return each_backend
+
+    @pytest_twisted.inlineCallbacks
+    def test_make_server_stores_in_it(self, make_server: Any, each_backend: str,
+                                      request: pytest.FixtureRequest) -> None:
+        backend = request.node.callspec.params["each_backend"]
+        assert request.node.name.endswith(f"[{backend}]")
+        server = yield make_server()
+        storage = server.core.config.storages["default"]
+        assert storage.backend == backend
+        c = yield connect_line(server.port("opentsdb"))
+        c.send("put m 1356998400 1 host=a\nexit\n")
+        yield c.wait_closed()
+        yield server.flush()
+        assert [r["metric"] for r in (yield server.export())] == ["m"]
+        if backend == "redis":
+            redis = request.getfixturevalue("redis_server")
+            assert each_backend == f"backend = redis\nurl = {redis.url}\n"
+            assert redis.dbsize() > 0
+        else:
+            assert os.path.getsize(storage.path) > 0

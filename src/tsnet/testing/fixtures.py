@@ -6,6 +6,17 @@ In a conftest.py: ``pytest_plugins = ["tsnet.testing.fixtures"]``; then
 fixtures returning a function that gives a Deferred of a started `Server`;
 every server is stopped after the test).  Outside pytest, `start_server` does
 the same and `Server.stop` tears it down.
+
+The store: `make_server` (and `start_server`'s ``storage``) puts the body of
+the ``storage_config`` fixture (default `SQLITE_STORAGE`, ``backend = sqlite``)
+in place of `BASE_CONFIG`'s ``[storage:default]`` section, in any config text
+that still has that section as it is; other configs are served as written.  A
+test module runs on every backend by overriding it with ``each_backend`` from
+`tsnet.testing.redis` (its tests are then ids ``[sqlite]`` and ``[redis]``)::
+
+    @pytest.fixture
+    def storage_config(each_backend: str) -> str:
+        return each_backend
 """
 
 from __future__ import annotations
@@ -23,14 +34,16 @@ from tsnet.config import load_config
 from tsnet.plugins import load_plugins
 from tsnet.service import TsnetService
 
-BASE_CONFIG = """
+SQLITE_STORAGE = "backend = sqlite\n"
+#: the section of BASE_CONFIG that `with_storage` replaces
+STORAGE_SECTION = "[storage:default]\n" + SQLITE_STORAGE
+
+BASE_CONFIG = f"""
 [tsnet]
 data_dir = var
 flush_interval = 0.05
 
-[storage:default]
-backend = sqlite
-
+{STORAGE_SECTION}
 [listener:opentsdb]
 protocol = opentsdb
 endpoint = tcp:0:interface=127.0.0.1
@@ -85,6 +98,15 @@ def make_token(server: Server, solution: str = "iot", **kw: Any) -> Any:
     return rec, secrets
 
 
+def with_storage(text: str, storage: str) -> str:
+    """``text`` with ``storage`` (a section body such as ``backend = redis\\nurl
+    = redis://...``) in place of BASE_CONFIG's ``[storage:default]`` body, if
+    ``text`` has that section as BASE_CONFIG has it (`STORAGE_SECTION` and a
+    blank line); any other text is returned as it is."""
+    body = textwrap.dedent(storage).strip("\n") + "\n"
+    return text.replace(STORAGE_SECTION + "\n", f"[storage:default]\n{body}\n", 1)
+
+
 def write_config(directory: Path, text: str) -> Path:
     directory.mkdir(parents=True, exist_ok=True)
     path = directory / "tsnet.ini"
@@ -94,12 +116,17 @@ def write_config(directory: Path, text: str) -> Path:
 
 @defer.inlineCallbacks
 def start_server(directory: Path, text: str = BASE_CONFIG, reactor: Any = None,
-                 plugins: Mapping[str, Any] | None = None) -> Any:
+                 plugins: Mapping[str, Any] | None = None,
+                 storage: str | None = None) -> Any:
     """Deferred[Server]: ``text`` written as ``DIRECTORY/tsnet.ini`` and served
     once every listener is bound.  ``plugins`` are added to the installed ones
-    (a plugin under test need not be installed yet)."""
+    (a plugin under test need not be installed yet); ``storage``, if given, is
+    the ``[storage:default]`` body to serve instead of BASE_CONFIG's sqlite one
+    (see `with_storage`)."""
     if reactor is None:
         from twisted.internet import reactor
+    if storage is not None:
+        text = with_storage(text, storage)
     path = write_config(directory, text)
     found = {**load_plugins(), **(plugins or {})}
     config = load_config(str(path), found, reactor)
@@ -130,15 +157,23 @@ def plugin_config(plugin: Any, **listener_keys: str) -> str:
 
 
 @pytest.fixture
-def make_server(tmp_path: Path) -> Any:
+def storage_config() -> str:
+    """The ``[storage:default]`` body `make_server` serves: `SQLITE_STORAGE`.
+    Override it in a module or class (``each_backend`` runs both backends)."""
+    return SQLITE_STORAGE
+
+
+@pytest.fixture
+def make_server(tmp_path: Path, storage_config: str) -> Any:
     """``await make_server(config_text, name="srv", plugins=None)`` -> a started
-    `Server`, stopped after the test."""
+    `Server` on the ``storage_config`` store, stopped after the test."""
     started: list[Server] = []
 
     @defer.inlineCallbacks
     def make(text: str = BASE_CONFIG, name: str = "srv",
              plugins: Mapping[str, Any] | None = None) -> Any:
-        server = yield start_server(tmp_path / name, text, plugins=plugins)
+        server = yield start_server(tmp_path / name, text, plugins=plugins,
+                                    storage=storage_config)
         started.append(server)
         return server
 

@@ -8,6 +8,12 @@ then the ``redis_server`` fixture (one started server) or ``redis_servers``
 (``redis_servers(n=1, **options)`` -> started servers); every server is
 stopped after the test.  Outside pytest, ``with RedisServer(folder) as s:``.
 
+``each_backend`` runs a test once on each storage backend, ids ``[sqlite]``
+and ``[redis]``: it is the ``[storage:default]`` body to serve, for redis
+that of a `redis_server` started for the test.  A module opts in by
+overriding ``storage_config`` (see `tsnet.testing.fixtures`) with it, or by
+formatting it into the config of the process it runs.
+
 `RedisServer.command` is a small blocking RESP client, so a test can look at
 what the server holds (``DBSIZE``, ``KEYS *``, ``CONFIG GET``) without going
 through the client library under test.
@@ -474,3 +480,20 @@ def redis_server(tmp_path: Path) -> Iterator[RedisServer]:
     """A started plain `RedisServer` in ``tmp_path/redis``, stopped after the test."""
     with RedisServer(tmp_path / "redis") as server:
         yield server
+
+
+#: the backends ``each_backend`` runs a test on
+BACKENDS = ("sqlite", "redis")
+
+
+@pytest.fixture(params=BACKENDS, ids=BACKENDS)
+def each_backend(request: pytest.FixtureRequest) -> str:
+    """The ``[storage:default]`` body of each backend in turn: ``backend =
+    sqlite``, then ``backend = redis`` with the ``url`` of this test's
+    `redis_server` (the same server a test gets by asking for that fixture, and
+    the one store of every tsnet server the test starts, where on SQLite each
+    has its own ``data_dir``)."""
+    if request.param == "sqlite":
+        return "backend = sqlite\n"
+    server = request.getfixturevalue("redis_server")
+    return f"backend = redis\nurl = {server.url}\n"
