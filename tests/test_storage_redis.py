@@ -156,16 +156,27 @@ async def test_a_hung_server_fails_calls_within_the_timeout(redis_server: Any) -
                 await storage.read_series(S, "cpu", None, None)
         finally:
             os.kill(redis_server.pid, signal.SIGCONT)
-        for _ in range(100):  # txredisapi reconnects by itself
-            try:
-                await storage.write(make_batch(samples=[(CPU, T0, 2)]))
-                break
-            except RedisUnavailable:
-                await deferLater(0.05)
-        [(_, times, values, _)] = await storage.read_series(S, "cpu", None, None)
+        await until_up(lambda: storage.write(make_batch(samples=[(CPU, T0, 2)])))
+        [(_, times, values, _)] = await until_up(
+            lambda: storage.read_series(S, "cpu", None, None))
         assert (times, values) == ([T0], [2])
     finally:
         await storage.close()
+
+
+async def until_up(call: Callable[[], Any], seconds: float = 10.0) -> Any:
+    """``call()`` once the shards it needs answer again (txredisapi reconnects
+    each pool by itself, the writer and the readers each on their own)."""
+    from twisted.internet import reactor
+
+    deadline = reactor.seconds() + seconds
+    while True:
+        try:
+            return await call()
+        except RedisUnavailable:
+            if reactor.seconds() > deadline:
+                raise
+            await deferLater(0.05)
 
 
 def deferLater(seconds: float) -> defer.Deferred:
@@ -321,13 +332,8 @@ async def test_a_batch_retried_after_one_shard_failed_is_committed_once(
             await storage.write(batch)
         assert len(a.command("KEYS", "tsnet:s:default:d:*")) > 0  # a's part is in
         b.restart()
-        for _ in range(100):
-            try:
-                await storage.write(batch)
-                break
-            except RedisUnavailable:
-                await deferLater(0.05)
-        lines = await collect(storage, S)
+        await until_up(lambda: storage.write(batch))
+        lines = await until_up(lambda: collect(storage, S))  # the read pool reconnects too
         assert sorted(x["value"] for x in lines if x["kind"] == "series") == list(range(50))
         assert [x["message"] for x in lines if x["kind"] == "message"] == ["once"]
         for server in (a, b):

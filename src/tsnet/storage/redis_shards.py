@@ -265,6 +265,6 @@ class Shard:
                 except RedisUnavailable:
                     if reactor.seconds() >= give_up:
                         raise
-                yield task.deferLater(reactor, 0.05, lambda: None)
+                yield task.deferLater(reactor, 0.005, lambda: None)
 
         return attempt()
