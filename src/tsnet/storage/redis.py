@@ -49,6 +49,7 @@ from tsnet.storage.redis_shards import HashRing, RedisUnavailable, RedisURL, Sha
 from tsnet.storage.rules import (
     META_KINDS,
     check_meta_kind,
+    check_tags,
     entity_tags_meta,
     implicit_entities,
     merge_meta_fields,
@@ -273,7 +274,7 @@ class RedisStorage:
         if not isinstance(fields, dict):
             raise TypeError("meta fields must be a dict")
         if fields.get("tags") not in (None, ""):
-            codec.check_tags(fields["tags"], f"{kind} {name!r} tags", blanks=True)
+            check_tags(fields["tags"], f"{kind} {name!r} tags", blanks=True)
         return (kind, name, fields)
 
     def _series_info(self, solution: str, key: SeriesKey,

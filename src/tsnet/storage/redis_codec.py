@@ -27,6 +27,7 @@ from typing import Any
 import orjson
 
 from tsnet.model import INT64_MAX, INT64_MIN, Message, Property, Record, SeriesKey, Value
+from tsnet.storage.rules import check_tags
 
 _HEAD = struct.Struct("<IBB")
 _LEN = struct.Struct("<I")
@@ -56,18 +57,6 @@ def check_str(v: Any, what: str, optional: bool = False) -> Any:
     if not (isinstance(v, str) or (optional and v is None)):
         raise TypeError(f"{what} must be str" + (" or None" if optional else ""))
     return v
-
-
-def check_tags(d: Any, what: str, blanks: bool = False) -> dict:
-    """A copy of a str -> str dict (None values too where a blank deletes)."""
-    if d is None:
-        return {}
-    if not isinstance(d, dict):
-        raise TypeError(f"{what} must be a dict")
-    for k, v in d.items():
-        if not isinstance(k, str) or not (isinstance(v, str) or (blanks and v is None)):
-            raise TypeError(f"{what}: {k!r}={v!r} is not a str tag")
-    return dict(d)
 
 
 def series_key_bytes(key: SeriesKey) -> bytes:

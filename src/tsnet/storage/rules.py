@@ -72,6 +72,20 @@ def merge_meta_fields(stored: dict, new: dict) -> dict:
     return out
 
 
+def check_tags(d: Any, what: str, blanks: bool = False) -> dict[str, str]:
+    """A copy of a tag dict, checked before a backend stores it: str keys, str
+    values (None too where a blank value means delete, as in `merge_tags`);
+    TypeError naming ``what`` otherwise."""
+    if d is None:
+        return {}
+    if not isinstance(d, dict):
+        raise TypeError(f"{what} must be a dict")
+    for k, v in d.items():
+        if not isinstance(k, str) or not (isinstance(v, str) or (blanks and v is None)):
+            raise TypeError(f"{what}: {k!r}={v!r} is not a str tag")
+    return dict(d)
+
+
 def check_meta_kind(kind: str) -> None:
     """Refuse a meta record that is neither ``metric`` nor ``entity``."""
     if kind not in META_KINDS:

@@ -58,6 +58,7 @@ from tsnet.plugin import (
     Value,
     WriteBatch,
     check_meta_kind,
+    check_tags,
     entity_tags_meta,
     implicit_entities,
     implicit_meta_of_series,
@@ -144,19 +145,6 @@ def _canonical(key: SeriesKey) -> SeriesKey:
         if len(p) != 2 or not isinstance(p[0], str) or not isinstance(p[1], str):
             raise TypeError(f"bad tag {p!r} in series key {key!r}")
     return (metric, entity, canon)
-
-
-def _tag_dict(d: Any, what: str, blanks: bool = False) -> dict[str, str]:
-    """A copy of a tag dict, checked: str keys, str values (None too when a blank
-    value means delete, as in `merge_tags`)."""
-    if d is None:
-        return {}
-    if not isinstance(d, dict):
-        raise TypeError(f"{what} must be a dict")
-    for k, v in d.items():
-        if not isinstance(k, str) or not (isinstance(v, str) or (blanks and v is None)):
-            raise TypeError(f"{what}: {k!r}={v!r} is not a str tag")
-    return dict(d)
 
 
 def _int_time(t: Any, what: str) -> int:
@@ -292,7 +280,7 @@ class _Plan:
         if not isinstance(fields, dict):
             raise TypeError("meta fields must be a dict")
         if fields.get("tags") not in (None, ""):
-            _tag_dict(fields["tags"], f"{kind} {name!r} tags", blanks=True)
+            check_tags(fields["tags"], f"{kind} {name!r} tags", blanks=True)
         new = copy.deepcopy(fields)
         self.meta[(kind, name)] = merge_meta_fields(self.stored_meta(kind, name) or {}, new)
 
@@ -347,7 +335,7 @@ class MemoryStore:
                 _opt_str(m.type, "message type"),
                 _opt_str(m.source, "message source"),
                 _opt_str(m.severity, "message severity"),
-                _tag_dict(m.tags, "message tags"),
+                check_tags(m.tags, "message tags"),
             ))
         for meta in b.meta:
             plan.upsert_meta(meta.kind, meta.name, meta.fields)
@@ -407,8 +395,8 @@ class MemoryStore:
             return
         _str(p.entity, "property entity")
         _str(p.type, "property type")
-        key = _tag_dict(p.key, "property key")
-        tags = _tag_dict(p.tags, "property tags", blanks=True)
+        key = check_tags(p.key, "property key")
+        tags = check_tags(p.tags, "property tags", blanks=True)
         ident = (p.entity, p.type, _key_text(key))
         stored = plan.properties.get(ident)
         if stored is None and plan.data is not None:
