@@ -103,6 +103,33 @@ async def test_a_retried_part_is_not_appended_twice(redis_server: Any) -> None:
 
 
 @pytest_twisted.ensureDeferred
+async def test_reclaimed_records_are_folded_out_of_the_list(redis_server: Any) -> None:
+    """A fixed-size store stays fixed in Redis too: compaction folds the record
+    list down to what a reclaim and the soft deletes left."""
+    from tsnet.model import Record
+
+    storage = make_storage(redis_server.url)
+    await storage.open()
+    try:
+        for i in range(40):
+            wb = make_batch("st", records=[Record(T0 + i, b"x" * 100, "text", i % 4)])
+            wb.for_solution("st").reclaim_ns = T0 + i - 4 if i >= 4 else None
+            await storage.write(wb)
+        await storage.delete_record("st", T0 + 38)
+        key = "tsnet:s:st:recs"
+        assert redis_server.command("LLEN", key) == 41
+        before = await storage.read_records("st", include_deleted=True)
+        assert [r.time_ns - T0 for r in before] == [36, 37, 38, 39]
+        assert await storage.compact(None, max_series=10) >= 1
+        assert redis_server.command("LLEN", key) == 1
+        assert len(redis_server.command("LINDEX", key, 0)) < 4 * 140
+        assert await storage.read_records("st", include_deleted=True) == before
+        assert [r.time_ns - T0 for r in await storage.read_records("st")] == [36, 37, 39]
+    finally:
+        await storage.close()
+
+
+@pytest_twisted.ensureDeferred
 async def test_compaction_folds_a_long_list_and_keeps_the_data(redis_server: Any) -> None:
     from tsnet.storage.redis import COMPACT_AT
 

@@ -291,6 +291,8 @@ class Ingest:
         target.messages.extend(batch.messages)
         target.meta.extend(batch.meta)
         target.records.extend(batch.records)
+        if batch.reclaim_ns is not None:
+            target.reclaim_ns = max(target.reclaim_ns or batch.reclaim_ns, batch.reclaim_ns)
         c = q.counts(protocol)
         c[0] += batch.samples.count
         c[1] += len(batch.properties)

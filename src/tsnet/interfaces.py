@@ -162,6 +162,21 @@ class IStorage(Interface):
         nothing, so a lookup needs no second method.  ``$entity_tags`` shows as
         an entity's ``tags`` field."""
 
+    def read_records(solution, start_ns=None, end_ns=None, limit=None, descending=False,
+                     include_deleted=False):
+        """Deferred[list[Record]]: the solution's records with ``start_ns <=
+        time_ns <= end_ns`` (both inclusive; None leaves that side open) in time
+        order, newest first when ``descending``; ``limit`` (an int >= 0, None:
+        no limit) keeps the first ``limit`` of that order.  Soft-deleted records
+        are left out unless ``include_deleted``; reclaimed ones are gone.  A
+        batch's ``reclaim_ns`` removes, in the same commit and after the
+        batch's records are written, every record at or before that time."""
+
+    def delete_record(solution, time_ns):
+        """Soft-delete the solution's records at ``time_ns``: Deferred[bool],
+        True when a visible record was there.  Reads and the export no longer
+        show it; ``read_records(include_deleted=True)`` still does."""
+
     def export(solution, emit):
         """Call ``emit(dict)`` for every stored item of the solution (every
         solution when None), in the export format of DESIGN §7.  Deferred[None]."""

@@ -218,11 +218,22 @@ class Meta:
 
 @dataclass
 class Record:
-    """A ts-store record: opaque data of a store at a nanosecond time."""
+    """A ts-store record: opaque data of a store at a nanosecond time.
+
+    ``block`` is where the record sits in its store's ring of fixed-size blocks
+    (ts-store's ``block_num``): assigned by the family before the write and
+    stored with it, so reads answer it and a node can rebuild the ring.
+    ``deleted`` marks a soft-deleted record (only reads that ask see it)."""
 
     time_ns: int
     data: bytes
     data_type: str = "json"  # json | text | binary | schema
+    block: int = 0
+    deleted: bool = False
+
+    @property
+    def size(self) -> int:
+        return len(self.data)
 
 
 @dataclass
@@ -234,6 +245,10 @@ class Batch:
     messages: list[Message] = field(default_factory=list)
     meta: list[Meta] = field(default_factory=list)
     records: list[Record] = field(default_factory=list)
+    #: records of the solution at or before this time are removed once the
+    #: batch's own records are written: a full fixed-size store reclaims its
+    #: oldest blocks (None: nothing to reclaim)
+    reclaim_ns: int | None = None
 
     def item_count(self) -> int:
         return (

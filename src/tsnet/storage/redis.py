@@ -125,6 +125,8 @@ class RedisStorage:
         self._catalog_at = 0
         self._series: dict[str, dict[SeriesKey, _Info]] = {}
         self._compact: dict[str, set[tuple[int, str]]] = {}
+        #: solutions whose record list holds reclaimed or deleted entries to fold
+        self._fold_records: set[str] = set()
         self._open = False
 
     # -- connections -----------------------------------------------------------
@@ -258,8 +260,10 @@ class RedisStorage:
         meta.extend(("entity", e, None) for e in sorted(implicit_entities(b)))
         if meta:
             lists.append(("meta", codec.encode_meta(meta)))
-        if b.records:
-            lists.append(("recs", codec.encode_records(b.records)))
+        if b.records or b.reclaim_ns is not None:
+            lists.append(("recs", codec.encode_records(b.records, b.reclaim_ns)))
+            if b.reclaim_ns is not None:  # the list keeps what was reclaimed until folded
+                self._fold_records.add(solution)
         if lists:
             p = part(self._ring.index(items_route(solution)))
             for name, blob in lists:
@@ -515,10 +519,52 @@ class RedisStorage:
         return defer.ensureDeferred(read())
 
     async def _records(self, solution: str) -> list[Record]:
-        recs = [r for blob in await self._solution_list(solution, "recs")
-                for r in codec.decode_records(blob)]
-        recs.sort(key=_time_of)
-        return recs
+        """Every record of the solution, soft-deleted ones marked, by time."""
+        blobs = await self._solution_list(solution, "recs")
+        if len(blobs) >= COMPACT_AT:
+            self._fold_records.add(solution)
+        return codec.fold_records(blobs)
+
+    def read_records(self, solution: str, start_ns: int | None = None,
+                     end_ns: int | None = None, limit: int | None = None,
+                     descending: bool = False, include_deleted: bool = False
+                     ) -> defer.Deferred:
+        """Deferred[list[Record]]; see IStorage."""
+        if limit is not None and limit < 0:
+            return defer.fail(ValueError(f"negative limit {limit}"))
+
+        async def read() -> list[Record]:
+            recs = [r for r in await self._records(solution)
+                    if (include_deleted or not r.deleted)
+                    and (start_ns is None or r.time_ns >= start_ns)
+                    and (end_ns is None or r.time_ns <= end_ns)]
+            if descending:
+                recs.reverse()
+            return recs if limit is None else recs[:limit]
+        return defer.ensureDeferred(read())
+
+    def delete_record(self, solution: str, time_ns: int) -> defer.Deferred:
+        """Deferred[bool]: a delete entry appended to the solution's record list."""
+        async def delete() -> bool:
+            found = any(r.time_ns == time_ns and not r.deleted
+                        for r in await self._records(solution))
+            if found:
+                shard = self._shards[self._ring.index(items_route(solution))]
+                await shard.call("rpush", f"{self._sp(solution)}recs",
+                                 codec.encode_record_delete(time_ns), write=True)
+            return found
+        return defer.ensureDeferred(delete())
+
+    async def _fold_record_list(self, solution: str) -> None:
+        """Rewrite a record list as what it holds (reclaimed records and delete
+        entries folded away), unless it changed meanwhile."""
+        shard = self._shards[self._ring.index(items_route(solution))]
+        key = f"{self._sp(solution)}recs"
+        blobs = await shard.call("lrange", key, 0, -1)
+        if blobs:
+            folded = codec.encode_records(codec.fold_records(blobs))
+            await self._eval(shard, lua.COMPACT_LIST, (len(blobs), _sha1(b"".join(blobs)),
+                                                       folded), keys=(key,), write=True)
 
     def export(self, solution: str | None, emit: Callable[[dict], object]) -> defer.Deferred:
         """Emit every line of one solution (every solution when None), a chunk
@@ -546,7 +592,8 @@ class RedisStorage:
                 for n in sorted(n for k, n in meta if k == kind):
                     emit(export.meta_line(name, Meta(kind, n, meta[(kind, n)])))
             for r in await self._records(name):
-                emit(export.record_line(name, r))
+                if not r.deleted:
+                    emit(export.record_line(name, r))
 
     def solution_has_data(self, solution: str) -> defer.Deferred:
         """Deferred[bool]: any shard lists the solution as having data."""
@@ -566,6 +613,7 @@ class RedisStorage:
             return defer.fail()
         self._series.pop(solution, None)
         self._compact.pop(solution, None)
+        self._fold_records.discard(solution)
         return defer.ensureDeferred(_gather(
             [self._eval(s, lua.DELETE_SOLUTION_DATA, (self._prefix, solution), write=True)
              for s in self._shards]))
@@ -580,6 +628,11 @@ class RedisStorage:
         if not self._open:
             return 0
         done = 0
+        for name in [solution] if solution is not None else list(self._fold_records):
+            if name in self._fold_records:
+                self._fold_records.discard(name)
+                await self._fold_record_list(name)
+                done += 1
         names = [solution] if solution is not None else list(self._compact)
         for name in names:
             due = self._compact.get(name)

@@ -31,7 +31,7 @@ from tsnet.storage.rules import check_tags
 
 _HEAD = struct.Struct("<IBB")
 _LEN = struct.Struct("<I")
-_REC = struct.Struct("<qII")
+_REC = struct.Struct("<qIIIB")
 _NONE = type(None)
 _TEXT_TYPES = frozenset((str, _NONE))
 #: non-finite floats in a JSON value column (JSON has no NaN)
@@ -250,7 +250,14 @@ def decode_meta(blob: bytes) -> list[list]:
     return orjson.loads(blob)
 
 
-def encode_records(records: Sequence[Record]) -> bytes:
+#: record list entries: a record, a soft-deleted record (after a fold), the
+#: soft delete of the records at a time, and a reclaim of those at or before it
+_RECORD, _DELETED, _DELETE, _RECLAIM = range(4)
+
+
+def encode_records(records: Sequence[Record], reclaim_ns: int | None = None) -> bytes:
+    """A batch's records as one blob of the solution's record list, then its
+    reclaim (applied after them, as `IStorage` says)."""
     parts = []
     for r in records:
         data = r.data
@@ -261,20 +268,43 @@ def encode_records(records: Sequence[Record]) -> bytes:
         elif not isinstance(data, bytes):
             raise TypeError("record data must be bytes or str")
         dtype = check_str(r.data_type, "record data_type").encode("utf-8")
-        parts.append(_REC.pack(check_time(r.time_ns, "record"), len(dtype), len(data)))
+        if not isinstance(r.block, int) or not 0 <= r.block < 2**32:
+            raise ValueError(f"record block {r.block!r} is not a uint32")
+        flag = _DELETED if r.deleted else _RECORD
+        parts.append(_REC.pack(check_time(r.time_ns, "record"), len(dtype), len(data),
+                               r.block, flag))
         parts.append(dtype)
         parts.append(data)
+    if reclaim_ns is not None:
+        parts.append(_REC.pack(check_time(reclaim_ns, "reclaim"), 0, 0, 0, _RECLAIM))
     return b"".join(parts)
 
 
-def decode_records(blob: bytes) -> list[Record]:
-    out = []
-    pos = 0
-    while pos < len(blob):
-        t, dlen, size = _REC.unpack_from(blob, pos)
-        pos += _REC.size
-        dtype = blob[pos:pos + dlen].decode("utf-8")
-        pos += dlen
-        out.append(Record(t, blob[pos:pos + size], dtype))
-        pos += size
+def encode_record_delete(time_ns: int) -> bytes:
+    """The soft delete of a solution's records at ``time_ns``."""
+    return _REC.pack(check_time(time_ns, "record"), 0, 0, 0, _DELETE)
+
+
+def fold_records(blobs: Sequence[bytes]) -> list[Record]:
+    """A record list, in write order, to the records it holds (soft-deleted
+    ones marked), sorted by time: deletes and reclaims apply to what came
+    before them."""
+    out: list[Record] = []
+    for blob in blobs:
+        pos = 0
+        while pos < len(blob):
+            t, dlen, size, block, flag = _REC.unpack_from(blob, pos)
+            pos += _REC.size
+            if flag == _DELETE:
+                for r in out:
+                    if r.time_ns == t:
+                        r.deleted = True
+            elif flag == _RECLAIM:
+                out = [r for r in out if r.time_ns > t]
+            else:
+                dtype = blob[pos:pos + dlen].decode("utf-8")
+                pos += dlen
+                out.append(Record(t, blob[pos:pos + size], dtype, block, flag == _DELETED))
+                pos += size
+    out.sort(key=lambda r: r.time_ns)
     return out

@@ -132,7 +132,8 @@ CREATE TABLE IF NOT EXISTS records (
     time_ns INTEGER NOT NULL,
     data BLOB NOT NULL,
     data_type TEXT NOT NULL,
-    deleted INTEGER NOT NULL DEFAULT 0
+    deleted INTEGER NOT NULL DEFAULT 0,
+    block INTEGER NOT NULL DEFAULT 0
 );
 CREATE INDEX IF NOT EXISTS records_time ON records (solution, time_ns);
 
@@ -269,6 +270,9 @@ class SqliteEngine:
             for statement in _SCHEMA.split(";"):
                 if statement.strip():
                     db.execute(statement)
+            columns = {row[1] for row in db.execute("PRAGMA table_info(records)")}
+            if "block" not in columns:  # a file from before ts-store's blocks
+                db.execute("ALTER TABLE records ADD COLUMN block INTEGER NOT NULL DEFAULT 0")
             version = db.execute("SELECT value FROM info WHERE key='schema_version'").fetchone()
             if version[0] != SCHEMA_VERSION:
                 raise RuntimeError(f"{self.path}: unknown schema version {version[0]}")
@@ -368,6 +372,9 @@ class SqliteEngine:
                         self._write_meta(db, solution, m.kind, m.name, m.fields)
                     if b.records:
                         self._write_records(db, solution, b.records)
+                    if b.reclaim_ns is not None:
+                        db.execute("DELETE FROM records WHERE solution = ? AND time_ns <= ?",
+                                   (solution, b.reclaim_ns))
                     for entity in rules.implicit_entities(b):
                         self._register(db, solution, "entity", entity)
         except BaseException:
@@ -594,13 +601,15 @@ class SqliteEngine:
 
     def _write_records(self, db: sqlite3.Connection, solution: str, records: list[Record]) -> None:
         db.executemany(
-            "INSERT INTO records (solution, time_ns, data, data_type) VALUES (?, ?, ?, ?)",
+            "INSERT INTO records (solution, time_ns, data, data_type, block)"
+            " VALUES (?, ?, ?, ?, ?)",
             [
                 (
                     solution,
                     r.time_ns,
                     r.data.encode("utf-8") if isinstance(r.data, str) else bytes(r.data),
                     r.data_type,
+                    r.block,
                 )
                 for r in records
             ],
@@ -694,6 +703,33 @@ class SqliteEngine:
             Message(e, t, text, mtype, source, severity, json.loads(tags))
             for e, t, mtype, source, severity, tags, text in self.db.execute(sql, args)
         ]
+
+    def read_records(self, solution: str, start_ns: int | None = None,
+                     end_ns: int | None = None, limit: int | None = None,
+                     descending: bool = False, include_deleted: bool = False) -> list[Record]:
+        """Records in time order (write order on equal times); see IStorage."""
+        if limit is not None and limit < 0:
+            raise ValueError(f"negative limit {limit}")
+        where, args = _where(("solution = ?", solution), ("time_ns >= ?", start_ns),
+                             ("time_ns <= ?", end_ns))
+        if not include_deleted:
+            where += " AND deleted = 0"
+        order = "DESC" if descending else "ASC"
+        sql = ("SELECT time_ns, data, data_type, block, deleted FROM records"
+               f" WHERE {where} ORDER BY time_ns {order}, id {order}")
+        if limit is not None:
+            sql += " LIMIT ?"
+            args.append(limit)
+        return [Record(t, bytes(data), dtype, block, bool(deleted))
+                for t, data, dtype, block, deleted in self.db.execute(sql, args)]
+
+    def delete_record(self, solution: str, time_ns: int) -> bool:
+        """Soft-delete the visible records at ``time_ns``; see IStorage."""
+        with self._transaction() as db:
+            cur = db.execute("UPDATE records SET deleted = 1"
+                             " WHERE solution = ? AND time_ns = ? AND deleted = 0",
+                             (solution, time_ns))
+            return cur.rowcount > 0
 
     def read_meta(self, solution: str, kind: str, name: str | None = None) -> list[Meta]:
         """One kind's records by name, fields as stored; see IStorage."""
@@ -1248,6 +1284,16 @@ class SqliteStorage:
 
     def read_meta(self, solution: str, kind: str, name: str | None = None) -> defer.Deferred:
         return self._run(self._engine.read_meta, solution, kind, name)
+
+    def read_records(self, solution: str, start_ns: int | None = None,
+                     end_ns: int | None = None, limit: int | None = None,
+                     descending: bool = False, include_deleted: bool = False
+                     ) -> defer.Deferred:
+        return self._run(self._engine.read_records, solution, start_ns, end_ns, limit,
+                         descending, include_deleted)
+
+    def delete_record(self, solution: str, time_ns: int) -> defer.Deferred:
+        return self._run(self._engine.delete_record, solution, time_ns)
 
     def export(self, solution: str | None, emit: Callable[[dict], object]) -> defer.Deferred:
         """Call ``emit`` in the reactor thread, a page of lines at a time."""

@@ -562,6 +562,88 @@ class StorageConformance:
             },
         ]
 
+    # -- records (ts-store) -----------------------------------------------------
+
+    @pytest_twisted.ensureDeferred
+    async def test_records_read_back_with_block_and_range(self, storage: Any) -> None:
+        recs = [Record(T0 + i, b'{"i":%d}' % i, "json", block=i // 2) for i in range(6)]
+        await storage.write(make_batch("st", records=recs[3:]))
+        await storage.write(make_batch("st", records=recs[:3]))
+        got = await storage.read_records("st")
+        assert got == recs
+        assert [(r.block, r.size) for r in got] == [(i // 2, 7) for i in range(6)]
+        assert type(got[0].data) is bytes
+        assert await storage.read_records("st", T0 + 1, T0 + 3) == recs[1:4]
+        assert await storage.read_records("st", start_ns=T0 + 4) == recs[4:]
+        assert await storage.read_records("st", end_ns=T0) == recs[:1]
+        assert await storage.read_records("st", limit=2) == recs[:2]
+        assert await storage.read_records("st", descending=True, limit=2) == [recs[5], recs[4]]
+        assert await storage.read_records("st", T0 + 1, T0 + 4, descending=True) == \
+            recs[4:0:-1]
+        assert await storage.read_records("st", limit=0) == []
+        assert await storage.read_records("other") == []
+        with pytest.raises(ValueError):
+            await storage.read_records("st", limit=-1)
+
+    @pytest_twisted.ensureDeferred
+    async def test_records_keep_bytes_and_types(self, storage: Any) -> None:
+        recs = [Record(T0, b"\x00\xff", "binary", 4), Record(T0 + 1, b"", "text", 2**32 - 1),
+                Record(T0 + 2, b'{"1":72.5}', "schema")]
+        await storage.write(make_batch("st", records=recs))
+        assert await storage.read_records("st") == recs
+
+    @pytest_twisted.ensureDeferred
+    async def test_record_soft_delete_hides_it_from_reads_and_export(self, storage: Any) -> None:
+        recs = [Record(T0 + i, b"%d" % i, "json", i) for i in range(3)]
+        await storage.write(make_batch("st", records=recs))
+        assert await storage.delete_record("st", T0 + 1) is True
+        assert await storage.delete_record("st", T0 + 1) is False
+        assert await storage.delete_record("st", T0 + 9) is False
+        assert await storage.delete_record("nobody", T0) is False
+        assert await storage.read_records("st") == [recs[0], recs[2]]
+        assert await storage.read_records("st", limit=2) == [recs[0], recs[2]]
+        every = await storage.read_records("st", include_deleted=True)
+        assert [(r.time_ns, r.deleted) for r in every] == [
+            (T0, False), (T0 + 1, True), (T0 + 2, False)]
+        assert [ln["time_ns"] for ln in await collect(storage, "st")] == [T0, T0 + 2]
+        await storage.write(make_batch("st", records=[Record(T0 + 3, b"3")]))
+        assert len(await storage.read_records("st", include_deleted=True)) == 4
+
+    @pytest_twisted.ensureDeferred
+    async def test_record_reclaim_removes_the_oldest_after_the_batch(self, storage: Any) -> None:
+        await storage.write(make_batch("st", records=[Record(T0 + i, b"x") for i in range(3)]))
+        await storage.delete_record("st", T0 + 1)
+        wb = make_batch("st", records=[Record(T0 + 3, b"y"), Record(T0 + 4, b"z")])
+        wb.for_solution("st").reclaim_ns = T0 + 3  # a record of this batch reclaimed too
+        await storage.write(wb)
+        assert await storage.read_records("st", include_deleted=True) == [Record(T0 + 4, b"z")]
+        assert [ln["time_ns"] for ln in await collect(storage, "st")] == [T0 + 4]
+        await storage.write(make_batch("other", records=[Record(T0, b"o")]))
+        assert len(await storage.read_records("other")) == 1
+        wb = make_batch("st", records=[Record(T0 + 5, b"w")])
+        wb.for_solution("st").reclaim_ns = T0 + 10
+        await storage.write(wb)
+        assert await storage.read_records("st") == []
+        assert len(await storage.read_records("other")) == 1
+
+    @pytest_twisted.ensureDeferred
+    async def test_records_survive_reopen_and_reset(self, storage_factory: Any) -> None:
+        storage = storage_factory()
+        await storage.open()
+        await storage.write(make_batch("st", records=[Record(T0, b"1", "json", 7)]))
+        await storage.delete_record("st", T0)
+        await storage.write(make_batch("st", records=[Record(T0 + 1, b"2", "json", 8)]))
+        await storage.close()
+        again = storage_factory()
+        await again.open()
+        try:
+            assert await again.read_records("st", include_deleted=True) == [
+                Record(T0, b"1", "json", 7, True), Record(T0 + 1, b"2", "json", 8)]
+            await again.delete_solution_data("st")
+            assert await again.read_records("st", include_deleted=True) == []
+        finally:
+            await again.close()
+
     @pytest_twisted.ensureDeferred
     async def test_export_order_and_all_solutions(self, storage: Any) -> None:
         wb = make_batch(

@@ -253,7 +253,8 @@ class _Plan:
     before anything changes: sample columns to add, series to create, and the
     new state of every property and meta record it touches."""
 
-    __slots__ = ("data", "messages", "meta", "new_series", "properties", "records", "samples")
+    __slots__ = ("data", "messages", "meta", "new_series", "properties", "reclaim_ns",
+                 "records", "samples")
 
     def __init__(self, data: _Data | None) -> None:
         self.data = data
@@ -264,6 +265,7 @@ class _Plan:
         self.meta: dict[tuple[str, str], dict] = {}
         self.messages: list[Message] = []
         self.records: list[Record] = []
+        self.reclaim_ns: int | None = None
 
     def stored_meta(self, kind: str, name: str) -> dict | None:
         k = (kind, name)
@@ -291,7 +293,7 @@ class _Plan:
 
     def is_empty(self) -> bool:
         return not (self.samples or self.properties or self.meta or self.messages
-                    or self.records)
+                    or self.records or self.reclaim_ns is not None)
 
 
 class MemoryStore:
@@ -343,8 +345,12 @@ class MemoryStore:
             if not isinstance(r.data, (bytes, bytearray, memoryview, str)):
                 raise TypeError("record data must be bytes or str")
             data = r.data.encode("utf-8") if isinstance(r.data, str) else bytes(r.data)
+            if type(r.block) is not int or not 0 <= r.block < 2**32:
+                raise ValueError(f"record block {r.block!r} is not a uint32")
             plan.records.append(Record(_int_time(r.time_ns, "record"), data,
-                                       _str(r.data_type, "record data_type")))
+                                       _str(r.data_type, "record data_type"), r.block))
+        if b.reclaim_ns is not None:
+            plan.reclaim_ns = _int_time(b.reclaim_ns, "reclaim")
         for entity in sorted(implicit_entities(b)):
             plan.register("entity", entity)
         return plan
@@ -422,6 +428,8 @@ class MemoryStore:
             insort(data.messages, m, key=_time_of)
         for r in plan.records:
             insort(data.records, r, key=_time_of)
+        if plan.reclaim_ns is not None:  # after the batch's own records (IStorage)
+            del data.records[:bisect_right(data.records, plan.reclaim_ns, key=_time_of)]
 
     # -- reading -------------------------------------------------------------
 
@@ -499,6 +507,37 @@ class MemoryStore:
             names = sorted(n for k, n in data.meta if k == kind)
         return [Meta(kind, n, copy.deepcopy(data.meta[(kind, n)])) for n in names]
 
+    def read_records(self, solution: str, start_ns: int | None, end_ns: int | None,
+                     limit: int | None, descending: bool,
+                     include_deleted: bool) -> list[Record]:
+        """Copies of the records in the range (both ends inclusive), the first
+        ``limit`` of time order (newest first when ``descending``)."""
+        if limit is not None and limit < 0:
+            raise ValueError(f"negative limit {limit}")
+        data = self.data.get(solution)
+        if data is None:
+            return []
+        recs = data.records
+        lo = 0 if start_ns is None else bisect_left(recs, start_ns, key=_time_of)
+        hi = len(recs) if end_ns is None else bisect_right(recs, end_ns, lo=lo, key=_time_of)
+        span = recs[lo:hi]
+        if descending:
+            span.reverse()
+        found = (r for r in span if include_deleted or not r.deleted)
+        return [Record(r.time_ns, r.data, r.data_type, r.block, r.deleted)
+                for r in itertools.islice(found, limit)]
+
+    def delete_record(self, solution: str, time_ns: int) -> bool:
+        data = self.data.get(solution)
+        found = False
+        if data is not None:
+            recs = data.records
+            for r in recs[bisect_left(recs, time_ns, key=_time_of):
+                          bisect_right(recs, time_ns, key=_time_of)]:
+                found = found or not r.deleted
+                r.deleted = True
+        return found
+
     def solution_has_data(self, solution: str) -> bool:
         return bool(self.data.get(solution))
 
@@ -528,7 +567,8 @@ class MemoryStore:
             for name in sorted(n for k, n in data.meta if k == kind):
                 yield meta_line(solution, Meta(kind, name, data.meta[(kind, name)]))
         for r in data.records:
-            yield record_line(solution, r)
+            if not r.deleted:
+                yield record_line(solution, r)
 
     # -- catalog -------------------------------------------------------------
 
@@ -695,6 +735,18 @@ class MemoryStorage:
     def read_meta(self, solution: str, kind: str, name: str | None = None) -> defer.Deferred:
         """Deferred[list[Meta]] of one kind by name; see IStorage."""
         return self._call(self._store.read_meta, solution, kind, name)
+
+    def read_records(self, solution: str, start_ns: int | None = None,
+                     end_ns: int | None = None, limit: int | None = None,
+                     descending: bool = False, include_deleted: bool = False
+                     ) -> defer.Deferred:
+        """Deferred[list[Record]] in time order, both ends inclusive; see IStorage."""
+        return self._call(self._store.read_records, solution, start_ns, end_ns, limit,
+                          descending, include_deleted)
+
+    def delete_record(self, solution: str, time_ns: int) -> defer.Deferred:
+        """Deferred[bool]: soft-delete the records at ``time_ns``."""
+        return self._call(self._store.delete_record, solution, time_ns)
 
     def export(self, solution: str | None, emit: Callable[[dict], object]) -> defer.Deferred:
         """Deferred[None] once ``emit`` had every line, one by one."""
