@@ -65,7 +65,8 @@ def _iso(ns: int) -> str:
     return datetime.fromtimestamp(ns / 1e9, tz=timezone.utc).isoformat().replace("+00:00", "Z")
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(plugins: Any = None) -> argparse.ArgumentParser:
+    """The parser; each plugin's `IProtocolPlugin.addCommands` adds its own."""
     p = argparse.ArgumentParser(
         prog="tsnet", description="Manage a tsnet server: config, solutions, tokens, export.")
     p.add_argument("--config", "-c", default=os.environ.get("TSNET_CONFIG") or "etc/tsnet.ini",
@@ -122,15 +123,20 @@ def build_parser() -> argparse.ArgumentParser:
         "rebalance", help="after adding shards to a redis url: move each series to the "
                           "shard the ring names (run while no node writes)")
     rb.add_argument("name", nargs="?", default="default", help="the [storage:NAME] (default)")
+    for plugin in (plugins or {}).values():
+        for key, run in plugin.addCommands(sub).items():
+            if key in COMMANDS:
+                raise ValueError(f"plugin {plugin.name!r} redefines tsnet {' '.join(key)}")
+            COMMANDS[key] = run
     return p
 
 
 def main(argv: list[str] | None = None) -> None:
-    args = build_parser().parse_args(argv)
     from tsnet.config import load_config
     from tsnet.plugins import load_plugins
 
     plugins = load_plugins()
+    args = build_parser(plugins).parse_args(argv)
     try:
         config = load_config(args.config, plugins)
         if args.command == "check-config":
@@ -283,12 +289,20 @@ async def export(args: Any, storages: Any, reactor: Any) -> None:
     def emit(obj: dict) -> None:
         write(dumps(obj) + "\n")
 
+    from tsnet.export import store_line
+
     if args.solution is not None:
         rec = await storages.catalog.get_solution(args.solution)
         if rec is None:
             raise CommandError(f"no solution {args.solution!r}")
+        if rec.attributes.get("tsstore"):
+            emit(store_line(rec.name, rec.attributes["tsstore"]))
         await storages.backend(rec.storage).export(args.solution, emit)
         return
+    # the catalog's store lines first, so each comes before its records
+    for rec in sorted(await storages.catalog.list_solutions(), key=lambda r: r.name):
+        if rec.attributes.get("tsstore"):
+            emit(store_line(rec.name, rec.attributes["tsstore"]))
     for backend in storages.backends.values():
         await backend.export(None, emit)
 

@@ -51,6 +51,18 @@ class IProtocolPlugin(Interface):
         ``whenListening() -> Deferred``, awaited before the server reports
         itself started."""
 
+    def makeFamilyService(core):
+        """Return an IService of the whole family, or None: what outlives one
+        listener (ts-store's outbound connections).  Called once per server for
+        every plugin a listener uses; started after storage and auth, before the
+        listeners, and stopped after them, before the last writes commit."""
+
+    def addCommands(subparsers):
+        """Add the family's `tsnet` subcommands to ``subparsers`` (argparse's)
+        and return ``{(command, action): async run(args, storages, reactor)}``
+        (action None for a command without one).  ``storages`` is the opened
+        `IStorages`; raise ``tsnet.cli.CommandError`` for a user error."""
+
     def resources(core):
         """Return ``{b"/full/path": IResource}`` to mount on http listeners.
 

@@ -20,6 +20,7 @@ from twisted.plugin import IPlugin
 from twisted.web.resource import IResource
 from zope.interface import implementer
 
+from tsnet.cli import CommandError
 from tsnet.config import (
     Config,
     Key,
@@ -142,6 +143,12 @@ class ProtocolPlugin:
         raise ConfigError(f"{self.name!r} has no listeners: mount it on an http listener "
                           f"with apis = {self.name}")
 
+    def makeFamilyService(self, core: Core) -> IService | None:
+        return None
+
+    def addCommands(self, subparsers: Any) -> dict:
+        return {}
+
     def resources(self, core: Core) -> dict[bytes, IResource]:
         return {}
 
@@ -176,6 +183,7 @@ __all__ = [
     "BodyError",
     "BodyTooLarge",
     "Column",
+    "CommandError",
     "Config",
     "ConfigError",
     "Conflict",

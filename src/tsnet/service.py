@@ -34,6 +34,11 @@ class TsnetService(MultiService):
         self.started: defer.Deferred = defer.Deferred()
         self.compactor: Compactor | None = None
         self.failed = False  # start-up failed: the stop that follows is no clean one
+        used = {name: None for ln in config.listeners.values()
+                for name in [ln.protocol, *(ln.options.get("apis") or ())] if name in plugins}
+        #: the families' own services (`IProtocolPlugin.makeFamilyService`)
+        self.family_services = [svc for svc in (plugins[name].makeFamilyService(self.core)
+                                                for name in used) if svc is not None]
         for ln in config.listeners.values():
             svc = plugins[ln.protocol].makeService(ln, self.core)
             svc.setServiceParent(self)
@@ -51,6 +56,8 @@ class TsnetService(MultiService):
             await core.storages.ensure_solution(name, now_ns=now)
         core.auth.on_change = core.storages.refresh
         await core.auth.start()
+        for svc in self.family_services:
+            await defer.maybeDeferred(svc.startService)
         for svc in self:
             svc.startService()
             listening = getattr(svc, "whenListening", None)
@@ -82,6 +89,12 @@ class TsnetService(MultiService):
                 except Exception:
                     log.failure("stopping {name} failed", name=svc.name)
         core = self.core
+        for svc in reversed(self.family_services):
+            if svc.running:
+                try:
+                    yield svc.stopService()
+                except Exception:
+                    log.failure("stopping {name} failed", name=svc.name)
         if self.compactor is not None:
             yield self.compactor.stopService()
         queued = core.ingest.queued

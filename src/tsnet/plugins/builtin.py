@@ -4,11 +4,13 @@ parties declare theirs alike, in their own ``tsnet/plugins/`` folder."""
 from tsnet.http.plugin import HttpPlugin, MetricsPlugin
 from tsnet.protocols.atsd.plugin import AtsdPlugin
 from tsnet.protocols.opentsdb.plugin import OpenTSDBPlugin
+from tsnet.protocols.tsstore.plugin import TsstorePlugin
 from tsnet.storage.redis_backend import RedisBackend
 from tsnet.storage.sqlite_backend import SqliteBackend
 
 opentsdb = OpenTSDBPlugin()
 atsd = AtsdPlugin()
+tsstore = TsstorePlugin()
 http = HttpPlugin()
 metrics = MetricsPlugin()
 sqlite = SqliteBackend()

@@ -1,0 +1,168 @@
+"""The `tsstore` family as a tsnet plugin: the REST and WebSocket routes on
+``http`` listeners, the Unix-socket listener, and the family service that
+keeps the stores (and their outbound connections) of one server."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
+
+from twisted.application.service import IService, Service
+from twisted.internet import defer
+from twisted.logger import Logger
+from twisted.web.resource import IResource
+
+from tsnet.plugin import Config, Key, Listener, ProtocolPlugin, positive_int
+
+if TYPE_CHECKING:
+    from tsnet.core import Core
+    from tsnet.protocols.tsstore.stores import Stores
+
+log = Logger(namespace="tsnet.tsstore")
+
+ADMIN_ENV = "TSSTORE_ADMIN_KEY"
+SOCKET_ENV = "TSSTORE_SOCKET_PATH"
+MIN_ADMIN_KEY = 20
+
+
+def _admin_key(text: str) -> str:
+    return text.strip()
+
+
+def admin_key(config: Config) -> str:
+    """``TSSTORE_ADMIN_KEY`` (when set and not empty), else ``[tsstore] admin_key``."""
+    return os.environ.get(ADMIN_ENV) or config.sections.get("tsstore", {}).get("admin_key", "")
+
+
+def _block_size(text: str) -> int:
+    from tsnet.protocols.tsstore.ring import valid_block_size
+
+    n = positive_int(text)
+    if not valid_block_size(n):
+        raise ValueError(f"must be a power of 2 and at least 64, got {text!r}")
+    return n
+
+
+class StoresService(Service):
+    """The stores of one server: stores with outbound connections open when it
+    starts (so the connections run, spec §1's recommendation); every open
+    store's connections stop with it."""
+
+    name = "tsstore"
+
+    def __init__(self, stores: Stores) -> None:
+        self.stores = stores
+
+    @defer.inlineCallbacks
+    def startService(self) -> Any:
+        Service.startService(self)
+        recs = yield self.stores.core.catalog.list_solutions()
+        from tsnet.protocols.tsstore.stores import ATTRIBUTE
+
+        for rec in recs:
+            if rec.attributes.get(ATTRIBUTE, {}).get("connections"):
+                try:
+                    yield self.stores.open(rec.name)
+                except Exception:
+                    log.failure("opening store {store} failed", store=rec.name)
+
+    def stopService(self) -> Any:
+        Service.stopService(self)
+        waits = [d for d in self.stores.close_all() if isinstance(d, defer.Deferred)]
+        return defer.DeferredList(waits, consumeErrors=True)
+
+
+class TsstorePlugin(ProtocolPlugin):
+    name = "tsstore"
+    description = ("ts-store: stores over REST and WebSocket (/api/stores), a Unix socket,"
+                   " outbound WebSocket pull and push")
+    transports = frozenset({"stream"})
+    provides_api = True
+    config_sections = {"tsstore": {
+        "admin_key": Key(_admin_key, "", "the key of POST /api/stores (20+ characters; "
+                                         "TSSTORE_ADMIN_KEY overrides it)"),
+        "num_blocks": Key(positive_int, 1024, "blocks of a new store unless it says"),
+        "data_block_size": Key(_block_size, 4096, "bytes a data block of a new store has"),
+        "index_block_size": Key(_block_size, 4096, "bytes an index block of a new store has"),
+    }}
+
+    def __init__(self) -> None:
+        from tsnet.protocols.tsstore.rest import ERRORS
+
+        self.http_errors = ERRORS
+        self._stores: dict[int, tuple[Any, Stores]] = {}  # by id(core)
+
+    def check(self, listener: Listener, config: Config,
+              plugins: Mapping[str, Any]) -> None:
+        if listener.protocol == self.name:
+            if not listener.endpoint.startswith("unix:"):
+                raise ValueError("endpoint: a tsstore listener is a Unix socket "
+                                 "(unix:PATH:mode=660); mount the REST API with "
+                                 "apis = tsstore on an http listener")
+            if listener.auth != "none":
+                raise ValueError("auth: a tsstore socket takes the store and key from "
+                                 "each AUTH line")
+            return
+        key = admin_key(config)
+        if not key:
+            raise ValueError(f"apis: tsstore needs [tsstore] admin_key (or {ADMIN_ENV})")
+        if len(key) < MIN_ADMIN_KEY:
+            raise ValueError(f"[tsstore] admin_key: must have at least {MIN_ADMIN_KEY} "
+                             "characters")
+
+    def stores_for(self, core: Core) -> Stores:
+        """The stores of the server ``core`` belongs to (one set per server)."""
+        from tsnet.protocols.tsstore.stores import Settings, Stores, hash_key
+
+        held = self._stores.get(id(core))
+        if held is not None and held[0] is core:
+            return held[1]
+        section = core.config.sections.get("tsstore", {})
+        key = admin_key(core.config)
+        settings = Settings(
+            admin_hash=hash_key(key) if len(key) >= MIN_ADMIN_KEY else None,
+            num_blocks=section.get("num_blocks", 1024),
+            data_block_size=section.get("data_block_size", 4096),
+            index_block_size=section.get("index_block_size", 4096),
+        )
+        stores = Stores(core, settings)
+        self._stores[id(core)] = (core, stores)
+        return stores
+
+    def addCommands(self, subparsers: Any) -> dict:
+        from tsnet.protocols.tsstore.commands import add_commands
+
+        return add_commands(subparsers)
+
+    def makeFamilyService(self, core: Core) -> IService:
+        return StoresService(self.stores_for(core))
+
+    def resources(self, core: Core) -> dict[bytes, IResource]:
+        from tsnet.protocols.tsstore.rest import HealthResource, StoresResource
+
+        stores = self.stores_for(core)
+        api = StoresResource(stores, ws_write=self._ws_write(core, stores),
+                             connections=self._connections(core, stores))
+        return {b"/api/stores": api, b"/api/stores/*": api, b"/health": HealthResource()}
+
+    def _ws_write(self, core: Core, stores: Stores) -> Any:
+        """The WebSocket write route (spec §6), when that module is present."""
+        try:
+            from tsnet.protocols.tsstore.ws_write import WriteResource
+        except ImportError:
+            return None
+        return WriteResource(core, stores)
+
+    def _connections(self, core: Core, stores: Stores) -> Any:
+        try:
+            from tsnet.protocols.tsstore.connections import Connections
+        except ImportError:
+            return None
+        return Connections.for_stores(core, stores)
+
+    def makeService(self, listener: Listener, core: Core) -> IService:
+        from tsnet.protocols.tsstore.unix import make_socket_service
+
+        return make_socket_service(listener, core, self.stores_for(core),
+                                   os.environ.get(SOCKET_ENV))
