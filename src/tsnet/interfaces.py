@@ -263,6 +263,15 @@ class IStorages(Interface):
     def refresh():
         """Deferred: reload the solution list from the catalog."""
 
+    def add_series_view(view):
+        """Register ``view(solution_record, backend) -> reader | None``: a family
+        that shows its own items as series (a reader has `list_series` and
+        `read_series` as IStorage has them)."""
+
+    def series_reader(solution):
+        """The reader series queries of ``solution`` use: a view's, or the
+        backend; raises tsnet.errors.NotFound."""
+
     def ensure_solution(name, description="", now_ns=0):
         """Deferred[SolutionRecord]: create the solution unless it exists."""
 

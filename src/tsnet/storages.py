@@ -37,6 +37,7 @@ class Storages:
         self.backends = {n: make_backend(sc, reactor) for n, sc in config.storages.items()}
         self.catalog = self.backends["default"]
         self._solutions: dict[str, SolutionRecord] = {}
+        self._views: list[Any] = []
 
     @defer.inlineCallbacks
     def open(self) -> Any:
@@ -74,6 +75,24 @@ class Storages:
 
     def backend_for(self, solution: str) -> Any:
         return self.backends[self.storage_name_for(solution)]
+
+    def add_series_view(self, view: Any) -> None:
+        """Let a family show its own items as series to the read APIs (see
+        `series_reader`): ``view(solution_record, backend)`` returns a reader,
+        or None for a solution it has nothing to show of."""
+        self._views.append(view)
+
+    def series_reader(self, solution: str) -> Any:
+        """What series reads of ``solution`` go to: its backend, or a family's
+        view over it (ts-store's records as ``<store>.<field>`` series).  It
+        has `list_series` and `read_series` as `IStorage` does; raises NotFound."""
+        backend = self.backend_for(solution)
+        rec = self._solutions[solution]
+        for view in self._views:
+            reader = view(rec, backend)
+            if reader is not None:
+                return reader
+        return backend
 
     @defer.inlineCallbacks
     def ensure_solution(self, name: str, description: str = "", now_ns: int = 0) -> Any:

@@ -153,13 +153,14 @@ def _number(value: Any, what: str) -> int | float:
 
 
 async def _backend(core: Core, solution: str) -> Any:
-    """The principal's storage, reloading the solution list once if it is new."""
+    """The principal's series reader (its storage, or a family's view of it),
+    reloading the solution list once if it is new."""
     try:
-        return core.storages.backend_for(solution)
+        return core.storages.series_reader(solution)
     except NotFound:
         await core.storages.refresh()
         try:
-            return core.storages.backend_for(solution)
+            return core.storages.series_reader(solution)
         except NotFound:
             return None
 

@@ -128,6 +128,9 @@ class TsstorePlugin(ProtocolPlugin):
         )
         stores = Stores(core, settings)
         self._stores[id(core)] = (core, stores)
+        from tsnet.protocols.tsstore.series import store_series_view
+
+        core.storages.add_series_view(store_series_view(core.reactor))
         return stores
 
     def addCommands(self, subparsers: Any) -> dict:
