@@ -418,3 +418,50 @@ async def test_the_ring_is_rebuilt_after_a_restart(make_server: Any) -> None:
     assert ack["block_num"] in range(4) and before[-1]["block_num"] in range(4)
     code, body = await again.put("small", key, {"timestamp": 9, "data": "x"})
     assert (code, body) == (500, {"error": "timestamp must be greater than newest entry"})
+
+
+# -- the admin key (spec §1) -----------------------------------------------------------
+
+
+@pytest_twisted.ensureDeferred
+async def test_admin_key_file_is_made_once_and_kept(make_server: Any, tmp_path: Any,
+                                                    monkeypatch: Any) -> None:
+    import os
+    import stat
+
+    monkeypatch.delenv("TSSTORE_ADMIN_KEY", raising=False)
+    text = CONFIG.replace(f"admin_key = {ADMIN}", "admin_key_file = keys/admin.key")
+    server = await make_server(text, name="n")
+    path = server.config_path.parent / "keys" / "admin.key"
+    key = path.read_text().strip()
+    assert len(key) >= 20 and stat.S_IMODE(os.stat(path).st_mode) == 0o600
+    api = Api(server)
+    code, _, _ = await api.call("POST", "/api/stores", {"name": "s1"},
+                                headers={"X-Admin-Key": key})
+    assert code == 201
+    await server.stop()
+    api = Api(await make_server(text, name="n"))
+    assert path.read_text().strip() == key
+    code, _, _ = await api.call("POST", "/api/stores", {"name": "s2"},
+                                headers={"X-Admin-Key": key})
+    assert code == 201
+    code, body, _ = await api.call("POST", "/api/stores", {"name": "s3"},
+                                   headers={"X-Admin-Key": ADMIN})
+    assert (code, body) == (401, {"error": "invalid admin key"})
+
+
+def test_admin_key_is_required_and_long(tmp_path: Any, monkeypatch: Any) -> None:
+    from tsnet.config import load_config
+    from tsnet.errors import ConfigError
+    from tsnet.plugins import load_plugins
+
+    monkeypatch.delenv("TSSTORE_ADMIN_KEY", raising=False)
+    path = tmp_path / "t.ini"
+    for text, message in [(CONFIG.replace(f"admin_key = {ADMIN}", ""), "admin_key"),
+                          (CONFIG.replace(ADMIN, "short"), "at least 20")]:
+        path.write_text(text)
+        with pytest.raises(ConfigError, match=message):
+            load_config(str(path), load_plugins())
+    monkeypatch.setenv("TSSTORE_ADMIN_KEY", "x" * 20)
+    path.write_text(CONFIG.replace(f"admin_key = {ADMIN}", ""))
+    load_config(str(path), load_plugins())

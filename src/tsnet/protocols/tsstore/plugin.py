@@ -35,6 +35,31 @@ def admin_key(config: Config) -> str:
     return os.environ.get(ADMIN_ENV) or config.sections.get("tsstore", {}).get("admin_key", "")
 
 
+def admin_key_file(config: Config) -> str | None:
+    """``[tsstore] admin_key_file`` made absolute (relative to the config's folder)."""
+    path = config.sections.get("tsstore", {}).get("admin_key_file") or None
+    return os.path.join(config.directory, path) if path else None
+
+
+def load_admin_key_file(path: str) -> str:
+    """The admin key kept in ``path``; a new random one (mode 0600) when the
+    file does not exist yet, so a fresh install has a key nobody else knows."""
+    import secrets
+
+    try:
+        with open(path, encoding="utf-8") as f:
+            return f.read().strip()
+    except FileNotFoundError:
+        pass
+    key = secrets.token_urlsafe(32)
+    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as f:
+        f.write(key + "\n")
+    log.info("wrote a new ts-store admin key to {path}", path=path)
+    return key
+
+
 def _block_size(text: str) -> int:
     from tsnet.protocols.tsstore.ring import valid_block_size
 
@@ -57,6 +82,17 @@ class StoresService(Service):
     @defer.inlineCallbacks
     def startService(self) -> Any:
         Service.startService(self)
+        from tsnet.protocols.tsstore.stores import hash_key
+
+        settings = self.stores.settings
+        path = admin_key_file(self.stores.core.config)
+        if settings.admin_hash is None and path is not None:
+            key = load_admin_key_file(path)
+            if len(key) < MIN_ADMIN_KEY:
+                log.error("the ts-store admin key in {path} has fewer than {n} characters: "
+                          "POST /api/stores refuses every key", path=path, n=MIN_ADMIN_KEY)
+            else:
+                settings.admin_hash = hash_key(key)
         recs = yield self.stores.core.catalog.list_solutions()
         from tsnet.protocols.tsstore.stores import ATTRIBUTE
 
@@ -82,6 +118,8 @@ class TsstorePlugin(ProtocolPlugin):
     config_sections = {"tsstore": {
         "admin_key": Key(_admin_key, "", "the key of POST /api/stores (20+ characters; "
                                          "TSSTORE_ADMIN_KEY overrides it)"),
+        "admin_key_file": Key(str, "", "or: a file holding it, made with a random key "
+                                       "(mode 0600) when missing"),
         "num_blocks": Key(positive_int, 1024, "blocks of a new store unless it says"),
         "data_block_size": Key(_block_size, 4096, "bytes a data block of a new store has"),
         "index_block_size": Key(_block_size, 4096, "bytes an index block of a new store has"),
@@ -105,8 +143,11 @@ class TsstorePlugin(ProtocolPlugin):
                                  "each AUTH line")
             return
         key = admin_key(config)
+        if not key and admin_key_file(config) is not None:
+            return
         if not key:
-            raise ValueError(f"apis: tsstore needs [tsstore] admin_key (or {ADMIN_ENV})")
+            raise ValueError(f"apis: tsstore needs [tsstore] admin_key or admin_key_file "
+                             f"(or {ADMIN_ENV})")
         if len(key) < MIN_ADMIN_KEY:
             raise ValueError(f"[tsstore] admin_key: must have at least {MIN_ADMIN_KEY} "
                              "characters")
