@@ -23,8 +23,8 @@ from collections.abc import Iterable, Mapping
 from collections.abc import Set as AbstractSet
 from dataclasses import dataclass
 
-from .durations import DurationError, parse_duration
-from .gojson import go_quote, go_trim_space
+from tsnet.protocols.tsstore.durations import DurationError, parse_duration
+from tsnet.protocols.tsstore.gojson import go_quote, go_trim_space
 
 __all__ = [
     "AGG_FUNCS",

@@ -12,7 +12,7 @@ from __future__ import annotations
 import math
 import re
 
-from .gojson import go_trim_space
+from tsnet.protocols.tsstore.gojson import go_trim_space
 
 __all__ = ["DurationError", "parse_duration"]
 

@@ -490,7 +490,8 @@ def _unmarshal(text: str, target_map: bool) -> object:
         value = _slow_loads(text, parse_float, parse_int, fix_keys)
     if target_map and value is not None and not isinstance(value, dict):
         raise GoJSONError(
-            f"json: cannot unmarshal {_kind(value)} into Go value of type map[string]interface {{}}"
+            f"json: cannot unmarshal {go_kind(value)} into Go value of type "
+            "map[string]interface {}"
         )
     if range_errors:
         raise GoJSONError(
@@ -519,7 +520,7 @@ def go_loads_map(raw: bytes | str) -> dict | None:
     return value  # type: ignore[return-value]
 
 
-def _kind(value: object) -> str:
+def go_kind(value: object) -> str:
     """Go's name for a JSON value's kind in UnmarshalTypeError."""
     if isinstance(value, bool):
         return "bool"

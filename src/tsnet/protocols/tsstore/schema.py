@@ -12,7 +12,13 @@ import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
-from .gojson import GoJSONError, go_loads, go_loads_map, go_marshal
+from tsnet.protocols.tsstore.gojson import (
+    GoJSONError,
+    go_kind,
+    go_loads,
+    go_loads_map,
+    go_marshal,
+)
 
 __all__ = [
     "FIELD_TYPES",
@@ -47,22 +53,8 @@ class SchemaError(ValueError):
     """A schema definition or validation failure; ``str()`` is the spec's text."""
 
 
-def _kind(value: object) -> str:
-    if isinstance(value, bool):
-        return "bool"
-    if isinstance(value, str):
-        return "string"
-    if isinstance(value, (int, float)):
-        return "number"
-    if isinstance(value, (list, tuple)):
-        return "array"
-    if isinstance(value, dict):
-        return "object"
-    return "null"
-
-
 def _type_error(value: object, where: str, go_type: str) -> SchemaError:
-    shown = _kind(value)
+    shown = go_kind(value)
     if shown == "number" and go_type == "int":
         shown = f"number {value!r}"  # Go quotes the literal only for numeric targets
     return SchemaError(
