@@ -191,18 +191,15 @@ class TsstorePlugin(ProtocolPlugin):
         return {b"/api/stores": api, b"/api/stores/*": api, b"/health": HealthResource()}
 
     def _ws_write(self, core: Core, stores: Stores) -> Any:
-        """The WebSocket write route (spec §6), when that module is present."""
-        try:
-            from tsnet.protocols.tsstore.ws_write import WriteResource
-        except ImportError:
-            return None
+        """The WebSocket write route (spec §6)."""
+        from tsnet.protocols.tsstore.ws_write import WriteResource
+
         return WriteResource(core, stores)
 
     def _connections(self, core: Core, stores: Stores) -> Any:
-        try:
-            from tsnet.protocols.tsstore.connections import Connections
-        except ImportError:
-            return None
+        """The outbound connections (spec §8) of the server's stores."""
+        from tsnet.protocols.tsstore.connections import Connections
+
         return Connections.for_stores(core, stores)
 
     def makeService(self, listener: Listener, core: Core) -> IService:

@@ -21,6 +21,7 @@ import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
 from twisted.internet import defer
@@ -128,8 +129,8 @@ class Store:
     gate: defer.Deferred | None = None
     deleted: bool = False
 
-    @property
-    def principal(self) -> Principal:
+    @cached_property
+    def principal(self) -> Principal:  # (made once: every write passes it to ingest)
         return Principal(solution=self.name, scopes=frozenset((READ, WRITE)))
 
     def attributes(self) -> dict:
