@@ -12,24 +12,9 @@ import pytest
 import pytest_twisted
 import treq
 
-ADMIN = "admin-key-of-twenty-chars"
+from tests.helpers.tsstore import ADMIN, tsstore_config
 
-CONFIG = f"""
-[tsnet]
-data_dir = var
-flush_interval = 0.05
-
-[storage:default]
-backend = sqlite
-
-[tsstore]
-admin_key = {ADMIN}
-
-[listener:http]
-protocol = http
-endpoint = tcp:0:interface=127.0.0.1
-apis = tsstore opentsdb metrics
-"""
+CONFIG = tsstore_config("tsstore opentsdb metrics")
 
 
 @pytest.fixture

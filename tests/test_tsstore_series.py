@@ -9,27 +9,11 @@ from typing import Any
 import pytest_twisted
 import treq
 
+from tests.helpers.tsstore import tsstore_config
 from tsnet.plugin import Record
 from tsnet.protocols.tsstore.series import columns
 
-ADMIN = "admin-key-of-twenty-chars"
-CONFIG = f"""
-[tsnet]
-data_dir = var
-flush_interval = 0.05
-
-[storage:default]
-backend = sqlite
-
-[tsstore]
-admin_key = {ADMIN}
-
-[listener:http]
-protocol = http
-endpoint = tcp:0:interface=127.0.0.1
-auth = token
-apis = tsstore opentsdb
-"""
+CONFIG = tsstore_config("tsstore opentsdb", "auth = token")
 
 S = 1_000_000_000
 

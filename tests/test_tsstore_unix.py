@@ -14,30 +14,11 @@ import pytest
 import pytest_twisted
 from twisted.internet import threads
 
-ADMIN = "admin-key-of-twenty-chars"
+from tests.helpers.tsstore import tsstore_config
 
 
 def config(sock: Path) -> str:
-    return f"""
-[tsnet]
-data_dir = var
-flush_interval = 0.05
-
-[storage:default]
-backend = sqlite
-
-[tsstore]
-admin_key = {ADMIN}
-
-[listener:http]
-protocol = http
-endpoint = tcp:0:interface=127.0.0.1
-apis = tsstore
-
-[listener:sock]
-protocol = tsstore
-endpoint = unix:{sock}
-"""
+    return tsstore_config(extra=f"[listener:sock]\nprotocol = tsstore\nendpoint = unix:{sock}\n")
 
 
 class Client:
