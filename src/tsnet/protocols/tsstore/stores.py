@@ -380,6 +380,37 @@ class Stores:
         d = self.core.ingest.submit(batch, store.principal, PROTOCOL)
         return d.addCallback(lambda _: ack)
 
+    def write_many(self, store: Store, datas: list[bytes]) -> defer.Deferred:
+        """Several records at server time in one batch (a stream's buffer of
+        lines): Deferred[list of Ack or StoreError], one per record in order,
+        once the batch is committed; a failed commit fails the Deferred."""
+        if store.gate is not None:
+            d: defer.Deferred = defer.Deferred()
+            store.gate.addBoth(lambda r: (d.callback(None), r)[1])
+            return d.addCallback(lambda _: self.write_many(store, datas))
+        if store.deleted:
+            return defer.succeed([StoreError(500, "store is closed")] * len(datas))
+        ring, dtype, clock = store.ring, store.data_type, self.clock_ns
+        results: list[Any] = []
+        records = []
+        reclaim = None
+        for data in datas:
+            time_ns = max(clock(), ring.newest_ns + 1)
+            try:
+                placed = ring.place(time_ns, len(data))
+            except RingError as e:
+                results.append(StoreError(500, str(e)))
+                continue
+            if placed.reclaim_ns is not None:
+                reclaim = placed.reclaim_ns
+            records.append(Record(time_ns, data, dtype, placed.block))
+            results.append(Ack(time_ns, placed.block, len(data)))
+        if not records:
+            return defer.succeed(results)
+        d = self.core.ingest.submit(Batch(records=records, reclaim_ns=reclaim),
+                                    store.principal, PROTOCOL)
+        return d.addCallback(lambda _: results)
+
     # -- reset and delete ----------------------------------------------------------
 
     async def _quiesce(self, store: Store) -> defer.Deferred:

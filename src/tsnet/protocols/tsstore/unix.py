@@ -89,6 +89,7 @@ class SocketProtocol(FlowControlled, Protocol, TimeoutMixin):
         self._replies: deque[Any] = deque()  # bytes, or a Deferred of bytes, in order
         self._closing = False
         self._write_full = False  # the transport's send buffer is full
+        self._group = _Group()  # the record lines of the buffer being read
 
     def connectionMade(self) -> None:
         f = self.factory
@@ -119,6 +120,8 @@ class SocketProtocol(FlowControlled, Protocol, TimeoutMixin):
             tail, self._buf = self._buf, b""
             if tail:
                 self._line(tail)
+            if self._store is not None:
+                self._submit()
             if self._authing:  # the AUTH reply is still to come: then close
                 self._early.append(b"QUIT")
             else:
@@ -146,9 +149,12 @@ class SocketProtocol(FlowControlled, Protocol, TimeoutMixin):
                 self._refuse(b"ERROR line too long\n")
                 return
             self._line(line)
+        self._submit()
         self._flush()
 
     def _refuse(self, reply: bytes) -> None:
+        if self._store is not None:
+            self._submit()
         self._replies.append(reply)
         self._closing = True
         self._flush()
@@ -178,10 +184,20 @@ class SocketProtocol(FlowControlled, Protocol, TimeoutMixin):
         except SchemaError as e:
             self._replies.append(f"ERROR schema validation failed: {e}\n".encode())
             return
-        d = self.factory.stores.write(store, line, None)
-        d.addCallbacks(lambda ack: b"OK %d\n" % ack.timestamp, _store_failed)
-        self._replies.append(d)
-        d.addCallback(self._answered)
+        slot = _Slot(self._group, len(self._group.datas))
+        self._group.datas.append(line)
+        self._replies.append(slot)
+
+    def _submit(self) -> None:
+        """Write the lines of this buffer in one batch (`Stores.write_many`)."""
+        group = self._group
+        if not group.datas:
+            return
+        self._group = _Group()
+        d = self.factory.stores.write_many(self._store, group.datas)
+        d.addCallbacks(group.settled, group.failed)
+        d.addCallback(lambda _: self._flush())
+        d.addErrback(lambda f: log.failure("answering unix socket lines failed", f))
         if len(self._replies) > MAX_PENDING:
             self._recheck()
 
@@ -209,6 +225,7 @@ class SocketProtocol(FlowControlled, Protocol, TimeoutMixin):
             if self._closing:
                 break
             self._line(line)
+        self._submit()
         self._recheck()
         self._flush()
 
@@ -219,22 +236,16 @@ class SocketProtocol(FlowControlled, Protocol, TimeoutMixin):
             log.failure("authenticating a unix socket client failed", f)
         self._refuse(b"ERROR authentication failed\n")
 
-    def _answered(self, reply: bytes) -> bytes:
-        self._flush()
-        return reply
-
     def _flush(self) -> None:
         """Write every reply at the head that is ready, in order."""
         out = []
         replies = self._replies
         while replies:
             head = replies[0]
-            if isinstance(head, defer.Deferred):
-                if not head.called:
+            if isinstance(head, _Slot):
+                if head.group.replies is None:
                     break
-                result = head.result
-                head.addErrback(lambda _: None)
-                out.append(result if isinstance(result, bytes) else b"ERROR internal error\n")
+                out.append(head.group.replies[head.index])
             else:
                 out.append(head)
             replies.popleft()
@@ -244,6 +255,33 @@ class SocketProtocol(FlowControlled, Protocol, TimeoutMixin):
             self._recheck()
         if self._closing and not replies and self.transport is not None:
             self.transport.loseConnection()
+
+
+class _Group:
+    """Record lines written in one batch, and their replies once committed."""
+
+    __slots__ = ("datas", "replies")
+
+    def __init__(self) -> None:
+        self.datas: list[bytes] = []
+        self.replies: list[bytes] | None = None
+
+    def settled(self, results: list[Any]) -> None:
+        self.replies = [b"OK %d\n" % r.timestamp if not isinstance(r, StoreError)
+                        else f"ERROR store failed: {r.message}\n".encode() for r in results]
+
+    def failed(self, f: Any) -> None:
+        self.replies = [_store_failed(f)] * len(self.datas)
+
+
+class _Slot:
+    """A reply still to come: line ``index`` of ``group``."""
+
+    __slots__ = ("group", "index")
+
+    def __init__(self, group: _Group, index: int) -> None:
+        self.group = group
+        self.index = index
 
 
 class _SendBuffer:
