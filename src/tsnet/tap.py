@@ -35,6 +35,6 @@ def makeService(options: Options) -> Any:
     from tsnet.service import TsnetService
 
     try:
-        return TsnetService(options.config, options.plugins, reactor)
+        return TsnetService(options.config, options.plugins, reactor, freeze_gc=True)
     except ConfigError as e:
         raise SystemExit(f"tsnet: {e}") from None
