@@ -391,8 +391,8 @@ class SqliteEngine:
         thread, if that can be done at once; False (nothing done) if not.
 
         At once means: the batch is only samples and fits the pending log
-        without a fold (or it is only a few records, written as they are), no thread holds the engine, and no process holds the
-        database's write lock.  The commit is then a WAL append of one row with
+        without a fold (or it is only a few records, written as they are), no
+        thread holds the engine, and no process holds the database's write lock.  The commit is then a WAL append of one row with
         no fsync and no checkpoint, tens of microseconds, so a server may run it
         on its reactor rather than pay two thread switches per HTTP request."""
         db = self._now_db
