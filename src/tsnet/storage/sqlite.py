@@ -392,9 +392,10 @@ class SqliteEngine:
 
         At once means: the batch is only samples and fits the pending log
         without a fold (or it is only a few records, written as they are), no
-        thread holds the engine, and no process holds the database's write lock.  The commit is then a WAL append of one row with
-        no fsync and no checkpoint, tens of microseconds, so a server may run it
-        on its reactor rather than pay two thread switches per HTTP request."""
+        thread holds the engine, and no process holds the database's write lock.
+        The commit is then a WAL append with no fsync and no checkpoint, tens
+        of microseconds, so a server may run it on its reactor rather than pay
+        two thread switches per HTTP request."""
         db = self._now_db
         if db is None or not self.lock.acquire(blocking=False):
             return False
