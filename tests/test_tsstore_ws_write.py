@@ -124,9 +124,10 @@ def ws_connect(address: str, headers: dict | None = None, tls: Any = None) -> de
     return factory.opened
 
 
-def server_side(store: str = "s1") -> list[Any]:
+def server_side(server: Any, store: str = "s1") -> list[Any]:
     """The open writers of ``store``."""
-    return [p for p in list(ws_write.OPEN) if p.store.name == store]
+    writers = server.core.plugins["tsstore"].stores_for(server.core).writers
+    return [p for p in list(writers) if p.store.name == store]
 
 
 HANDSHAKE = ("GET /api/stores/{store}/ws/write{query} HTTP/1.1\r\nHost: x\r\n"
@@ -173,7 +174,7 @@ def test_store_key_refusals_are_plain_401s_without_an_upgrade(make_server: Any) 
         assert headers["access-control-allow-credentials"] == "true"
         assert "sec-websocket-accept" not in headers
         assert json.loads(body) == {"error": message}
-    assert server_side() == []
+    assert server_side(server) == []
 
 
 @pytest_twisted.inlineCallbacks
@@ -479,11 +480,11 @@ def test_ping_close_and_an_oversized_message(make_server: Any) -> None:
     c.sendPing(b"hello?")
     yield wait_for(lambda: c.factory.pongs)
     assert c.factory.pongs == [b"hello?"]
-    assert len(server_side()) == 1
+    assert len(server_side(server)) == 1
     c.sendClose(1000)
     yield wait_for(lambda: c.factory.closed)
     assert c.factory.closed == [1000]
-    yield wait_for(lambda: not server_side())
+    yield wait_for(lambda: not server_side(server))
     big = yield ws_connect(url(server, key=key))
     big.sendMessage(b'{"data":"' + b"x" * (1024 * 1024) + b'"}')  # over 1 MiB
     yield wait_for(lambda: big.factory.closed)
@@ -494,7 +495,7 @@ def test_ping_close_and_an_oversized_message(make_server: Any) -> None:
     assert (yield again.wait(1))[0]["type"] == "ack"
     again.sendCloseFrame(code=1001, isReply=False)  # going away (sendClose refuses 1001)
     yield wait_for(lambda: again.factory.closed)
-    yield wait_for(lambda: not server_side())
+    yield wait_for(lambda: not server_side(server))
 
 
 @pytest_twisted.inlineCallbacks
@@ -652,7 +653,7 @@ def test_a_client_that_never_reads_is_paused_not_buffered(make_server: Any, watc
     key = yield create(server, "s1", "schema", schema=SCHEMA)
     raw = yield raw_writer(server, key)
     raw.transport.pauseProducing()  # from now on the client reads nothing
-    [proto] = server_side()
+    [proto] = server_side(server)
     # each error frame repeats the 8 kB field name: 16 MB of replies nobody reads
     bad = raw.frame(json.dumps({"data": {"k" * 8000: 1}}).encode())
     n_bad, n_good = 2000, 500
@@ -688,7 +689,7 @@ def test_a_full_write_queue_pauses_the_writers(make_server: Any) -> None:
     ingest = server.core.ingest
     ingest.high_watermark, ingest.low_watermark = 20, 5
     c = yield ws_connect(url(server, key=key))
-    [proto] = server_side()
+    [proto] = server_side(server)
     for i in range(1, 301):
         c.send({"timestamp": i, "data": i})
     replies = yield c.wait(300)
@@ -708,7 +709,7 @@ def test_too_many_uncommitted_replies_pause_reading(make_server: Any) -> None:
     total = 3000
     for i in range(total):
         c.send({"timestamp": i + 1, "data": i})
-    [proto] = server_side()
+    [proto] = server_side(server)
     yield wait_for(lambda: proto.paused)
     yield sleep(0.3)
     assert proto.paused and proto.pending == proto.messages == len(held)

@@ -19,6 +19,7 @@ import hashlib
 import hmac
 import time
 import uuid
+import weakref
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import cached_property
@@ -171,6 +172,8 @@ class Stores:
         self._opening: dict[str, list[defer.Deferred]] = {}
         self.on_open: list[Callable[[Store], Any]] = []
         self.on_close: list[Callable[[Store], Any]] = []
+        #: the open WebSocket writers (debugging and tests look here)
+        self.writers: weakref.WeakSet = weakref.WeakSet()
 
     # -- the catalog -----------------------------------------------------------
 

@@ -43,7 +43,6 @@ gojson's `decode_envelope`; the replies of one commit leave in one write.
 from __future__ import annotations
 
 import re
-import weakref
 from collections import deque
 from typing import Any
 
@@ -70,8 +69,6 @@ log = Logger(namespace="tsnet.tsstore.ws")
 DEFAULT_MAX_PENDING = 1000
 UNAVAILABLE = "storage unavailable, retry later"
 MISSING_JSON = "unexpected end of JSON input"
-#: the open writers of every server in this process (tests and debugging look here)
-OPEN: weakref.WeakSet[WriteProtocol] = weakref.WeakSet()
 
 
 def ack_reply(timestamp: int, block_num: int, size: int) -> bytes:
@@ -207,7 +204,7 @@ class WriteProtocol(WebSocketServerProtocol):
 
     def onOpen(self) -> None:
         self.max_pending = getattr(self.factory, "max_pending", DEFAULT_MAX_PENDING)
-        OPEN.add(self)
+        self.stores.writers.add(self)
         producer = _Flow(self, "_blocked")
         try:
             self.transport.registerProducer(producer, True)
@@ -224,7 +221,7 @@ class WriteProtocol(WebSocketServerProtocol):
             if call is not None and call.active():
                 call.cancel()
         self._flushing = self._poll = None
-        OPEN.discard(self)
+        self.stores.writers.discard(self)
         if self._ingest_flow is not None:
             self.core.ingest.unregisterProducer(self._ingest_flow)
             self._ingest_flow = None
