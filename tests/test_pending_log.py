@@ -237,13 +237,67 @@ async def test_requests_arriving_together_share_a_commit(make_server: Any) -> No
 
     from twisted.internet import reactor
 
+    def next_turn() -> defer.Deferred:
+        later: defer.Deferred = defer.Deferred()
+        reactor.callLater(0, lambda: ingest.submit(batch(T0 + 5), who, "test").chainDeferred(
+            later))
+        return later
+
     await ingest.submit(batch(T0), who, "test")
     await defer.gatherResults([ingest.submit(batch(T0 + i), who, "test") for i in (1, 2, 3)])
     # a request of the next turn still joins, as long as requests keep coming
-    later: list[defer.Deferred] = []
-    first = ingest.submit(batch(T0 + 4), who, "test")
-    reactor.callLater(0, lambda: later.append(ingest.submit(batch(T0 + 5), who, "test")))
-    await first
-    await later[0]
+    await defer.gatherResults([ingest.submit(batch(T0 + 4), who, "test"), next_turn()])
     path = server.core.storages.backend("default").path
     assert _raw(path, "SELECT points FROM pending ORDER BY id") == [(1,), (3,), (2,)]
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_lone_client_does_not_wait_for_company(make_server: Any) -> None:
+    """Group commit adapts: after a commit with one waiter, a lone request is
+    written in the turn it arrived; after one with several, it waits for the
+    next turn's; every LONE_PROBE-th lone request waits anyway."""
+    from twisted.internet import reactor
+
+    from tsnet.ingest import LONE_PROBE
+    from tsnet.model import Batch, SampleSet, anonymous
+    from tsnet.testing.fixtures import BASE_CONFIG
+
+    server = await make_server(BASE_CONFIG)
+    ingest = server.core.ingest
+    who = anonymous("default")
+    t = iter(range(T0, T0 + 1000))
+
+    def submit() -> defer.Deferred:
+        s = SampleSet()
+        s.add(CPU, next(t), 1)
+        return ingest.submit(Batch(samples=s), who, "test")
+
+    def next_turn() -> defer.Deferred:
+        later: defer.Deferred = defer.Deferred()
+        reactor.callLater(0, lambda: submit().chainDeferred(later))
+        return later
+
+    path = server.core.storages.backend("default").path
+
+    def commits() -> list[int]:
+        return [p for (p,) in _raw(path, "SELECT points FROM pending ORDER BY id")]
+
+    await submit()  # the first waits a turn; nobody comes
+    # lone now: the request of the next turn gets a commit of its own
+    await defer.gatherResults([submit(), next_turn()])
+    # two in one turn wait for company, and the next turn's request joins them
+    await defer.gatherResults([submit(), submit(), next_turn()])
+    # a commit with company: a lone request waits for the next turn's again
+    await defer.gatherResults([submit(), next_turn()])
+    assert commits() == [1, 1, 1, 3, 2]
+    await submit()  # alone (it waited, as above): lone again
+    await submit()  # (an odd count of lone requests so far: a pair's first is a probe)
+    before = len(commits())
+    for _ in range(LONE_PROBE + 1):
+        await defer.gatherResults([submit(), next_turn()])
+    probed = commits()[before:]
+    # pairs are written one by one until a pair's first request is a probe,
+    # waits, and finds the second; from then on they share commits
+    first = probed.index(2)
+    assert 2 <= first <= 2 * LONE_PROBE and set(probed[:first]) == {1}, probed
+    assert set(probed[first:]) == {2}, probed

@@ -46,7 +46,7 @@ class Metrics:
         # labelled children by protocol: labels() costs microseconds, and the
         # HTTP path bumps these once per request
         self._received: dict[str, Any] = {}
-        self._written: dict[str, Any] = {}
+        self._written: dict[Any, Any] = {}  # protocol, or (protocol, item kind)
 
     def received(self, protocol: str, n: int) -> None:
         if n:
@@ -63,7 +63,11 @@ class Metrics:
             c.inc(points)
         for kind, n in items.items():
             if n:
-                self.items_written.labels(protocol, KIND_LABELS.get(kind, kind)).inc(n)
+                c = self._written.get((protocol, kind))
+                if c is None:
+                    c = self._written[(protocol, kind)] = self.items_written.labels(
+                        protocol, KIND_LABELS.get(kind, kind))
+                c.inc(n)
 
     def rejected(self, protocol: str, reason: str, n: int = 1) -> None:
         if n:

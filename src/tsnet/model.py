@@ -260,20 +260,24 @@ class Batch:
         )
 
 
-def _batch_id() -> str:
-    return uuid.uuid4().hex
-
-
 @dataclass
 class WriteBatch:
     """What a storage backend commits in one transaction: items per solution.
 
     ``id`` is unique to this batch and stays the same when the write queue
     retries it after a fault, so a backend that cannot commit atomically
-    everywhere (Redis shards) can make a retry skip what was committed."""
+    everywhere (Redis shards) can make a retry skip what was committed.  It is
+    made when first asked for: the write queue makes a batch per commit, and
+    only such a backend needs one."""
 
     by_solution: dict[str, Batch] = field(default_factory=dict)
-    id: str = field(default_factory=_batch_id, compare=False)
+    _id: str | None = field(default=None, compare=False, repr=False)
+
+    @property
+    def id(self) -> str:
+        if self._id is None:
+            self._id = uuid.uuid4().hex
+        return self._id
 
     def for_solution(self, solution: str) -> Batch:
         b = self.by_solution.get(solution)
