@@ -50,7 +50,7 @@ def test_defaults_and_relative_paths(tmp_path: Path, plugins: dict) -> None:
     t = cfg.listeners["t"]
     assert (t.auth, t.solution, t.kind) == ("none", "default", "stream")
     assert t.options == {"close_on_error": False, "max_body": 8 * 1024 * 1024}
-    assert cfg.listeners["u"].endpoint == f"unix:{tmp_path}/sock/t.sock"
+    assert cfg.listeners["u"].endpoint == f"unix:{tmp_path}/sock/t.sock:mode=660"
 
 
 @pytest.mark.parametrize(
@@ -67,7 +67,8 @@ def test_defaults_and_relative_paths(tmp_path: Path, plugins: dict) -> None:
          "[listener:a] protocol: no installed plugin provides 'nosuch' (installed: "),
         ("[listener:a]\nprotocol = opentsdb\nendpoint = tcp:nope\n", "[listener:a] endpoint:"),
         ("[listener:a]\nprotocol = opentsdb\nendpoint = carrier:pigeon\n",
-         "[listener:a] endpoint:"),
+         "[listener:a] endpoint: 'carrier:pigeon': the endpoint kinds are tcp:, tcp6:, "
+         "ssl:, unix: and udp:"),
         ("[listener:a]\nprotocol = opentsdb\nendpoint = udp:9\n",
          "cannot listen on udp endpoints"),
         ("[listener:a]\nprotocol = opentsdb\nendpoint = tcp:0\ncolour = red\n",
@@ -132,6 +133,95 @@ def test_listeners_default_to_loopback(tmp_path: Path, plugins: dict) -> None:
         """), plugins)
     assert cfg.listeners["a"].endpoint == "tcp:4242:interface=127.0.0.1"
     assert cfg.listeners["b"].endpoint == "tcp:4243:interface=0.0.0.0"
+
+
+def endpoint_of(tmp_path: Path, plugins: dict, endpoint: str) -> str:
+    return load_config(write(tmp_path, f"""
+        [listener:a]
+        protocol = opentsdb
+        endpoint = {endpoint}
+        """), plugins).listeners["a"].endpoint
+
+
+@pytest.mark.parametrize(("endpoint", "normalised"), [
+    ("tcp:4242", "tcp:4242:interface=127.0.0.1"),
+    ("tcp:port=4242", "tcp:4242:interface=127.0.0.1"),
+    ("TCP:4242", "tcp:4242:interface=127.0.0.1"),
+    ("tcp:4242:0.0.0.0", "tcp:4242:interface=0.0.0.0"),  # Twisted's positional interface
+    ("tcp:4242:backlog=10", "tcp:4242:interface=127.0.0.1:backlog=10"),
+    ("tcp6:4242", "tcp6:4242:interface=\\:\\:1"),
+    ("TCP6:4242", "tcp6:4242:interface=\\:\\:1"),
+    ("tcp6:4242:5", "tcp6:4242:interface=\\:\\:1:backlog=5"),  # tcp6's 2nd is backlog
+    ("tcp6:4242:interface=\\:\\:", "tcp6:4242:interface=\\:\\:"),
+])
+def test_every_ip_endpoint_defaults_to_loopback(tmp_path: Path, plugins: dict, endpoint: str,
+                                                normalised: str) -> None:
+    assert endpoint_of(tmp_path, plugins, endpoint) == normalised
+
+
+def test_ssl_defaults_to_loopback_and_absolute_paths(tmp_path: Path, plugins: dict) -> None:
+    from tests.helpers.certs import make_certs
+
+    make_certs(tmp_path / "tls")
+    got = endpoint_of(tmp_path, plugins, "ssl:4243:privatekey=tls/server.key:"
+                                         "certKey=tls/server.pem")
+    key, cert = tmp_path / "tls" / "server.key", tmp_path / "tls" / "server.pem"
+    assert got == f"ssl:4243:interface=127.0.0.1:privateKey={key}:certKey={cert}"
+    explicit = f"ssl:4243:interface=0.0.0.0:privateKey={key}:certKey={cert}"
+    assert endpoint_of(tmp_path, plugins, explicit) == explicit
+
+
+@pytest.mark.parametrize(("endpoint", "normalised"), [
+    ("unix:s.sock", "unix:{d}/s.sock:mode=660"),
+    ("unix:address=s.sock", "unix:{d}/s.sock:mode=660"),
+    ("unix:s.sock:mode=600", "unix:{d}/s.sock:mode=600"),
+    ("unix:s.sock:mode=0666:lockfile=0", "unix:{d}/s.sock:mode=0666:lockfile=0"),
+    ("unix:/tmp/s.sock:640", "unix:/tmp/s.sock:mode=640"),  # Twisted's positional mode
+])
+def test_unix_sockets_default_to_0660(tmp_path: Path, plugins: dict, endpoint: str,
+                                      normalised: str) -> None:
+    assert endpoint_of(tmp_path, plugins, endpoint) == normalised.format(d=tmp_path)
+
+
+@pytest.mark.parametrize(("endpoint", "message"), [
+    ("tcp6:4242:interface=", "interface= is empty"),
+    ("tcp:4242:interface=", "interface= is empty"),
+    ("tcp:4242:colour=red", "unknown argument 'colour' of tcp: (it takes port, interface, "
+                            "backlog)"),
+    ("tcp:4242:127.0.0.1:10:extra", "too many arguments"),
+    ("tcp:4242:0.0.0.0:interface=127.0.0.1", "interface is given twice"),
+    ("tcp:4242:backlog=many", "backlog must be a whole number greater than 0"),
+    ("tcp6:99999", "the port must be a number from 0 to 65535"),
+    ("unix:s.sock:mode=999", "mode must be an octal file mode such as 660"),
+    ("unix:s.sock:mode=7777", "mode must be an octal file mode such as 660"),
+    ("unix:s.sock:lockfile=maybe", "lockfile must be 0 or 1"),
+    ("ssl:4243", "an ssl: endpoint needs privateKey="),
+    ("systemd:domain=INET:index=0", "'systemd:domain=INET:index=0': the endpoint kinds are "
+                                    "tcp:, tcp6:, ssl:, unix: and udp:"),
+    ("haproxy:tcp:4242", "the endpoint kinds are tcp:, tcp6:, ssl:, unix: and udp:"),
+    ("stdio:", "the endpoint kinds are"),
+    ("tls:4242", "the endpoint kinds are"),
+    ("autobahn:tcp\\:4242", "the endpoint kinds are"),
+])
+def test_endpoint_errors(tmp_path: Path, plugins: dict, endpoint: str, message: str) -> None:
+    with pytest.raises(ConfigError) as e:
+        endpoint_of(tmp_path, plugins, endpoint)
+    assert f"[listener:a] endpoint: {endpoint!r}: " in str(e.value)
+    assert message in str(e.value)
+
+
+def test_check_config_names_every_kind(tmp_path: Path) -> None:
+    """The issue's case through the real command: tcp6 passes, bound to ::1."""
+    from tsnet.testing.process import tsnet
+
+    ok = write(tmp_path, "[listener:a]\nprotocol = opentsdb\nendpoint = tcp6:4242\n")
+    assert tsnet(Path(ok), "check-config").returncode == 0
+    bad = tmp_path / "bad.ini"
+    bad.write_text("[listener:a]\nprotocol = opentsdb\nendpoint = systemd:domain=INET:index=0\n")
+    p = tsnet(bad, "check-config", check=False)
+    assert p.returncode == 1
+    assert "the endpoint kinds are tcp:, tcp6:, ssl:, unix: and udp:" in p.stderr
+    assert "Traceback" not in p.stderr
 
 
 def test_udp_endpoints() -> None:

@@ -68,6 +68,14 @@ def positive_int(text: str) -> int:
     return v
 
 
+def non_negative_int(text: str) -> int:
+    """A whole number, 0 or more."""
+    v = int(text)
+    if v < 0:
+        raise ValueError(f"must be a whole number, 0 or more, got {text!r}")
+    return v
+
+
 def word_list(text: str) -> list[str]:
     """Names separated by spaces or commas."""
     return text.replace(",", " ").split()
@@ -105,6 +113,16 @@ TSNET_KEYS: dict[str, Key] = {
     "auth_refresh": Key(positive_float, 2.0, "seconds between checks for token changes"),
     "compact_interval": Key(non_negative_float, 10.0,
                             "seconds between chunk compactions (0: never)"),
+    "max_query_points": Key(positive_int, 10_000_000,
+                            "points one read request may read from storage"),
+    "max_query_buckets": Key(positive_int, 1_000_000,
+                             "downsampling buckets one read request may compute"),
+    "max_query_output": Key(positive_int, 1_000_000,
+                            "points (or names, series) one read reply may carry"),
+    "query_timeout": Key(positive_float, 30.0,
+                         "seconds a read request may run before its work is stopped"),
+    "max_pattern_length": Key(positive_int, 4096,
+                              "characters of a query's regexp or wildcard filter"),
 }
 
 #: keys of every [storage:*] section; each backend adds its own (`storage_keys`)
@@ -114,11 +132,25 @@ STORAGE_KEYS: dict[str, Key] = {
 
 LISTENER_KEYS: dict[str, Key] = {
     "protocol": Key(str, doc="the protocol family (an installed plugin)"),
-    "endpoint": Key(str, doc="a Twisted endpoint string, or udp:PORT[:interface=IP]"),
+    "endpoint": Key(str, doc="a tcp:, tcp6:, ssl: or unix: Twisted endpoint string (on "
+                             "loopback, a socket mode 660, unless it says), or "
+                             "udp:PORT[:interface=IP]"),
     "auth": Key(one_of("none", "token"), "none", "none, or token: a token is required"),
     "solution": Key(solution_name, None, "with auth = none, the solution of every item"),
     "max_connections": Key(positive_int, 1024, "open connections accepted at once"),
     "idle_timeout": Key(non_negative_float, 300.0, "seconds before an idle connection closes"),
+    "max_connections_per_address": Key(non_negative_int, 256,
+                                       "connections accepted at once from one client IP "
+                                       "(0: no cap; Unix sockets have no address)"),
+    "request_timeout": Key(non_negative_float, 30.0,
+                           "seconds an HTTP request (head and body) may take to arrive "
+                           "from its first byte, plus min_rate's allowance (0: no limit)"),
+    "line_timeout": Key(non_negative_float, 30.0,
+                        "seconds a line of a line protocol may take to arrive from its "
+                        "first byte, plus min_rate's allowance (0: no limit)"),
+    "min_rate": Key(non_negative_float, 500.0,
+                    "bytes a second that earn a request or line one more second past "
+                    "its timeout (0: none)"),
 }
 
 
@@ -154,6 +186,10 @@ class Listener:
     solution: str = "default"
     max_connections: int = 1024
     idle_timeout: float = 300.0
+    max_connections_per_address: int = 256
+    request_timeout: float = 30.0
+    line_timeout: float = 30.0
+    min_rate: float = 500.0
     options: dict[str, Any] = field(default_factory=dict)  # the family's own keys
 
     @property
@@ -178,6 +214,11 @@ class Config:
     storage_wait: float = 10.0
     auth_refresh: float = 2.0
     compact_interval: float = 10.0
+    max_query_points: int = 10_000_000
+    max_query_buckets: int = 1_000_000
+    max_query_output: int = 1_000_000
+    query_timeout: float = 30.0
+    max_pattern_length: int = 4096
     storages: dict[str, StorageConfig] = field(default_factory=dict)
     listeners: dict[str, Listener] = field(default_factory=dict)
     sections: dict[str, dict[str, Any]] = field(default_factory=dict)  # plugin sections
@@ -199,8 +240,28 @@ def parse_udp_endpoint(text: str) -> tuple[int, str]:
     return int(m.group(1)), m.group(2) or "127.0.0.1"
 
 
-def _split_endpoint(text: str) -> list[str]:
-    """Split an endpoint string on unescaped colons, keeping the escapes."""
+#: the arguments of each stream kind, in the order Twisted's serverFromString
+#: takes them without names (so ``tcp:4242:0.0.0.0`` names an interface, and
+#: ``tcp6:4242:5`` a backlog); every other kind it knows (systemd:, stdio:,
+#: haproxy:, plugins' kinds) is refused: none of them is loopback by default
+STREAM_ARGS: dict[str, tuple[str, ...]] = {
+    "tcp": ("port", "interface", "backlog"),
+    "tcp6": ("port", "backlog", "interface"),
+    "ssl": ("port", "privateKey", "certKey", "sslmethod", "interface", "backlog",
+            "extraCertChain", "dhParameters"),
+    "unix": ("address", "mode", "backlog", "lockfile"),
+}
+#: where an IP listener without ``interface=`` listens: loopback only
+LOOPBACK = {"tcp": "127.0.0.1", "tcp6": "::1", "ssl": "127.0.0.1"}
+#: the mode of a unix: socket without ``mode=``: its owner and group (Twisted's is 666)
+UNIX_MODE = "660"
+_PATH_ARGS = frozenset({"address", "privateKey", "certKey", "extraCertChain", "dhParameters"})
+_KINDS = "tcp:, tcp6:, ssl:, unix: and udp:"
+_OCTAL_MODE = re.compile(r"(0o?)?[0-7]{1,3}\Z")
+
+
+def _split_unescaped(text: str, sep: str, limit: int = -1) -> list[str]:
+    """Split on ``sep`` where no backslash escapes it, keeping the escapes."""
     parts, cur, i = [], [], 0
     while i < len(text):
         c = text[i]
@@ -208,9 +269,10 @@ def _split_endpoint(text: str) -> list[str]:
             cur.append(text[i : i + 2])
             i += 2
             continue
-        if c == ":":
+        if c == sep and limit != 0:
             parts.append("".join(cur))
             cur = []
+            limit -= 1
         else:
             cur.append(c)
         i += 1
@@ -218,66 +280,103 @@ def _split_endpoint(text: str) -> list[str]:
     return parts
 
 
-_PATH_ARGS = {"privatekey", "certkey", "extracertchain", "dhparameters", "cacertsdir", "address"}
+def _unescape(text: str) -> str:
+    return re.sub(r"\\(.)", r"\1", text, flags=re.DOTALL)
 
 
-def _absolutize(text: str, base: str) -> str:
-    """Make the file arguments of tcp/ssl/unix endpoint strings relative to ``base``."""
-    parts = _split_endpoint(text)
-    kind = parts[0].lower()
+def _escape(text: str) -> str:
+    """As Twisted's endpoint strings need: ``\\``, ``:`` and ``=`` escaped."""
+    return re.sub(r"([\\:=])", r"\\\1", text)
 
-    def fix(p: str) -> str:
-        return p if os.path.isabs(p) else os.path.join(base, p).replace(":", "\\:")
 
-    out = [parts[0]]
-    for i, p in enumerate(parts[1:]):
-        k, eq, v = p.partition("=")
-        if eq and k.lower() in _PATH_ARGS and (kind in ("ssl", "unix")):
-            out.append(f"{k}={fix(v)}")
-        elif not eq and kind == "unix" and i == 0:
-            out.append(fix(p))
+def stream_arguments(text: str) -> tuple[str, dict[str, str]]:
+    """``KIND:ARGS`` -> (kind, {argument name: value as written, escapes
+    kept}), arguments without a name named as Twisted names them; ValueError
+    for a kind that is not tcp:, tcp6:, ssl: or unix:, an unknown argument,
+    one given twice or too many."""
+    kind, *parts = _split_unescaped(text, ":")
+    kind = kind.lower()
+    names = STREAM_ARGS.get(kind)
+    if names is None:
+        raise ValueError(f"{text!r}: the endpoint kinds are {_KINDS}")
+    canonical = {n.lower(): n for n in names}
+    args: dict[str, str] = {}
+    positional = iter(names)
+    for part in filter(None, parts):
+        key, *value = _split_unescaped(part, "=", 1)
+        if value:
+            name = canonical.get(key.strip().lower())
+            if name is None:
+                raise ValueError(f"{text!r}: unknown argument {key!r} of {kind}: "
+                                 f"(it takes {', '.join(names)})")
         else:
-            out.append(p)
-    return ":".join(out)
+            name = next(positional, None)
+            if name is None:
+                raise ValueError(f"{text!r}: too many arguments for {kind}: "
+                                 f"(it takes {', '.join(names)})")
+            value = [key]
+        if name in args:
+            raise ValueError(f"{text!r}: {name} is given twice")
+        args[name] = value[0]
+    return kind, args
+
+
+def _check_stream_arguments(text: str, kind: str, args: dict[str, str], base: str) -> None:
+    """Validate ``args`` in place: paths made absolute, loopback and mode defaults."""
+    for name in _PATH_ARGS & args.keys():
+        path = _unescape(args[name])
+        if path:
+            args[name] = _escape(os.path.normpath(os.path.join(base, path)))
+    if "backlog" in args and not (args["backlog"].isdigit() and int(args["backlog"]) > 0):
+        raise ValueError(f"{text!r}: backlog must be a whole number greater than 0, "
+                         f"not {args['backlog']!r}")
+    if kind == "unix":
+        path = _unescape(args.get("address", ""))
+        if not path:
+            raise ValueError(f"{text!r}: a unix: endpoint needs a socket path")
+        folder = os.path.dirname(path)
+        if not os.path.isdir(folder):
+            raise ValueError(f"{text!r}: the folder of the socket, {folder}, does not exist")
+        mode = args.setdefault("mode", UNIX_MODE)
+        if not _OCTAL_MODE.match(mode):
+            raise ValueError(f"{text!r}: mode must be an octal file mode such as 660, "
+                             f"not {mode!r}")
+        if args.get("lockfile", "0") not in ("0", "1"):
+            raise ValueError(f"{text!r}: lockfile must be 0 or 1, not {args['lockfile']!r}")
+        return
+    port = args.get("port", "")
+    if not (port.isdigit() and int(port) <= 65535):
+        raise ValueError(f"{text!r}: the port must be a number from 0 to 65535, not {port!r}")
+    if "interface" not in args:
+        args["interface"] = _escape(LOOPBACK[kind])  # unless the config says otherwise
+    elif not _unescape(args["interface"]).strip():
+        raise ValueError(f"{text!r}: interface= is empty; to listen on every address, "
+                         f"say so: interface=0.0.0.0 (tcp6: interface=\\:\\:)")
+    if kind == "ssl" and not args.get("privateKey"):
+        raise ValueError(f"{text!r}: an ssl: endpoint needs privateKey=KEY.pem (and "
+                         f"certKey=CERT.pem unless the key file holds the certificate too)")
 
 
 def check_endpoint(text: str, base: str, reactor: Any = None) -> tuple[str, str]:
-    """Validate an endpoint string; returns (kind, normalised text)."""
+    """Validate an endpoint string; returns (kind, normalised text): named
+    arguments, absolute paths, and the safe defaults written out (tcp:, tcp6:
+    and ssl: on loopback, unix: sockets mode 660)."""
     text = text.strip()
     if text.lower().startswith("udp:"):
         parse_udp_endpoint(text)
         return "udp", text
     from twisted.internet.endpoints import serverFromString
 
-    kind = text.split(":", 1)[0].lower()
-    if kind not in ("tcp", "ssl", "unix", "tcp6"):
-        raise ValueError(f"{text!r}: the endpoint kinds are tcp:, ssl:, unix: and udp:")
-    text = _absolutize(text, base)
-    parts = _split_endpoint(text)
-    if kind in ("tcp", "ssl", "tcp6"):
-        port = next((p for p in parts[1:] if "=" not in p),
-                    next((p.split("=", 1)[1] for p in parts[1:]
-                          if p.lower().startswith("port=")), ""))
-        if not (port.isdigit() and int(port) <= 65535):
-            raise ValueError(f"{text!r}: the port must be a number from 0 to 65535, "
-                             f"not {port!r}")
-    if kind == "unix":
-        path = next((p for p in parts[1:] if "=" not in p),
-                    next((p.split("=", 1)[1] for p in parts[1:]
-                          if p.lower().startswith("address=")), ""))
-        folder = os.path.dirname(path.replace("\\:", ":"))
-        if not path:
-            raise ValueError(f"{text!r}: a unix: endpoint needs a socket path")
-        if not os.path.isdir(folder):
-            raise ValueError(f"{text!r}: the folder of the socket, {folder}, does not exist")
-    if kind in ("tcp", "ssl") and not any(
-        p.lower().startswith("interface=") for p in parts[1:]
-    ):
-        text += ":interface=127.0.0.1"  # loopback unless the config says otherwise
+    kind, args = stream_arguments(text)
+    _check_stream_arguments(text, kind, args, base)
+    first = "address" if kind == "unix" else "port"
+    order = [first, "interface", *(n for n in STREAM_ARGS[kind] if n not in (first, "interface"))]
+    normalised = ":".join([kind, args[first],
+                           *(f"{n}={args[n]}" for n in order[1:] if n in args)])
     # Parsing builds the endpoint (and for ssl: loads the certificate) without
     # listening; the reactor is only stored, so a placeholder does for checks.
-    serverFromString(reactor if reactor is not None else object(), text)
-    return "stream", text
+    serverFromString(reactor if reactor is not None else object(), normalised)
+    return "stream", normalised
 
 
 # --- loading --------------------------------------------------------------------
@@ -445,5 +544,9 @@ def _listener(
         solution=vals["solution"] or "default",
         max_connections=vals["max_connections"],
         idle_timeout=vals["idle_timeout"],
+        max_connections_per_address=vals["max_connections_per_address"],
+        request_timeout=vals["request_timeout"],
+        line_timeout=vals["line_timeout"],
+        min_rate=vals["min_rate"],
         options={k: vals[k] for k in extra},
     )
