@@ -3,6 +3,7 @@ auth, spoken to by a real Autobahn client over ws:// and wss:// (verified TLS)."
 
 from __future__ import annotations
 
+import sqlite3
 from pathlib import Path
 from typing import Any
 
@@ -15,9 +16,12 @@ from autobahn.twisted.websocket import (
     connectWS,
 )
 from twisted.internet import defer, ssl
+from twisted.logger import formatEvent
 
 from tests.helpers.certs import make_certs
 from tests.helpers.clients import connect_line, sleep, wait_for
+from tests.helpers.logs import leaks, watching
+from tsnet.http import websocket
 from tsnet.http.websocket import WebSocketResource
 from tsnet.plugin import ProtocolPlugin
 from tsnet.testing.fixtures import make_token
@@ -33,11 +37,16 @@ class WsPlugin(ProtocolPlugin):
     description = "a WebSocket route under test"
     provides_api = True
 
+    def __init__(self) -> None:
+        super().__init__()
+        self.made: list[WebSocketResource] = []  # (tests reach the routes here)
+
     def resources(self, core: Any) -> dict:
         factory = WebSocketServerFactory()
         factory.setProtocolOptions(failByDrop=False)  # a closing handshake, with its code
         factory.protocol = EchoServer
-        return {b"/ws/echo": WebSocketResource(factory, scope="write", max_message=1000)}
+        self.made.append(WebSocketResource(factory, scope="write", max_message=1000))
+        return {b"/ws/echo": self.made[-1]}
 
 
 CONFIG = """
@@ -149,3 +158,33 @@ def test_wss_on_a_tls_listener_with_a_verifying_client(make_server: Any, tmp_pat
     c.sendClose()
     yield wait_for(lambda: c.factory.closed)
     yield wait_for(lambda: connections(server) == 0)
+
+
+@pytest_twisted.inlineCallbacks
+def test_a_token_catalog_that_cannot_be_read_is_a_500_logged_once(make_server: Any) -> None:
+    """The token's row is damaged (its tags are not JSON), so every upgrade's
+    lookup fails: a plain 500 without the decoder's text, and one traceback
+    in the log, then a count, however many clients try."""
+    plugin = WsPlugin()
+    server = yield make_server(CONFIG.format(endpoint="tcp:0:interface=127.0.0.1"),
+                               plugins={"wsecho": plugin})
+    rec, secrets = yield make_token(server, "iot")
+    db = sqlite3.connect(server.core.config.storages["default"].path)
+    db.execute("UPDATE tokens SET tags = 'not json' WHERE id = ?", (rec.id,))
+    db.commit()
+    db.close()
+    n = 12
+    with watching("tsnet.http.websocket") as events:
+        for _ in range(n):
+            c = yield connect_line(server.port("http"))
+            c.send(UPGRADE.format(query="", extra=f"X-API-Key: {secrets['write']}\r\n"))
+            reply = yield c.wait_closed()
+            assert reply.startswith(b"HTTP/1.1 500 ")
+            assert reply.endswith(b"\r\n\r\n500 Internal Server Error\n")
+            assert not leaks(reply) and b"Expecting value" not in reply
+        for resource in plugin.made:
+            resource.bounded.flush()  # (a server's stop would, after the period)
+    assert len(events.failures()) == 1
+    assert formatEvent(events.full(websocket.UPGRADE_FAILURES)[0]) == (
+        "authenticating a WebSocket client failed")
+    assert events.summaries() == [f"{n - 1} more failed WebSocket upgrades in the last 0 s"]

@@ -29,7 +29,8 @@ PINNED = [
     "request_secrets", "send_error", "series_key", "series_lines", "store_line", "word_list",
     "OutboundService", "Target", "WebSocketResource", "client_tls_options", "parse_target",
     "BodyError", "BodyTooLarge", "request_body", "META_KINDS", "check_meta_kind", "check_tags",
-    "series_sort_key", "FlowControlled", "StorageUnavailable", "CommandError",
+    "series_sort_key", "FlowControlled", "StorageUnavailable", "CommandError", "LogBound",
+    "LineDeadline",
 ]
 
 

@@ -208,3 +208,12 @@ async def test_a_client_that_never_reads_is_paused(served: Any) -> None:
         return len(c.lines(sent[0] + 1))
     got = await run(drain)
     assert got >= sent[0]
+
+
+@pytest_twisted.ensureDeferred
+async def test_socket_mode_follows_the_endpoint(make_server: Any, tmp_path: Path) -> None:
+    """0660 unless the endpoint's ``mode=`` says otherwise."""
+    sock = tmp_path / "tsstore.sock"
+    await make_server(tsstore_config(
+        extra=f"[listener:sock]\nprotocol = tsstore\nendpoint = unix:{sock}:mode=600\n"))
+    assert stat.S_IMODE(os.stat(sock).st_mode) == 0o600

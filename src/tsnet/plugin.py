@@ -81,8 +81,10 @@ from tsnet.listeners import (
     ConnectionTracker,
     DatagramListenerService,
     FlowControlled,
+    LineDeadline,
     StreamListenerService,
 )
+from tsnet.logbound import LogBound
 from tsnet.model import (
     INT64_MAX,
     INT64_MIN,
@@ -206,7 +208,9 @@ __all__ = [
     "IStorageBackend",
     "IStorages",
     "Key",
+    "LineDeadline",
     "Listener",
+    "LogBound",
     "Message",
     "Meta",
     "NotFound",

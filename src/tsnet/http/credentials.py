@@ -10,7 +10,6 @@ query argument.  The listener serving the request (``request.channel.site
 from __future__ import annotations
 
 import base64
-import binascii
 from typing import Any
 
 from twisted.internet import defer
@@ -56,8 +55,8 @@ def header_secrets(authorization: str | None, api_key: str | None) -> list[str]:
             try:
                 user, _, password = base64.b64decode(value.strip(), validate=True) \
                     .decode("utf-8").partition(":")
-            except (binascii.Error, UnicodeDecodeError):
-                user = password = ""
+            except ValueError:  # not base64 (binascii.Error), not ASCII, not UTF-8:
+                user = password = ""  # no credentials, as any unreadable one
             from tsnet.auth import basic_secrets
 
             out.extend(basic_secrets(user, password))

@@ -3,7 +3,8 @@
 Routing is by the whole path (a trailing slash ignored), so families whose paths
 share a prefix (`/api/put` and `/api/v1/command`) coexist on one port.  Request
 bodies are capped while they arrive, so a client cannot make the server buffer
-more than ``max_body`` bytes.
+more than ``max_body`` bytes, and each request must arrive whole within the
+listener's ``request_timeout`` (`WebChannel`, and `tsnet.http.lean` in front).
 """
 
 from __future__ import annotations
@@ -11,9 +12,11 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
+from twisted.internet.interfaces import IHalfCloseableProtocol
 from twisted.logger import Logger
-from twisted.web import server
+from twisted.web import http, server
 from twisted.web.resource import IResource, Resource
+from zope.interface import implementer
 
 from tsnet.errors import ConfigError
 from tsnet.http.replies import PLAIN_ERRORS, send_error
@@ -148,12 +151,137 @@ class LimitedRequest(server.Request):
         super().process()
 
 
+def timeout_reply(site: Any, path: bytes) -> bytes:
+    """The whole 408 response (then the connection closes) to a request that
+    did not arrive in time, in the dialect of the route ``path`` names."""
+    router = getattr(site, "resource", None)
+    errors = router.errors_for(path) if hasattr(router, "errors_for") else PLAIN_ERRORS
+    content_type, body = errors.error_reply(408, "Request Timeout")
+    return (b"HTTP/1.1 408 Request Timeout\r\nContent-Type: %s\r\nContent-Length: %d\r\n"
+            b"Connection: close\r\n\r\n%s" % (content_type, len(body), body))
+
+
+#: bytes no header value may hold (RFC 9110 5.5: no controls but HTAB)
+_CONTROLS = bytes(range(0x20)).replace(b"\t", b"") + b"\x7f"
+
+#: digits of the longest Content-Length read as a number (int64's 19)
+MAX_LENGTH_DIGITS = 19
+
+
+@implementer(IHalfCloseableProtocol)
+class WebChannel(http.HTTPChannel):
+    """twisted.web's HTTP/1.1 channel with what a listener needs besides:
+
+    - each request, head and body, must arrive within the site's
+      ``request_timeout`` from its first byte (a `tsnet.listeners.Deadline`,
+      once `watch` gave it a tracker): else 408 and the connection closes;
+    - a client that half-closes gets an answer to every request it sent;
+    - ``Expect: 100-continue`` with a body over the cap is answered 413 at
+      once, not ``100 Continue``;
+    - timed-out clients are not logged one line each.
+    """
+
+    tracker: Any = None  # the listener's ConnectionTracker
+    tracked: Any = None  # the connection it admitted (the front: lean channel, switch)
+    deadline: Any = None
+    _eof = False
+    _refuse_body = False
+
+    def watch(self, tracker: Any, conn: Any, deadline: Any = None) -> None:
+        """Give each request a deadline, from ``tracker`` for ``conn`` (or the
+        ``deadline`` of a request already under way, from the lean channel)."""
+        self.tracker = tracker
+        self.tracked = conn
+        if deadline is None:
+            deadline = tracker.deadline(conn, self.site.request_timeout, self.request_timed_out)
+        deadline.expired = self.request_timed_out
+        self.deadline = deadline
+
+    def dataReceived(self, data: bytes) -> None:
+        d = self.deadline
+        if d is not None and data and not self._handlingRequest:
+            d.begin()
+            d.add(len(data))
+        super().dataReceived(data)
+
+    def headerReceived(self, line: bytes) -> bool:
+        # Refused as malformed (400, as twisted.web refuses the rest) before
+        # twisted.web reads them: control characters in a value (the email
+        # parser behind Content-Type takes \x0b for a line break and raises),
+        # and a Content-Length past any body size (int() of 5000 digits raises).
+        name, _, value = line.partition(b":")
+        value = value.strip(b" \t")
+        if value.translate(None, _CONTROLS) != value or (
+                name.strip().lower() == b"content-length" and len(value) > MAX_LENGTH_DIGITS):
+            self._respondToBadRequestAndDisconnect()
+            return False
+        return super().headerReceived(line)
+
+    def allHeadersReceived(self) -> None:
+        self._refuse_body = False
+        super().allHeadersReceived()
+        if self._refuse_body:
+            self.length = 0  # the request is whole: the client waits, and hears the 413
+
+    def _send100Continue(self) -> None:
+        if getattr(self.requests[-1], "too_large", False):
+            self._refuse_body = True
+            return
+        super()._send100Continue()
+
+    def allContentReceived(self) -> None:
+        if self.deadline is not None:
+            self.deadline.end()
+        super().allContentReceived()
+
+    def request_timed_out(self) -> None:
+        if self.transport is None or self._handlingRequest:
+            return
+        self.transport.write(timeout_reply(self.site, getattr(self, "_path", None) or b"/"))
+        self.setTimeout(None)
+        self.loseConnection()
+        self.tracker.close(self.tracked, self.transport)
+
+    def requestDone(self, request: Any) -> None:
+        super().requestDone(request)
+        if self._eof and not self._handlingRequest:
+            self._close_at_eof()  # every request read before the half-close is answered
+
+    def readConnectionLost(self) -> None:
+        self._eof = True
+        if not self._handlingRequest:
+            self._close_at_eof()
+
+    def _close_at_eof(self) -> None:
+        if self.transport is None:
+            return
+        if self.tracker is not None:  # the place is free now, not once the close is done
+            self.tracker.forget(self.tracked)
+        self.loseConnection()
+
+    def writeConnectionLost(self) -> None:
+        if self.transport is not None:
+            self.loseConnection()
+
+    def timeoutConnection(self) -> None:  # (twisted.web logs each client)
+        if self.abortTimeout is not None:
+            self._abortingCall = self.callLater(self.abortTimeout, self.forceAbortClient)
+        self.loseConnection()
+
+    def forceAbortClient(self) -> None:
+        self._abortingCall = None
+        self.transport.abortConnection()
+
+
 class Site(server.Site):
     """twisted.web's site, behind `tsnet.http.lean`'s channel when a resource
     has a fast handler (``fast_handlers``: request path -> handler)."""
 
     requestFactory = LimitedRequest
+    protocol = WebChannel
     noisy = False
+    #: seconds a request may take to arrive (`WebChannel`); 0: no limit
+    request_timeout = 0.0
 
     def __init__(self, resource: Any, max_body: int = DEFAULT_MAX_BODY, **kw: Any) -> None:
         super().__init__(resource, **kw)
@@ -203,6 +331,7 @@ def make_site(listener: Listener, core: Core, routes: Mapping[bytes, Any],
     site.listener = listener
     site.core = core
     site.timeOut = listener.idle_timeout or None
+    site.request_timeout = listener.request_timeout
     return site
 
 

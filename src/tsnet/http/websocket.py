@@ -34,11 +34,14 @@ from twisted.web.server import NOT_DONE_YET
 from tsnet.errors import Forbidden, Unauthorized
 from tsnet.http.credentials import core_of, principal_for
 from tsnet.http.replies import PLAIN_ERRORS, send_error
+from tsnet.logbound import LogBound
 
 log = Logger(namespace="tsnet.http.websocket")
 
 #: bytes a WebSocket message may have unless the factory says otherwise
 DEFAULT_MAX_MESSAGE = 1024 * 1024
+#: the kind of `WebSocketResource.bounded`'s events (what repeats is counted)
+UPGRADE_FAILURES = "failed WebSocket upgrades"
 
 
 class WebSocketResource(Resource):
@@ -67,6 +70,9 @@ class WebSocketResource(Resource):
         self.scope = scope
         self.errors = errors
         self.realm = realm
+        #: unexpected failures, which clients may repeat per request: logged
+        #: once, then counted (on the factory's reactor: Autobahn's, or the one given it)
+        self.bounded = LogBound(log, factory.reactor)
         if not factory.maxMessagePayloadSize:
             factory.setProtocolOptions(maxMessagePayloadSize=max_message,
                                        maxFramePayloadSize=max_message)
@@ -103,7 +109,7 @@ class WebSocketResource(Resource):
         elif f.check(Forbidden):
             body = send_error(request, self.errors, 403, "Forbidden")
         else:
-            log.failure("authenticating a WebSocket client failed", f)
+            self.bounded.failure(UPGRADE_FAILURES, "authenticating a WebSocket client failed", f)
             body = send_error(request, self.errors, 500, "Internal Server Error")
         self.send_refusal(request, body)
 
@@ -115,7 +121,8 @@ class WebSocketResource(Resource):
         d = defer.maybeDeferred(self.authenticate, request)
         d.addCallbacks(self._authenticated, self.refuse, callbackArgs=(request,),
                        errbackArgs=(request,))
-        d.addErrback(lambda f: log.failure("WebSocket upgrade failed", f))
+        d.addErrback(lambda f: self.bounded.failure(UPGRADE_FAILURES, "WebSocket upgrade failed",
+                                                    f))
         return NOT_DONE_YET
 
     def _authenticated(self, principal: Any, request: Any) -> None:

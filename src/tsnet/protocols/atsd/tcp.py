@@ -18,12 +18,13 @@ from twisted.internet import defer
 from twisted.internet.error import ConnectionDone
 from twisted.internet.interfaces import IHalfCloseableProtocol
 from twisted.internet.protocol import Protocol
-from twisted.logger import Logger
+from twisted.logger import Logger, LogLevel
 from twisted.protocols.policies import TimeoutMixin
 from zope.interface import implementer
 
 from tsnet.errors import StorageUnavailable
-from tsnet.listeners import ConnectionTracker, FlowControlled
+from tsnet.listeners import ConnectionTracker, FlowControlled, LineDeadline
+from tsnet.logbound import DEFAULT_PERIOD, LogBound
 from tsnet.model import SampleSet, anonymous
 from tsnet.protocols.atsd import ATSD_REVISION
 from tsnet.protocols.atsd.append import needs_append, resolve
@@ -48,15 +49,26 @@ log = Logger(namespace="tsnet.atsd")
 
 PROTOCOL = "atsd"
 CHANNEL = "incoming.tcp.raw"
+#: the kinds of `AtsdTcpFactory.bounded` (fixed texts: what repeats is counted)
+FAILED_APPENDS = "failed ATSD TCP appends"
+REFUSED = "ATSD TCP batches refused while the storage fails"
+NOT_STORED = "ATSD TCP batches not stored"
 
 
 class AtsdTcpFactory(ConnectionTracker):
     """One per TCP listener: its settings and the server's command logs."""
 
+    #: seconds `bounded` counts the repeats of a failure before it says how many
+    log_period = DEFAULT_PERIOD
+
     def __init__(self, listener: Listener, core: Core, logs: CommandLogs,
-                 rules: Any = None) -> None:
+                 rules: Any = None, bounded: LogBound | None = None) -> None:
         super().__init__(listener, core, PROTOCOL)
         self.logs = logs
+        #: what each batch or append may fail with again: logged once, then
+        #: counted (the plugin's, shared with UDP, when it hands one over)
+        self.bounded = bounded if bounded is not None else LogBound(
+            log, core.reactor, self.log_period)
         #: ``rules(core, solution) -> MetaRules``: what the solution's meta discards
         self.rules = rules
         self.principal = anonymous(listener.solution)
@@ -66,6 +78,12 @@ class AtsdTcpFactory(ConnectionTracker):
         #: the cache of validated series lines, shared by the listener's connections
         self.fast = SeriesFastPath()
 
+    def close_all(self) -> None:
+        """The listener stops: its connections close, and the counts of the
+        failures not summed up yet are logged."""
+        super().close_all()
+        self.bounded.flush()
+
     def buildProtocol(self, addr: Any) -> AtsdTcpProtocol:
         p = AtsdTcpProtocol()
         p.factory = self
@@ -73,7 +91,7 @@ class AtsdTcpFactory(ConnectionTracker):
 
 
 @implementer(IHalfCloseableProtocol)
-class AtsdTcpProtocol(FlowControlled, Protocol, TimeoutMixin):
+class AtsdTcpProtocol(LineDeadline, FlowControlled, Protocol, TimeoutMixin):
     """One connection.  A half-close (EOF) ends the last command without LF,
     which is processed, answered if it asked, and then the connection closes."""
 
@@ -109,6 +127,7 @@ class AtsdTcpProtocol(FlowControlled, Protocol, TimeoutMixin):
         if self._closing:
             return
         self.resetTimeout()
+        self.watch_lines(data)
         self._queue.extend(self._framer.feed(data))
         self._run()
 
@@ -135,6 +154,8 @@ class AtsdTcpProtocol(FlowControlled, Protocol, TimeoutMixin):
 
     def timeoutConnection(self) -> None:
         self._close()
+
+    line_timed_out = timeoutConnection  # (the partial command is not stored)
 
     def _close(self) -> None:
         if not self._closing:
@@ -243,7 +264,7 @@ class AtsdTcpProtocol(FlowControlled, Protocol, TimeoutMixin):
             self._run()
 
         def failed(failure: Any) -> None:
-            log.failure("appending an ATSD text failed", failure)
+            f.bounded.failure(FAILED_APPENDS, "appending an ATSD text failed", failure)
             self._waiting = False
             self._update_flow()
             if debug:
@@ -286,12 +307,14 @@ class AtsdTcpProtocol(FlowControlled, Protocol, TimeoutMixin):
 
     def _not_stored(self, f: Any, n: int) -> str:
         """The error reply a debug command waiting on this commit gets."""
+        bounded = self.factory.bounded
         if f.check(StorageUnavailable):
             if not f.value.kept:  # (kept: still queued and retried; ingest logs the outage)
-                log.warn("{n} ATSD items refused: {reason}", n=n, reason=f.getErrorMessage())
+                bounded.emit(LogLevel.warn, REFUSED, "{n} ATSD items refused: {reason}", n=n,
+                             reason=f.getErrorMessage())
             return f"Error: {f.getErrorMessage()}"
-        log.error("{n} ATSD items could not be stored: {reason}", n=n,
-                  reason=f.getErrorMessage())
+        bounded.emit(LogLevel.error, NOT_STORED, "{n} ATSD items could not be stored: "
+                     "{reason}", n=n, reason=f.getErrorMessage())
         return "Error: the command was not stored"
 
     def _wait_commit(self) -> None:

@@ -22,7 +22,11 @@ _HTTP_FIRST = frozenset(range(ord("A"), ord("Z") + 1))
 @implementer(IHalfCloseableProtocol)
 class FirstByteSwitch(Protocol, TimeoutMixin):
     """Chooses HTTP or telnet on the first byte, then delegates everything.
-    A connection that sends nothing is closed after the idle timeout."""
+    A connection that sends nothing is closed after the idle timeout.  The
+    switch is what the listener admits and counts; the protocol it chooses
+    reports its requests or lines (and their deadlines) for it."""
+
+    reports_progress = True
 
     def __init__(self, factory: Any, addr: Any) -> None:
         self.factory = factory
@@ -45,8 +49,10 @@ class FirstByteSwitch(Protocol, TimeoutMixin):
             self.setTimeout(None)  # the chosen protocol keeps its own timeout
             if data[0] in _HTTP_FIRST and self.factory.site is not None:
                 self.inner = self.factory.site.buildProtocol(self.addr)
+                self.inner.watch(self.factory, self)
             else:
                 self.inner = self.factory.build_telnet()
+                self.inner.tracked = self
             self.inner.makeConnection(self.transport)
         self.inner.dataReceived(data)
 

@@ -18,12 +18,13 @@ from typing import TYPE_CHECKING, Any
 from twisted.internet import defer
 from twisted.internet.interfaces import IHalfCloseableProtocol
 from twisted.internet.protocol import Protocol
-from twisted.logger import Logger
+from twisted.logger import Logger, LogLevel
 from twisted.protocols.policies import TimeoutMixin
 from zope.interface import implementer
 
 from tsnet.errors import Forbidden, StorageUnavailable, Unauthorized
-from tsnet.listeners import ConnectionTracker, FlowControlled
+from tsnet.listeners import ConnectionTracker, FlowControlled, LineDeadline
+from tsnet.logbound import DEFAULT_PERIOD, LogBound
 from tsnet.model import WRITE, Batch, Column, Principal, SampleSet, anonymous
 from tsnet.protocols.opentsdb import BUILD_TIMESTAMP, OPENTSDB_VERSION
 from tsnet.protocols.opentsdb.telnet_parse import (
@@ -44,6 +45,9 @@ log = Logger(namespace="tsnet.opentsdb")
 PROTOCOL = "opentsdb"
 MAX_LINE = 8192
 INVALID_TOKEN = "auth: invalid token"
+#: the kinds of `TelnetFactory.logs` (fixed texts: what repeats is counted)
+WRITE_FAILURES = "telnet batches not stored"
+LOOKUP_FAILURES = "failed telnet token lookups"
 
 
 def version_reply(tsnet_version: str) -> str:
@@ -72,8 +76,14 @@ class _Direct:
 class TelnetFactory(ConnectionTracker):
     """One per listener: the shared parser (and its cache) and settings."""
 
+    #: seconds `logs` counts the repeats of a failure before it says how many
+    log_period = DEFAULT_PERIOD
+
     def __init__(self, listener: Any, core: Core, site: Any = None) -> None:
         super().__init__(listener, core, PROTOCOL)
+        #: failures a client may repeat at will (a batch the storage refuses, a
+        #: token the catalog cannot look up): logged once, then counted
+        self.logs = LogBound(log, core.reactor, self.log_period)
         self.site = site  # HTTP on the same port (first byte A-Z), when APIs exist
         self.parser = PutParser()
         self.close_on_error = bool(listener.options.get("close_on_error", False))
@@ -88,6 +98,15 @@ class TelnetFactory(ConnectionTracker):
         from tsnet.protocols.opentsdb.switch import FirstByteSwitch
 
         return FirstByteSwitch(self, addr)
+
+    def close_all(self) -> None:
+        """The listener stops: its connections close, and the counts of the
+        failures not summed up yet are logged (the HTTP site's on this port too)."""
+        super().close_all()
+        self.logs.flush()
+        site_logs = getattr(self.site, "fast_logs", None)
+        if site_logs is not None:
+            site_logs.flush()
 
     def build_telnet(self) -> TelnetProtocol:
         p = TelnetProtocol()
@@ -114,7 +133,7 @@ class TelnetFactory(ConnectionTracker):
 
 
 @implementer(IHalfCloseableProtocol)
-class TelnetProtocol(FlowControlled, Protocol, TimeoutMixin):
+class TelnetProtocol(LineDeadline, FlowControlled, Protocol, TimeoutMixin):
     """One connection.  A client that half-closes (``printf ... | nc -N``) gets its
     remaining lines handled and every reply before the server closes."""
 
@@ -158,12 +177,16 @@ class TelnetProtocol(FlowControlled, Protocol, TimeoutMixin):
         log.debug("closing idle connection")
         self.transport.loseConnection()
 
+    def line_timed_out(self) -> None:
+        self._close()
+
     # -- framing -----------------------------------------------------------------
 
     def dataReceived(self, data: bytes) -> None:
         if self._closing or self._close_when_done:
             return
         self.resetTimeout()
+        self.watch_lines(data)
         buf = self._buf + data if self._buf else data
         nl = buf.rfind(b"\n")
         if nl < 0:
@@ -358,7 +381,9 @@ class TelnetProtocol(FlowControlled, Protocol, TimeoutMixin):
     def _write_failed(self, f: Any, n: int) -> None:
         if f.check(StorageUnavailable) and f.value.kept:
             return  # still queued and retried (telnet has no ack); ingest logs the outage
-        log.error("{n} points could not be stored: {reason}", n=n, reason=f.getErrorMessage())
+        self.factory.logs.emit(LogLevel.error, WRITE_FAILURES,
+                               "{n} points could not be stored: {reason}", n=n,
+                               reason=f.getErrorMessage())
 
     # -- waiting on token lookups ----------------------------------------------------
 
@@ -375,7 +400,7 @@ class TelnetProtocol(FlowControlled, Protocol, TimeoutMixin):
             try:
                 then(result)
             except Exception:
-                log.failure("handling a token lookup failed")
+                self.factory.logs.failure(LOOKUP_FAILURES, "handling a token lookup failed")
                 self._close()
                 return
             if not self._closing and not self._waiting:
@@ -392,7 +417,7 @@ class TelnetProtocol(FlowControlled, Protocol, TimeoutMixin):
             self.transport.write(b"ok\n")
         else:
             if not result.check(Unauthorized, Forbidden):
-                log.failure("token lookup failed", result)
+                self.factory.logs.failure(LOOKUP_FAILURES, "token lookup failed", result)
             self.transport.write(INVALID_TOKEN.encode() + b"\n")
             self._close()
 
@@ -405,7 +430,7 @@ class TelnetProtocol(FlowControlled, Protocol, TimeoutMixin):
         """The token is now in the auth cache either way, and the line is redone;
         if the catalog could not be read at all, give up on the connection."""
         if not isinstance(result, Principal) and not result.check(Unauthorized, Forbidden):
-            log.failure("token lookup failed", result)
+            self.factory.logs.failure(LOOKUP_FAILURES, "token lookup failed", result)
             self.transport.write(UNAUTHENTICATED_PUT.encode() + b"\n")
             self._close()
 

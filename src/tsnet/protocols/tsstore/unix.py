@@ -24,10 +24,13 @@ from twisted.logger import Logger
 from twisted.protocols.policies import TimeoutMixin
 from zope.interface import implementer
 
+from tsnet.logbound import DEFAULT_PERIOD
 from tsnet.plugin import (
     ConnectionTracker,
     FlowControlled,
+    LineDeadline,
     Listener,
+    LogBound,
     StorageUnavailable,
     StreamListenerService,
 )
@@ -46,6 +49,11 @@ MAX_LINE = 1024 * 1024
 #: unanswered lines above which the connection is no longer read
 MAX_PENDING = 1000
 AUTH_FORMAT = b"ERROR invalid auth format, expected: AUTH <store> <api-key>\n"
+INTERNAL = b"ERROR store failed: internal error\n"
+#: the kinds of `SocketFactory.logs` (fixed texts: what repeats is counted)
+WRITE_FAILURES = "failed unix socket writes"
+AUTH_FAILURES = "failed unix socket authentications"
+REPLY_FAILURES = "unix socket lines that could not be answered"
 
 
 def socket_endpoint(endpoint: str, override: str | None) -> tuple[str, str]:
@@ -63,9 +71,19 @@ def socket_endpoint(endpoint: str, override: str | None) -> tuple[str, str]:
 
 
 class SocketFactory(ConnectionTracker):
+    #: seconds `logs` counts the repeats of a failure before it says how many
+    log_period = DEFAULT_PERIOD
+
     def __init__(self, listener: Listener, core: Core, stores: Stores) -> None:
         super().__init__(listener, core, PROTOCOL)
         self.stores = stores
+        #: failures a client may repeat at will, once a line or a connection:
+        #: logged once, then counted; the counts pending at stop are logged
+        self.logs = LogBound(log, core.reactor, self.log_period)
+
+    def close_all(self) -> None:
+        super().close_all()
+        self.logs.flush()
 
     def buildProtocol(self, addr: Any) -> SocketProtocol:
         p = SocketProtocol()
@@ -74,7 +92,7 @@ class SocketFactory(ConnectionTracker):
 
 
 @implementer(IHalfCloseableProtocol)
-class SocketProtocol(FlowControlled, Protocol, TimeoutMixin):
+class SocketProtocol(LineDeadline, FlowControlled, Protocol, TimeoutMixin):
     """One connection: AUTH first, then records.  A half-close (``nc -N``)
     ends the input: the last line, even without LF, is handled and answered,
     then the connection closes."""
@@ -132,9 +150,14 @@ class SocketProtocol(FlowControlled, Protocol, TimeoutMixin):
         self._closing = True
         self.transport.loseConnection()
 
+    def line_timed_out(self) -> None:
+        self._closing = True  # (the replies due go out first)
+        self._flush()
+
     def dataReceived(self, data: bytes) -> None:
         if self._closing:
             return
+        self.watch_lines(data)
         buf = self._buf + data if self._buf else data
         lines = buf.split(b"\n")
         self._buf = lines.pop()
@@ -194,10 +217,12 @@ class SocketProtocol(FlowControlled, Protocol, TimeoutMixin):
         if not group.datas:
             return
         self._group = _Group()
+        logs = self.factory.logs
         d = self.factory.stores.write_many(self._store, group.datas)
-        d.addCallbacks(group.settled, group.failed)
+        d.addCallbacks(group.settled, group.failed, errbackArgs=(logs,))
         d.addCallback(lambda _: self._flush())
-        d.addErrback(lambda f: log.failure("answering unix socket lines failed", f))
+        d.addErrback(lambda f: logs.failure(REPLY_FAILURES, "answering unix socket lines failed",
+                                            f))
         if len(self._replies) > MAX_PENDING:
             self._recheck()
 
@@ -233,7 +258,8 @@ class SocketProtocol(FlowControlled, Protocol, TimeoutMixin):
         self._authing = False
         self._recheck()
         if not f.check(StoreError):
-            log.failure("authenticating a unix socket client failed", f)
+            self.factory.logs.failure(AUTH_FAILURES, "authenticating a unix socket client failed",
+                                      f)
         self._refuse(b"ERROR authentication failed\n")
 
     def _flush(self) -> None:
@@ -270,8 +296,8 @@ class _Group:
         self.replies = [b"OK %d\n" % r.timestamp if not isinstance(r, StoreError)
                         else f"ERROR store failed: {r.message}\n".encode() for r in results]
 
-    def failed(self, f: Any) -> None:
-        self.replies = [_store_failed(f)] * len(self.datas)
+    def failed(self, f: Any, logs: LogBound) -> None:
+        self.replies = [_store_failed(f, logs)] * len(self.datas)
 
 
 class _Slot:
@@ -303,18 +329,20 @@ class _SendBuffer:
         pass
 
 
-def _store_failed(f: Any) -> bytes:
+def _store_failed(f: Any, logs: LogBound) -> bytes:
+    """The reply of each line of a batch that failed: the store's own error,
+    else a fixed text (the cause is logged, bounded, never told)."""
     if f.check(StoreError):
         return f"ERROR store failed: {f.value.message}\n".encode()
     if f.check(StorageUnavailable):
         return b"ERROR store failed: storage unavailable, retry later\n"
-    log.failure("a unix socket write failed", f)
-    return b"ERROR store failed: internal error\n"
+    logs.failure(WRITE_FAILURES, "a unix socket write failed", f)
+    return INTERNAL
 
 
 class SocketService(StreamListenerService):
     """Listens on the socket file: its folder made, a stale file replaced,
-    mode 0660, removed at stop."""
+    mode 0660 unless the endpoint says ``mode=``, removed at stop."""
 
     def __init__(self, listener: Listener, factory: Any, reactor: Any, path: str) -> None:
         super().__init__(listener, factory, reactor)
@@ -329,12 +357,7 @@ class SocketService(StreamListenerService):
                 os.unlink(self.path)  # a stale socket: nothing listens on a file we bind
         except FileNotFoundError:
             pass
-        d = super().whenListening()
-
-        def bound(port: Any) -> Any:
-            os.chmod(self.path, 0o660)
-            return port
-        return d.addCallback(bound)
+        return super().whenListening()  # (Twisted applies the endpoint's mode=)
 
     def stopService(self) -> Any:
         d = super().stopService()
