@@ -8,9 +8,12 @@ import time
 from typing import Any
 
 import pytest_twisted
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from tests.helpers.clients import connect_line, sleep, wait_for
-from tsnet.model import Batch, SampleSet, anonymous, series_key
+from tsnet import isolate
+from tsnet.model import Batch, Meta, SampleSet, WriteBatch, anonymous, series_key
 from tsnet.testing.fixtures import BASE_CONFIG
 
 
@@ -243,3 +246,89 @@ def test_a_sink_left_open_is_written_anyway(make_server: Any) -> None:
     append(sink.columns(), 7)  # never calls added()
     yield ingest.submit(samples(10), anonymous("default"), "test")  # written a turn later
     assert sqlite_count(server) == 17
+
+
+# -- taking a refused batch apart (tsnet.isolate) ---------------------------------------
+
+_values = st.one_of(st.integers(-3, 3), st.sampled_from([0.0, -0.0, 1.0, float("nan")]),
+                    st.none())
+_point = st.tuples(st.sampled_from(["a", "b"]), st.integers(0, 3), _values)
+
+
+def _batch(points: list[tuple], rows: bool = False) -> Batch:
+    b = Batch()
+    for host, t, v in points:
+        key = series_key("m", {"host": host})
+        if rows:
+            b.samples.keys.append(key)
+            b.samples.times.append(t)
+            b.samples.values.append(v)
+            b.samples.count += 1
+        else:
+            b.samples.add(key, t, v)
+    return b
+
+
+def _flat(wb: WriteBatch) -> list[tuple]:
+    """Every point as a storage would see it: per series, columns then rows."""
+    out = []
+    for solution, b in wb.by_solution.items():
+        for key, t, v, x in isolate._raw_points(b.samples):
+            out.append((solution, key, t, repr(v), x))
+    return sorted(out)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.tuples(st.lists(_point, max_size=6), st.booleans(), st.booleans()),
+                min_size=1, max_size=5))
+def test_the_rest_of_a_merged_batch_is_what_the_parts_do_not_hold(
+    subs: list[tuple[list[tuple], bool, bool]],
+) -> None:
+    """Queue submissions as ingest does (acked ones detached), then take the acked
+    ones back out: the rest is exactly the unacked points, none twice, none lost."""
+    queue = WriteBatch()
+    target = queue.for_solution("s")
+    acked, unacked = [], WriteBatch()
+    for points, is_acked, rows in subs:
+        b = _batch(points, rows)
+        target.samples.merge(isolate.detached(b.samples) if is_acked else b.samples)
+        if is_acked:
+            acked.append(("s", b))
+        else:
+            unacked.for_solution("s").samples.merge(_batch(points).samples)
+    mine = [_flat(WriteBatch({"s": b})) for _, b in acked]  # before anything else runs
+    queue.by_solution["s"].samples.columnar()  # as a storage may have done
+    rest = isolate.rest(queue, acked)
+    assert _flat(rest) == _flat(unacked)
+    assert [_flat(WriteBatch({"s": b})) for _, b in acked] == mine  # parts never grew
+    parts = [WriteBatch({"s": b}) for _, b in acked]
+    assert _flat(isolate.merged([rest, *parts])) == _flat(queue)
+    assert [_flat(p) for p in parts] == mine  # merged() changed none of them
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.lists(_point, min_size=1, max_size=12))
+def test_halving_keeps_every_item_once_and_in_order(points: list[tuple]) -> None:
+    wb = WriteBatch({"s": _batch(points)})
+    meta = wb.by_solution["s"].meta  # the same record twice: the last one wins
+    meta += [Meta(kind="metric", name="x", fields={"label": "old"}),
+             Meta(kind="metric", name="x", fields={"label": "new"})]
+    wb.by_solution["s"].reclaim_ns = 5
+    leaves: list[WriteBatch] = []
+    todo = [wb]
+    while todo:
+        b = todo.pop(0)
+        halves = isolate.halve(b)
+        if halves is None:
+            leaves.append(b)
+        else:
+            todo[:0] = list(halves)
+    assert all(sum(isolate.kinds(b)) + (b.by_solution["s"].reclaim_ns is not None) == 1
+               for b in leaves)  # down to single items
+    merged = isolate.merged(leaves)
+    assert _flat(merged) == _flat(wb)
+    for key, col in wb.by_solution["s"].samples.columns.items():  # order within a series
+        assert [repr(v) for v in merged.by_solution["s"].samples.columns[key].values] == [
+            repr(v) for v in col.values]
+    assert merged.by_solution["s"].meta == wb.by_solution["s"].meta
+    assert merged.by_solution["s"].reclaim_ns == 5

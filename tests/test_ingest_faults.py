@@ -18,9 +18,9 @@ from twisted.python.failure import Failure
 
 from tests.helpers.clients import connect_line, sleep, wait_for
 from tests.test_ingest import samples, sqlite_count
-from tsnet.errors import StorageUnavailable
+from tsnet.errors import BadBatch, StorageUnavailable
 from tsnet.ingest import failure_reason
-from tsnet.model import Batch, Meta, anonymous, series_key
+from tsnet.model import Batch, Message, Meta, anonymous, series_key
 
 T0 = 1_356_998_400
 T_MS = T0 * 1000
@@ -262,10 +262,106 @@ async def test_a_bad_batch_is_answered_and_dropped_not_retried(
         await ingest.submit(bad, anonymous("default"), "test")
     assert ingest.queued == 0 and ingest.failing == [] and producer.events == []
     await sleep(0.5)
-    assert len(logged(ingest_logs, "refused a batch")) == 1
+    (refused,) = logged(ingest_logs, "refused")
+    assert "unknown meta kind" in refused["reason"] and "log_failure" not in refused
     assert logged(ingest_logs, "is failing") == []
     await ingest.submit(samples(10), anonymous("default"), "test")
     assert sqlite_count(server) == 10
+
+
+def bogus_meta() -> Batch:
+    return Batch(meta=[Meta(kind="bogus", name="x")])  # the storage raises ValueError
+
+
+def written(server: Any, protocol: str) -> float:
+    return server.core.metrics.points_written.labels(protocol)._value.get()
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_bad_item_fails_only_its_own_writer_not_the_batch(make_server: Any) -> None:
+    """Two HTTP clients' puts and two other writers share a batch with one bad
+    item: only the bad item's writer fails, every other item is committed once."""
+    server = await make_server(config())
+    ingest = server.core.ingest
+    port = server.port("http")
+    lock = Lock(server)
+    try:
+        first = ingest.submit(samples(5, metric="first"), anonymous("default"), "test")
+        await wait_for(lambda: ingest.failing == ["default"])
+        # what queues meanwhile is written as one batch when the storage is back
+        puts = [treq.post(f"http://127.0.0.1:{port}/api/put", data=put_body(3, f"http{i}"))
+                for i in range(2)]
+        await wait_for(lambda: ingest.queued == 5 + 6)
+        bad = ingest.submit(bogus_meta(), anonymous("default"), "test")
+        good = ingest.submit(samples(4, metric="good"), anonymous("default"), "atsd")
+        assert ingest.queued == 5 + 6 + 1 + 4
+    finally:
+        lock.release()
+    await first
+    await good
+    with pytest.raises(ValueError, match="unknown meta kind"):
+        await bad
+    for put in puts:
+        resp = await put
+        assert resp.code == 204, await treq.content(resp)
+    rows = await server.export()
+    assert sorted((r["metric"], r["time_ms"]) for r in rows if r["kind"] == "series") == sorted(
+        [("first", (T0 + i) * 1000) for i in range(5)]
+        + [(f"http{k}", (T0 + i) * 1000) for k in range(2) for i in range(3)]
+        + [("good", (T0 + i) * 1000) for i in range(4)])
+    assert sqlite_count(server) == 15  # stored once each: a point written twice counts twice
+    assert written(server, "opentsdb") == 6 and written(server, "atsd") == 4
+    assert ingest.queued == 0 and ingest.failing == []
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_bad_unacked_item_drops_only_itself(make_server: Any) -> None:
+    """Telnet points of two connections share a batch (and one series) with a
+    bad point and a bad item offered without an ack: only those two are dropped."""
+    server = await make_server(config().replace("flush_interval = 0.05",
+                                                "flush_interval = 30"))
+    ingest = server.core.ingest
+    c1 = await connect_line(server.port("opentsdb"))
+    c2 = await connect_line(server.port("opentsdb"))
+    c1.send(put_lines(0, 50, "t1"))
+    c2.send(put_lines(0, 50, "t2"))
+    await wait_for(lambda: ingest.queued == 100)  # read, waiting for the 30 s interval
+    bad = samples(0)
+    bad.samples.add(series_key("t1", {"host": "a"}), (T0 + 99) * 10**9, 2**70)  # over int64
+    assert ingest.offer(bad, anonymous("default"), "udp")
+    assert ingest.offer(bogus_meta(), anonymous("default"), "udp")
+    await ingest.submit(samples(4, metric="good"), anonymous("default"), "test")  # written now
+    await wait_for(lambda: ingest.queued == 0)
+    rows = [r for r in await server.export() if r["kind"] == "series"]
+    got = sorted((r["metric"], r["time_ms"] // 1000 - T0, r["value"]) for r in rows)
+    assert got == sorted([(m, i, i) for m in ("t1", "t2") for i in range(50)]
+                         + [("good", i, i) for i in range(4)])
+    assert sqlite_count(server) == 104
+    # (the unacked rest is counted by protocol from its totals: which protocol
+    # the one refused point is counted for is not known)
+    assert written(server, "opentsdb") + written(server, "udp") == 100
+    rejected = server.core.metrics.points_rejected
+    assert sum(rejected.labels(p, "storage")._value.get() for p in ("opentsdb", "udp")) == 1
+    c1.close()
+    c2.close()
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_constraint_the_items_break_is_a_bad_batch_not_an_outage(
+    make_server: Any,
+) -> None:
+    """SQLite's own refusals of the items (a NOT NULL column) are not retried
+    forever as if the storage were failing: the writer is told at once."""
+    server = await make_server(config())
+    ingest = server.core.ingest
+    d = ingest.submit(Batch(messages=[Message(entity=None, time_ns=T0 * 10**9)]),  # type: ignore[arg-type]
+                      anonymous("default"), "test")
+    await wait_for(lambda: d.called, timeout=5)
+    with pytest.raises(BadBatch, match="NOT NULL"):
+        await d
+    assert ingest.failing == [] and ingest.queued == 0
+    await ingest.submit(samples(3), anonymous("default"), "test")
+    assert sqlite_count(server) == 3
 
 
 @pytest_twisted.ensureDeferred

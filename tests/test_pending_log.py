@@ -301,3 +301,32 @@ async def test_a_lone_client_does_not_wait_for_company(make_server: Any) -> None
     first = probed.index(2)
     assert 2 <= first <= 2 * LONE_PROBE and set(probed[:first]) == {1}, probed
     assert set(probed[first:]) == {2}, probed
+
+
+def test_reads_see_the_log_without_the_write_lock(db_path: str) -> None:
+    """Reads fold the log first, which writes; with another process holding the
+    write lock they read it as it is instead, at once, and see every commit."""
+    from tsnet.storage.sqlite import SqliteEngine
+
+    eng = SqliteEngine(db_path, busy_timeout=5.0)
+    eng.open()
+    other_key = series_key("cpu", {"host": "b"})
+    eng.write(make_batch(samples=[(CPU, T0 + i, i) for i in range(PENDING_MAX_POINTS + 5)]))
+    eng.write(make_batch(samples=[(CPU, T0 + 1, 100), (other_key, T0, 7)]))  # the log: newer
+    other = sqlite3.connect(db_path, isolation_level=None)
+    other.execute("BEGIN IMMEDIATE")
+    try:
+        started = time.monotonic()
+        series = {k: (t, v) for k, t, v, _ in eng.read_series(S, "cpu", T0, T0 + 2)}
+        assert series == {CPU: ([T0, T0 + 1, T0 + 2], [0, 100, 2]), other_key: ([T0], [7])}
+        assert eng.count_points(S) == PENDING_MAX_POINTS + 6
+        assert eng.list_series(S) == [CPU, other_key]
+        lines = [line for line in eng.iter_export(S) if line["kind"] == "series"]
+        assert len(lines) == PENDING_MAX_POINTS + 6
+        assert [line["value"] for line in lines[:3]] == [0, 100, 2]
+        assert time.monotonic() - started < 4.0  # none waited busy_timeout for the lock
+    finally:
+        other.execute("ROLLBACK")
+        other.close()
+    assert _raw(db_path, "SELECT count(*) FROM pending") == [(1,)]  # not folded meanwhile
+    eng.close()

@@ -36,8 +36,17 @@ class StorageUnavailable(TsnetError):
     (``kept``: the items stay queued and are retried, so the outcome is unknown,
     as after a timeout), or refused it because the write queue is full while it
     is down (not ``kept``: nothing was queued).  Protocols answer it with their
-    own "unavailable, retry" error (HTTP 503)."""
+    own "unavailable, retry" error (HTTP 503, with ``retry_after`` as the
+    ``Retry-After`` header: whole seconds until the write queue's next attempt)."""
 
-    def __init__(self, message: str, kept: bool = True) -> None:
+    def __init__(self, message: str, kept: bool = True, retry_after: int = 1) -> None:
         super().__init__(message)
         self.kept = kept
+        self.retry_after = max(1, retry_after)
+
+
+class BadBatch(TsnetError, ValueError):
+    """A storage refused the items themselves (a constraint they break, a value
+    it cannot hold), not because it is failing: a retry would fail forever, so
+    the write queue drops them and fails their ack.  A ValueError, so every
+    protocol answers it as bad input (HTTP 400)."""

@@ -14,18 +14,26 @@ producer is paused, and resumed below ``low_watermark``; what was read is kept.
 UDP cannot be paused, so `offer` refuses items past ``max_queue`` instead.
 
 A storage fault pauses and retries, it never drops: a write that fails with
-anything but TypeError/ValueError (which mean the batch itself is bad, and
-would fail forever) keeps its batch and retries it with a backoff, ahead of
-what queued meanwhile (duplicates are last-write-wins, so the older items must
-commit first).  While a storage is failing every stream producer is paused, and
-acked writes wait up to ``ack_timeout`` seconds before they fail with
-`StorageUnavailable` (their items stay queued and are retried); new acked
-writes are refused while the queue is past ``max_queue``.  A stop gives up on a
-storage still failing ``ack_timeout`` seconds in, so it never hangs on one.
+anything but `BAD_BATCH` (the items themselves are bad, and would fail forever)
+keeps its batch and retries it with a backoff, ahead of what queued meanwhile
+(duplicates are last-write-wins, so the older items must commit first).  While
+a storage is failing every stream producer is paused, and acked writes wait up
+to ``ack_timeout`` seconds before they fail with `StorageUnavailable` (their
+items stay queued and are retried); new acked writes are refused while the
+queue is past ``max_queue``.  A stop gives up on a storage still failing
+``ack_timeout`` seconds in, so it never hangs on one.  The log has one line
+when a storage starts failing and one when it writes again; /metrics has the
+errors and the retry state.
+
+A batch the storage refuses as bad is written again in parts (`tsnet.isolate`)
+until only the bad items are left: their acked writers get the error, bad
+unacked items are dropped, every other item is committed once.  A backend must
+commit nothing of a batch it refuses (one transaction, or a check first).
 """
 
 from __future__ import annotations
 
+import math
 import re
 from typing import Any
 
@@ -34,7 +42,8 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
-from tsnet.errors import NotFound, Overloaded, StorageUnavailable
+from tsnet import isolate
+from tsnet.errors import BadBatch, NotFound, Overloaded, StorageUnavailable
 from tsnet.interfaces import IIngest, IPointSink
 from tsnet.model import Batch, Column, Principal, SampleSet, SeriesKey, WriteBatch
 
@@ -60,8 +69,14 @@ ITEM_KINDS = ("properties", "messages", "meta", "records")
 RETRY_FIRST = 0.1
 RETRY_MAX = 5.0
 
-#: failures that mean the batch itself is bad: retrying it would fail forever
-BAD_BATCH = (TypeError, ValueError)
+#: failures that mean the batch itself is bad: retrying it would fail forever.
+#: Anything else (a full disk, a lock, a lost connection) is the storage
+#: failing: the batch is kept and retried.
+BAD_BATCH = (BadBatch, TypeError, ValueError, OverflowError)
+
+#: seconds between two log lines about items a storage refused as bad (one
+#: line, then a count of the refusals since in the next one)
+REFUSALS_LOG_INTERVAL = 60.0
 
 #: the least seconds between two checks for acks waiting past ``ack_timeout``: a
 #: timer per request would cost the hot path, one per queue does not
@@ -76,18 +91,40 @@ def failure_reason(f: Failure) -> str:
     return _CREDENTIALS.sub(r"\1***@", f"{f.type.__name__}: {f.getErrorMessage()}")
 
 
-def _take_late(waiters: list[tuple[float, defer.Deferred]], cutoff: float,
-               ) -> list[defer.Deferred]:
+#: an acked write waiting for its commit: (reactor time of submit, Deferred,
+#: (solution, its own Batch, protocol) for a split of a refused batch)
+Waiter = tuple[float, defer.Deferred, tuple[str, Batch, str]]
+
+
+def _take_late(waiters: list[Waiter], cutoff: float) -> list[defer.Deferred]:
     """Remove and return the waiters that started at or before ``cutoff``
-    (the list is in submit order, so they are a prefix)."""
+    (the list is in submit order, so they are a prefix) and are not answered."""
     k = 0
-    for t, _ in waiters:
-        if t > cutoff:
+    for w in waiters:
+        if w[0] > cutoff:
             break
         k += 1
-    late = [d for _, d in waiters[:k]]
+    late = [w[1] for w in waiters[:k] if not w[1].called]
     del waiters[:k]
     return late
+
+
+def _retry_after(q: _Queue) -> int:
+    """Seconds a client told "unavailable" should wait: until the next attempt."""
+    return math.ceil(q.delay) if q.down is not None else 1
+
+
+class _Unit:
+    """A part of a refused batch (`tsnet.isolate`): one acked submission
+    (``protocol`` and its ``waiter``) or some of the rest (no waiter)."""
+
+    __slots__ = ("batch", "kinds", "protocol", "waiter")
+
+    def __init__(self, batch: WriteBatch, waiter: Waiter | None = None) -> None:
+        self.batch = batch
+        self.waiter = waiter
+        self.protocol = waiter[2][2] if waiter is not None else None
+        self.kinds = isolate.kinds(batch)
 
 
 def apply_token_tags(batch: Batch, tags: tuple[tuple[str, str], ...]) -> Batch:
@@ -120,20 +157,26 @@ class _Queue:
     retry after a fault)."""
 
     __slots__ = ("abandoned", "attempts", "batch", "batch_counts", "batch_waiters",
-                 "by_protocol", "count", "delay", "down", "expiry", "grouping", "inflight",
-                 "lent", "lone", "pending", "postponed", "reason", "retry", "seen", "soon", "timer",
-                 "turns", "waiters", "writing")
+                 "by_protocol", "count", "delay", "down", "expiry", "group", "grouping",
+                 "groups", "inflight", "lent", "lone", "pending", "postponed", "reason",
+                 "rest_counts", "retry", "seen", "soon", "timer", "turns", "waiters", "writing")
 
     def __init__(self) -> None:
         self.pending = WriteBatch()
         self.count = 0
         self.by_protocol: dict[str, list[int]] = {}  # protocol -> [points, p, m, meta, r]
-        #: (reactor time of submit, Deferred) of the acked writes in ``pending``
-        self.waiters: list[tuple[float, defer.Deferred]] = []
-        self.inflight = 0  # items in ``batch``
+        #: the acked writes in ``pending``, in submit order
+        self.waiters: list[Waiter] = []
+        self.inflight = 0  # items in ``batch`` (and in ``groups``)
         self.batch: WriteBatch | None = None
-        self.batch_waiters: list[tuple[float, defer.Deferred]] = []
+        self.batch_waiters: list[Waiter] = []
         self.batch_counts: dict[str, list[int]] = {}
+        #: while a refused batch is written in parts: the parts in ``batch`` now
+        #: (None: the whole batch is), those still to write, and the counts by
+        #: protocol of what of the rest is not written yet
+        self.group: list[_Unit] | None = None
+        self.groups: list[list[_Unit]] = []
+        self.rest_counts: dict[str, list[int]] = {}
         self.writing = False  # a storage.write of ``batch`` has not answered yet
         self.retry: Any = None  # the DelayedCall of the next attempt
         self.delay = RETRY_FIRST  # seconds before that attempt
@@ -196,6 +239,9 @@ class Ingest:
         self._queued = 0
         self._down = 0  # storages failing now
         self._stop_check: Any = None
+        #: storage -> [reactor time of the last line about refused items, refusals
+        #: since, items in them]
+        self._refusals: dict[str, list[float]] = {}
 
     # -- flow control ---------------------------------------------------------
 
@@ -245,22 +291,22 @@ class Ingest:
         if n == 0:
             return defer.succeed(None)
         try:
-            q, name = self._enqueue(batch, principal, protocol, acked=True)
+            q, name, part = self._enqueue(batch, principal, protocol, acked=True)
         except NotFound:
             # A solution created since the last catalog poll: reload once, retry.
             return self._storages.refresh().addCallback(
                 lambda _: self._submit_known(batch, principal, protocol))
         except Exception:
             return defer.fail()
-        return self._wait_commit(q, name)
+        return self._wait_commit(q, name, part)
 
     def _submit_known(self, batch: Batch, principal: Principal, protocol: str) -> defer.Deferred:
-        q, name = self._enqueue(batch, principal, protocol, acked=True)
-        return self._wait_commit(q, name)
+        q, name, part = self._enqueue(batch, principal, protocol, acked=True)
+        return self._wait_commit(q, name, part)
 
-    def _wait_commit(self, q: _Queue, name: str) -> defer.Deferred:
+    def _wait_commit(self, q: _Queue, name: str, part: Any) -> defer.Deferred:
         d: defer.Deferred = defer.Deferred()
-        q.waiters.append((self._reactor.seconds(), d))
+        q.waiters.append((self._reactor.seconds(), d, part))
         if q.expiry is None:
             q.expiry = self._reactor.callLater(self.ack_timeout, self._expire, q, name)
         self._schedule(q, name)
@@ -274,13 +320,17 @@ class Ingest:
         if self.queued + n > self.max_queue or not self._running:
             return False
         if n:
-            q, name = self._enqueue(batch, principal, protocol)
+            q, name, _ = self._enqueue(batch, principal, protocol)
             self._schedule(q, name)
             self._check_watermarks()
         return True
 
     def _enqueue(self, batch: Batch, principal: Principal, protocol: str,
-                 acked: bool = False) -> tuple[_Queue, str]:
+                 acked: bool = False) -> tuple[_Queue, str, Any]:
+        """Merge ``batch`` into the queue of its storage.  An acked batch is
+        kept as it is too (with the queue's own copies of its columns), so a
+        refused batch can be written again without it: returns it as
+        (solution, Batch, protocol), else None."""
         if self._stopping and not self._running:
             raise Overloaded("tsnet is stopping")
         solution = principal.solution
@@ -293,10 +343,10 @@ class Ingest:
             self._metrics.rejected(protocol, "storage", batch.samples.count)
             raise StorageUnavailable(
                 f"storage unavailable and the write queue is full ({self._queued} items); "
-                "retry later", kept=False)
+                "retry later", kept=False, retry_after=_retry_after(q))
         batch = apply_token_tags(batch, principal.tags)
         target = q.pending.for_solution(solution)
-        target.samples.merge(batch.samples)
+        target.samples.merge(isolate.detached(batch.samples) if acked else batch.samples)
         target.properties.extend(batch.properties)
         target.messages.extend(batch.messages)
         target.meta.extend(batch.meta)
@@ -311,7 +361,7 @@ class Ingest:
         c[4] += len(batch.records)
         q.count += n
         self._queued += n
-        return q, name
+        return q, name, (solution, batch, protocol) if acked else None
 
     def _queue(self, name: str) -> _Queue:
         q = self._queues.get(name)
@@ -409,30 +459,36 @@ class Ingest:
 
     def _written(self, _: Any, q: _Queue, name: str) -> None:
         q.writing = False
+        if q.group is not None:  # a part of a refused batch
+            done = q.group
+            if q.down is not None:
+                self._recovered(q, name, sum(sum(u.kinds) for u in done))
+            for u in done:
+                self._settle(q, u, "written")
+            self._next_part(q, name)
+            for u in done:
+                if u.waiter is not None and not u.waiter[1].called:
+                    u.waiter[1].callback(None)
+            return
         waiters, counts = q.batch_waiters, q.batch_counts
         for protocol, c in counts.items():
             self._metrics.written(protocol, c[0], dict(zip(ITEM_KINDS, c[1:], strict=True)))
         if q.down is not None:
             self._recovered(q, name, q.inflight)
         self._finish(q, name)
-        for _, d in waiters:
-            d.callback(None)
+        for w in waiters:
+            if not w[1].called:  # (else answered "unavailable" already)
+                w[1].callback(None)
 
     def _failed(self, f: Failure, q: _Queue, name: str) -> None:
         q.writing = False
         if f.check(*BAD_BATCH):
-            # The batch itself is bad: it would fail forever, so it is dropped.
-            waiters = q.batch_waiters
-            log.failure("storage {storage} refused a batch of {n} items; it is dropped", f,
-                        storage=name, n=q.inflight)
-            for protocol, c in q.batch_counts.items():
-                self._metrics.rejected(protocol, "storage", c[0])
+            self._metrics.storage_error(name, "bad")
             if q.down is not None:  # it answers: the outage is over (else nothing may end it)
                 self._recovered(q, name, 0)
-            self._finish(q, name)
-            for _, d in waiters:
-                d.errback(f)
+            self._refused(f, q, name)
             return
+        self._metrics.storage_error(name, "unavailable")
         q.reason = failure_reason(f)
         if q.down is None:
             q.down = self._reactor.seconds()
@@ -446,10 +502,99 @@ class Ingest:
         else:
             q.attempts += 1
             q.delay = min(q.delay * 2, RETRY_MAX)
+        self._metrics.storage_state(name, True, q.delay)
         if q.abandoned:
             self._check_drained()
         else:
             q.retry = self._reactor.callLater(q.delay, self._retry, q, name)
+
+    # -- a batch the storage refused ---------------------------------------------
+
+    def _refused(self, f: Failure, q: _Queue, name: str) -> None:
+        """The storage refused ``q.batch`` as bad: write it again in halves,
+        until what it refuses is one acked submission or one unacked item."""
+        group = q.group if q.group is not None else self._parts(q)
+        dropped: _Unit | None = None
+        if not group:  # (nothing left to write: every ack answered, no rest)
+            pass
+        elif len(group) > 1:
+            mid = len(group) // 2
+            q.groups[:0] = [group[:mid], group[mid:]]
+        else:
+            (unit,) = group
+            halves = isolate.halve(unit.batch) if unit.waiter is None else None
+            if halves is None:
+                dropped = unit
+                self._settle(q, unit, "refused")
+                self._log_refusal(name, f, sum(unit.kinds))
+            else:
+                q.groups[:0] = [[_Unit(h)] for h in halves]
+        self._next_part(q, name)
+        if dropped is not None and dropped.waiter is not None:
+            if not dropped.waiter[1].called:
+                dropped.waiter[1].errback(f)
+
+    def _parts(self, q: _Queue) -> list[_Unit]:
+        """``q.batch`` as parts: the rest first, then each acked submission."""
+        assert q.batch is not None
+        acked = [_Unit(WriteBatch({w[2][0]: w[2][1]}), w) for w in q.batch_waiters
+                 if not w[1].called]
+        rest = isolate.rest(q.batch, [w[2][:2] for w in q.batch_waiters if not w[1].called])
+        q.rest_counts = {p: c.copy() for p, c in q.batch_counts.items()}
+        for u in acked:
+            c = q.rest_counts.get(u.protocol or "")
+            if c is not None:
+                for i, n in enumerate(u.kinds):
+                    c[i] = max(0, c[i] - n)
+        return ([_Unit(rest)] if rest.by_solution else []) + acked
+
+    def _settle(self, q: _Queue, unit: _Unit, how: str) -> None:
+        """Count a part written or refused, by protocol: an acked part's own, the
+        rest's from what is left of its counts.  (It stays in ``inflight`` until
+        the whole batch is done, so no other write starts meanwhile.)"""
+        if unit.protocol is not None:
+            shares = [(unit.protocol, unit.kinds)]
+        else:
+            shares = []
+            want = unit.kinds.copy()
+            for protocol, c in q.rest_counts.items():
+                share = [min(w, have) for w, have in zip(want, c, strict=True)]
+                if any(share):
+                    shares.append((protocol, share))
+                    for i, n in enumerate(share):
+                        c[i] -= n
+                        want[i] -= n
+        for protocol, c in shares:
+            if how == "written":
+                self._metrics.written(protocol, c[0], dict(zip(ITEM_KINDS, c[1:], strict=True)))
+            else:
+                self._metrics.rejected(protocol, "storage", c[0])
+
+    def _next_part(self, q: _Queue, name: str) -> None:
+        """Write the next part of a refused batch, or end it."""
+        if not q.groups:
+            self._finish(q, name)
+            return
+        q.group = q.groups.pop(0)
+        q.batch = isolate.merged([u.batch for u in q.group])
+        self._send(q, name)
+
+    def _log_refusal(self, name: str, f: Failure, items: int) -> None:
+        """One line about refused items, then at most one a minute, counting
+        those since (a client that keeps sending them must not flood the log)."""
+        now = self._reactor.seconds()
+        r = self._refusals.get(name)
+        if r is not None and now - r[0] < REFUSALS_LOG_INTERVAL:
+            r[1] += 1
+            r[2] += items
+            return
+        before = (int(r[1]), int(r[2])) if r is not None else (0, 0)
+        self._refusals[name] = [now, 0, 0]
+        log.warn("storage {storage} refused {n} items as bad ({reason}): dropped, their "
+                 "writer told; the rest of their batch is written ({refusals} refusals, "
+                 "{refused} items, in the {interval:g} s before)", storage=name, n=items,
+                 reason=failure_reason(f), refusals=before[0], refused=before[1],
+                 interval=REFUSALS_LOG_INTERVAL)
 
     def _retry(self, q: _Queue, name: str) -> None:
         q.retry = None
@@ -458,6 +603,7 @@ class Ingest:
 
     def _recovered(self, q: _Queue, name: str, written: int) -> None:
         assert q.down is not None
+        self._metrics.storage_state(name, False)
         log.info("storage {storage} writes again after {down:.1f} s and {attempts} failed "
                  "attempts: {n} kept items written, {behind} queued behind them",
                  storage=name, down=self._reactor.seconds() - q.down, attempts=q.attempts,
@@ -470,6 +616,7 @@ class Ingest:
         self._queued -= q.inflight
         q.inflight = 0
         q.batch, q.batch_waiters, q.batch_counts = None, [], {}
+        q.group, q.groups, q.rest_counts = None, [], {}
         if q.count:
             self._write(q, name)  # what queued behind the write has waited enough
         self._check_watermarks()
@@ -487,13 +634,10 @@ class Ingest:
         first = q.batch_waiters or q.waiters
         q.expiry = None if not first else self._reactor.callLater(
             max(first[0][0] + self.ack_timeout - now, EXPIRY_TICK), self._expire, q, name)
-        if late:
-            log.debug("{n} acked writes to {storage} waited {wait} s: answered as unavailable",
-                      n=len(late), storage=name, wait=self.ack_timeout)
-            for d in late:
-                d.errback(StorageUnavailable(
-                    f"storage unavailable: not committed within {self.ack_timeout:g} s; "
-                    "the data stays queued and is retried"))
+        for d in late:  # (no log line each time: the outage has its two)
+            d.errback(StorageUnavailable(
+                f"storage unavailable: not committed within {self.ack_timeout:g} s; "
+                "the data stays queued and is retried", retry_after=_retry_after(q)))
 
     def _settled(self, q: _Queue) -> bool:
         """Nothing left to write, or a stop gave up on it and no attempt is out."""
@@ -565,21 +709,38 @@ class Ingest:
         lost = 0
         for name, q in self._queues.items():
             n = q.inflight + q.count
+            if q.group is not None:  # only the parts not written yet are lost
+                n = sum(sum(u.kinds) for g in [q.group, *q.groups] for u in g) + q.count
             if not n:
                 continue
             lost += n
             log.error("storage {storage} still failing at stop ({reason}): {n} items could "
                       "not be committed", storage=name, reason=q.reason, n=n)
-            for counts in (q.batch_counts, q.by_protocol):
+            for counts in (self._inflight_counts(q), q.by_protocol):
                 for protocol, c in counts.items():
                     self._metrics.rejected(protocol, "storage", c[0])
             waiters = q.batch_waiters + q.waiters
             q.batch_waiters, q.waiters = [], []
-            for _, w in waiters:
-                w.errback(StorageUnavailable("storage unavailable: tsnet stopped before it "
-                                             "came back; the data was not committed",
-                                             kept=False))
+            for w in waiters:
+                if not w[1].called:
+                    w[1].errback(StorageUnavailable(
+                        "storage unavailable: tsnet stopped before it came back; the data "
+                        "was not committed", kept=False))
         return lost
+
+    @staticmethod
+    def _inflight_counts(q: _Queue) -> dict[str, list[int]]:
+        """Counts by protocol of what is being written (and not settled)."""
+        if q.group is None:
+            return q.batch_counts
+        out = {p: c.copy() for p, c in q.rest_counts.items()}
+        for group in [q.group, *q.groups]:
+            for u in group:
+                if u.protocol is not None:
+                    c = out.setdefault(u.protocol, [0, 0, 0, 0, 0])
+                    for i, n in enumerate(u.kinds):
+                        c[i] += n
+        return out
 
 
 @implementer(IPointSink)
@@ -663,7 +824,7 @@ class PointSink:
         ing = self._ingest
         n = batch.samples.count
         try:
-            q, name = ing._enqueue(batch, self.principal, self.protocol)
+            q, name, _ = ing._enqueue(batch, self.principal, self.protocol)
         except NotFound:
             if not retry:
                 raise

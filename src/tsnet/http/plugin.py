@@ -7,7 +7,7 @@ from collections.abc import Mapping
 from twisted.application.service import IService
 from twisted.web.resource import IResource
 
-from tsnet.config import Config, Key, Listener, positive_int, word_list
+from tsnet.config import Config, Key, Listener, one_of, positive_int, word_list
 from tsnet.core import Core
 from tsnet.http.site import DEFAULT_MAX_BODY, collect_routes, make_site
 from tsnet.interfaces import IProtocolPlugin
@@ -28,6 +28,9 @@ class HttpPlugin(ProtocolPlugin):
     listener_keys = {
         "apis": Key(word_list, None, "the APIs to mount (default: every installed one)"),
         "max_body": Key(positive_int, DEFAULT_MAX_BODY, "bytes a request body may have"),
+        "metrics_auth": Key(one_of("none", "token"), None,
+                            "none, or token: GET /metrics needs a READ token "
+                            "(default: as the listener's auth)"),
     }
 
     def check(self, listener: Listener, config: Config,

@@ -40,6 +40,14 @@ class PlainErrors:
 PLAIN_ERRORS = PlainErrors()
 
 
+def retry_after(error: Any) -> tuple[bytes, bytes]:
+    """The ``Retry-After`` header of a 503 for ``error`` (a StorageUnavailable:
+    whole seconds until the write queue tries the storage again; 1 for any
+    other error), so a client backs off instead of counting its data as bad."""
+    seconds = getattr(error, "retry_after", 1)
+    return b"Retry-After", b"%d" % max(1, int(seconds))
+
+
 def send_error(request: Any, errors: Any, code: int, message: str,
                details: str | None = None) -> bytes:
     """Set the status and content type of ``request``; return the body to write."""

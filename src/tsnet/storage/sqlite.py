@@ -47,7 +47,7 @@ from twisted.python.threadpool import ThreadPool
 from zope.interface import implementer
 
 from tsnet import export
-from tsnet.errors import Conflict, NotFound
+from tsnet.errors import BadBatch, Conflict, NotFound
 from tsnet.interfaces import ICatalog, IStorage
 from tsnet.model import Column, Message, Meta, Property, Record, SeriesKey, Value, WriteBatch
 from tsnet.records import Credential, SolutionRecord, TokenRecord
@@ -196,6 +196,12 @@ COMPACT_SMALL = 256
 #: saw no write since the previous call; folding a few requests' worth at every
 #: step under load would make a tiny chunk per point (reads fold anyway)
 COMPACT_FOLD_POINTS = 20_000
+#: seconds reads leave the pending log as it is after a fold failed (a full
+#: disk, another process's write lock) before they try folding it again
+FOLD_RETRY = 1.0
+#: what a storage refuses the items themselves for (a constraint they break, a
+#: value SQLite cannot hold): a retry would fail forever
+_REFUSED = (sqlite3.IntegrityError, sqlite3.DataError, OverflowError)
 
 
 def _dumps(obj: Any) -> str:
@@ -238,6 +244,8 @@ class SqliteEngine:
         self._small: dict[int, int] | None = None
         self._pending: int | None = None  # points in the pending log; None: not read yet
         self._pending_at_compact = -1  # the log's size when compact() last ran
+        self._fold_again = 0.0  # monotonic time before which reads do not try to fold
+        self._fold_failing = False  # the last fold a read tried failed (logged once)
         #: held by whichever thread uses the engine: `SqliteStorage`'s writer thread
         #: for everything, or the reactor for `write_small_now`, which never waits
         self.lock = threading.Lock()
@@ -380,11 +388,18 @@ class SqliteEngine:
                                    (solution, b.reclaim_ns))
                     for entity in rules.implicit_entities(b):
                         self._register(db, solution, "entity", entity)
+        except _REFUSED as e:
+            self._forget()
+            raise BadBatch(f"the storage refused the items: {e}") from e
         except BaseException:
-            # Series rows created in the rolled-back transaction are gone.
-            self._ids.clear()
-            self._pending = None
+            self._forget()
             raise
+
+    def _forget(self) -> None:
+        """After a rolled-back write: series rows created in it are gone, and
+        the pending log is as it was, whatever the cache says."""
+        self._ids.clear()
+        self._pending = None
 
     def write_small_now(self, batch: WriteBatch) -> bool:
         """Commit a small batch of samples to the pending log on the caller's
@@ -424,6 +439,8 @@ class SqliteEngine:
                 self._pending = None
                 raise
             return True
+        except _REFUSED as e:  # (rolled back above)
+            raise BadBatch(f"the storage refused the items: {e}") from e
         finally:
             self.lock.release()
 
@@ -499,11 +516,78 @@ class SqliteEngine:
         self._pending = 0
 
     def fold_pending(self) -> None:
-        """Fold the pending log into chunks now (every read does this first)."""
+        """Fold the pending log into chunks now (reads try this first)."""
         if self._pending_points(self.db):
-            with self._transaction() as db:
-                self._check_data_generation(db)
-                self._fold(db)
+            try:
+                with self._transaction() as db:
+                    self._check_data_generation(db)
+                    self._fold(db)
+            except BaseException:
+                self._forget()  # (_fold counted the log as empty before the commit)
+                raise
+
+    def _fold_for_read(self) -> None:
+        """Fold the pending log before a read, if that can be done at once.
+
+        A read must need neither free space nor the write lock, so when the
+        fold fails (a full disk, another process writing) the read goes on
+        without it (`_snapshot` merges the log in), and reads leave the log
+        alone for `FOLD_RETRY` seconds.  Logged once when folds start failing
+        and once when one works again."""
+        db = self.db
+        if not self._pending_points(db) or time.monotonic() < self._fold_again:
+            return
+        db.execute("PRAGMA busy_timeout = 0")  # a read does not wait for a writer
+        try:
+            self.fold_pending()
+        except sqlite3.OperationalError as e:
+            self._fold_again = time.monotonic() + FOLD_RETRY
+            if not self._fold_failing:
+                self._fold_failing = True
+                log.warn("{path}: reads cannot fold the pending log ({reason}); they read "
+                         "it as it is meanwhile", path=self.path, reason=str(e))
+            return
+        finally:
+            db.execute(f"PRAGMA busy_timeout = {int(self.busy_timeout * 1000)}")
+        if self._fold_failing:
+            self._fold_failing = False
+            log.info("{path}: reads fold the pending log again", path=self.path)
+
+    @contextmanager
+    def _snapshot(self, db: sqlite3.Connection | None = None,
+                  ) -> Iterator[tuple[sqlite3.Connection, dict[int, list[chunks.Samples]]]]:
+        """A read transaction on ``db``, and the pending log's points in it (what
+        `_unfolded` gives), so a read sees every commit whether or not the log
+        could be folded."""
+        db = db or self.db
+        own = not db.in_transaction
+        if own:
+            db.execute("BEGIN")
+        try:
+            yield db, self._unfolded(db)
+        finally:
+            if own and db.in_transaction:
+                db.execute("COMMIT")  # (a read transaction: nothing to write)
+
+    def _unfolded(self, db: sqlite3.Connection) -> dict[int, list[chunks.Samples]]:
+        """The points of the pending log per series id, oldest first, as a fold
+        would write them; reads add them after the series' chunks (the log is
+        newer than every chunk, so last-write-wins holds).  Empty after a fold."""
+        blobs: list[bytes] = []
+        out: dict[int, list[chunks.Samples]] = {}
+        for (row,) in db.execute("SELECT batch FROM pending ORDER BY id"):
+            if isinstance(row, str):  # a row written before the binary form: older
+                for solution, key, t, v, x in pending_log.decode_json(row):
+                    found = db.execute("SELECT id FROM series WHERE skey = ?",
+                                       (_series_skey(solution, key)[0],)).fetchone()
+                    if found is not None:  # (else its fold creates the series)
+                        out.setdefault(found[0], []).append((t, v, x))
+            else:
+                blobs.append(row)
+        if blobs:
+            for sid, _, _, _, t, v, x in pending_log.fold(blobs):
+                out.setdefault(sid, []).append(chunks.decode_chunk(t, v, x))
+        return out
 
     def _check_data_generation(self, db: sqlite3.Connection) -> None:
         """Drop the series-id cache if any process deleted data since we last looked."""
@@ -662,29 +746,41 @@ class SqliteEngine:
         end_ns: int | None = None,
     ) -> list[tuple[SeriesKey, list[int], list[Value], list[str | None] | None]]:
         """Merged samples per series, sorted by key then time; see IStorage."""
-        self.fold_pending()
+        self._fold_for_read()
         where, args = _where(("s.solution = ?", solution), ("s.metric = ?", metric),
                              ("c.max_time >= ?", start_ns), ("c.min_time <= ?", end_ns))
-        rows = self.db.execute(
-            "SELECT c.series_id, s.metric, s.entity, s.tags, c.times, c.vals, c.texts"
-            f" FROM chunks c JOIN series s ON s.id = c.series_id WHERE {where}"
-            " ORDER BY c.series_id, c.id",
-            args,
-        )
-        out = []
-        for _, group in itertools.groupby(rows, key=lambda r: r[0]):
-            group = list(group)
-            _, m, e, tags, *_ = group[0]
-            merged = chunks.merge(chunks.decode_chunk(r[4], r[5], r[6]) for r in group)
-            times, values, texts = chunks.time_slice(merged, start_ns, end_ns)
+        out: list = []
+
+        def add(m: str, e: str | None, tags: str, parts: list[chunks.Samples]) -> None:
+            times, values, texts = chunks.time_slice(chunks.merge(parts), start_ns, end_ns)
             if times:
                 out.append((_key_from_row(m, e, tags), times, values, texts))
+
+        with self._snapshot() as (db, unfolded):
+            rows = db.execute(
+                "SELECT c.series_id, s.metric, s.entity, s.tags, c.times, c.vals, c.texts"
+                f" FROM chunks c JOIN series s ON s.id = c.series_id WHERE {where}"
+                " ORDER BY c.series_id, c.id",
+                args,
+            )
+            for sid, group in itertools.groupby(rows, key=lambda r: r[0]):
+                group = list(group)
+                _, m, e, tags, *_ = group[0]
+                parts = [chunks.decode_chunk(r[4], r[5], r[6]) for r in group]
+                add(m, e, tags, parts + unfolded.pop(sid, []))
+            if unfolded:  # series with points in the log only (none in a chunk in range)
+                where, args = _where(("solution = ?", solution), ("metric = ?", metric))
+                for sid, m, e, tags in db.execute(
+                        f"SELECT id, metric, entity, tags FROM series WHERE {where}", args):
+                    if sid in unfolded:
+                        add(m, e, tags, unfolded[sid])
         out.sort(key=lambda item: rules.series_sort_key(item[0]))
         return out
 
     def list_series(self, solution: str, metric: str | None = None) -> list[SeriesKey]:
-        """Every series of the solution (of one metric), sorted; see IStorage."""
-        self.fold_pending()
+        """Every series of the solution (of one metric), sorted; see IStorage.
+        (The log's series have their rows already: no fold is needed.)"""
+        self._fold_for_read()
         where, args = _where(("solution = ?", solution), ("metric = ?", metric))
         rows = self.db.execute(f"SELECT metric, entity, tags FROM series WHERE {where}", args)
         keys = [_key_from_row(*row) for row in rows]
@@ -693,17 +789,25 @@ class SqliteEngine:
 
     def count_points(self, solution: str | None = None) -> int:
         """Distinct (series, time) pairs of one solution, or of all when None."""
-        self.fold_pending()
+        self._fold_for_read()
         sql = "SELECT c.series_id, c.times FROM chunks c"
         args: tuple = ()
         if solution is not None:
             sql += " JOIN series s ON s.id = c.series_id WHERE s.solution = ?"
             args = (solution,)
-        rows = self.db.execute(sql + " ORDER BY c.series_id", args)
-        return sum(
-            chunks.count_distinct(chunks.decode_times(r[1]) for r in group)
-            for _, group in itertools.groupby(rows, key=lambda r: r[0])
-        )
+        total = 0
+        with self._snapshot() as (db, unfolded):
+            rows = db.execute(sql + " ORDER BY c.series_id", args)
+            for sid, group in itertools.groupby(rows, key=lambda r: r[0]):
+                times = [chunks.decode_times(r[1]) for r in group]
+                total += chunks.count_distinct(times + [p[0] for p in unfolded.pop(sid, [])])
+            if unfolded and solution is not None:
+                mine = {r[0] for r in db.execute("SELECT id FROM series WHERE solution = ?",
+                                                 (solution,))}
+                unfolded = {sid: p for sid, p in unfolded.items() if sid in mine}
+            for parts in unfolded.values():  # series with points in the log only
+                total += chunks.count_distinct(p[0] for p in parts)
+        return total
 
     # Properties, messages and meta never go through the pending log (it holds
     # samples only, and a series' implicit meta is registered when its row is
@@ -784,7 +888,7 @@ class SqliteEngine:
         return sorted(r[0] for r in db.execute(union))
 
     def solution_has_data(self, solution: str) -> bool:
-        self.fold_pending()
+        self._fold_for_read()  # (the log's series have their rows already)
         return any(
             self.db.execute(f"SELECT 1 FROM {t} WHERE solution = ? LIMIT 1", (solution,)).fetchone()
             for t in _DATA_TABLES
@@ -896,16 +1000,19 @@ class SqliteEngine:
         export is consistent while the main connection keeps committing between
         pages.  Call ``next`` on it from the engine's thread only.
         """
-        self.fold_pending()
+        self._fold_for_read()
         own = self.path != ":memory:"
         db = self._connect() if own else self.db
         try:
             if own:
                 db.execute("BEGIN")
+            # the log as this snapshot sees it: what another process logged since
+            # the fold, or all of it when it could not be folded (a full disk)
+            unfolded = self._unfolded(db)
             solutions = [solution] if solution is not None else self.data_solutions(db)
             page: list[dict] = []
             for sol in solutions:
-                for line in self._export_solution(db, sol):
+                for line in self._export_solution(db, sol, unfolded):
                     page.append(line)
                     if len(page) >= page_size:
                         yield page
@@ -921,7 +1028,8 @@ class SqliteEngine:
         for page in self.export_pages(solution):
             yield from page
 
-    def _export_solution(self, db: sqlite3.Connection, solution: str) -> Iterator[dict]:
+    def _export_solution(self, db: sqlite3.Connection, solution: str,
+                         unfolded: dict[int, list[chunks.Samples]]) -> Iterator[dict]:
         series = [
             (_key_from_row(m, e, t), sid)
             for sid, m, e, t in db.execute(
@@ -933,8 +1041,8 @@ class SqliteEngine:
             rows = db.execute(
                 "SELECT times, vals, texts FROM chunks WHERE series_id = ? ORDER BY id", (sid,)
             )
-            merged = chunks.merge(chunks.decode_chunk(*r) for r in rows)
-            yield from export.series_lines(solution, key, *merged)
+            parts = [chunks.decode_chunk(*r) for r in rows] + unfolded.get(sid, [])
+            yield from export.series_lines(solution, key, *chunks.merge(parts))
         for entity, ptype, pkey, tags, t in db.execute(
             "SELECT entity, type, pkey, tags, time_ns FROM properties WHERE solution = ?"
             " ORDER BY entity, type, pkey",
@@ -1156,6 +1264,26 @@ def _solution(row: tuple) -> SolutionRecord:
     return SolutionRecord(name, description, storage, created_ns, json.loads(attributes))
 
 
+class _Faults:
+    """Background work on the file (checkpoints, compaction) fails while the
+    disk is full or another process holds the lock, at every attempt: one log
+    line when a kind of work starts failing and one when it works again."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self.failing: dict[str, str] = {}
+
+    def failed(self, what: str, f: Any) -> None:
+        if what not in self.failing:
+            self.failing[what] = reason = f.getErrorMessage()
+            log.warn("{what} of {path} fails ({reason}); trying again later", what=what,
+                     path=self.path, reason=reason)
+
+    def worked(self, what: str) -> None:
+        if self.failing.pop(what, None) is not None:
+            log.info("{what} of {path} works again", what=what, path=self.path)
+
+
 @implementer(IStorage, ICatalog)
 class SqliteStorage:
     """`SqliteEngine` behind Deferreds: every call runs in one dedicated thread,
@@ -1178,6 +1306,7 @@ class SqliteStorage:
         self.small_writes_inline = small_writes_inline
         self._checkpoints: Any = None  # LoopingCall, with small_writes_inline
         self._checkpointing = False
+        self._faults = _Faults(path)
         self._pool: ThreadPool | None = None
         self._closing: defer.Deferred | None = None
         self._trigger: Any = None
@@ -1236,12 +1365,22 @@ class SqliteStorage:
             return
         self._checkpointing = True
         d = self._run(self._engine.checkpoint)
+        d.addCallbacks(lambda _: self._faults.worked("checkpoint"), self._background_failed,
+                       errbackArgs=("checkpoint",))
         d.addErrback(lambda f: log.failure("checkpoint of {path} failed", f, path=self.path))
 
         def done(_: Any) -> None:
             self._checkpointing = False
 
         d.addBoth(done)
+
+    def _background_failed(self, f: Any, what: str) -> int:
+        """A checkpoint or a compaction step failed: a full disk or a lock is
+        logged once (see `_Faults`) and tried again later; anything else is a
+        bug, passed on."""
+        f.trap(sqlite3.OperationalError)
+        self._faults.failed(what, f)
+        return 0
 
     def _reactor_stopped(self) -> None:
         """The reactor stopped without close(): the trigger firing is spent."""
@@ -1357,8 +1496,15 @@ class SqliteStorage:
 
     def compact(self, solution: str | None = None, max_series: int | None = None,
                 **kw: Any) -> defer.Deferred:
-        """Deferred[int]: see `SqliteEngine.compact` (None: every series)."""
-        return self._run(self._engine.compact, solution, max_series, **kw)
+        """Deferred[int]: see `SqliteEngine.compact` (None: every series).  While
+        it cannot be written (a full disk), a step compacts nothing (logged once)."""
+
+        def done(n: int) -> int:
+            self._faults.worked("compaction")
+            return n
+
+        return self._run(self._engine.compact, solution, max_series, **kw).addCallbacks(
+            done, self._background_failed, errbackArgs=("compaction",))
 
     # ICatalog
 

@@ -45,8 +45,10 @@ from zope.interface import implementer
 from tsnet.errors import Forbidden, Overloaded, StorageUnavailable, Unauthorized
 from tsnet.http.bodies import inflate_body, read_chunks
 from tsnet.http.credentials import header_secrets, listener_of, principal_for, request_secrets
+from tsnet.http.replies import retry_after
 from tsnet.http.site import DEFAULT_MAX_BODY
 from tsnet.interfaces import IFastPost
+from tsnet.logbound import LogBound
 from tsnet.model import WRITE, Batch, Principal, SampleSet, anonymous
 from tsnet.protocols.opentsdb.json_put import (
     PointError,
@@ -68,6 +70,7 @@ PROTOCOL = "opentsdb"
 REALM = b'Basic realm="opentsdb"'
 SEE_DETAILS = 'Please see the TSD logs or append "details" to the put request'
 UNAVAILABLE = "Storage unavailable, please retry later"
+STORAGE_REFUSED = "Storage exception: the storage refused the batch"
 CONTENT_TYPE = JSON_CONTENT_TYPE
 
 
@@ -102,7 +105,8 @@ def sync_timeout_ms(args: dict[str, list[str]]) -> int:
         return 0
     text = values[0]
     digits = text[1:] if text[:1] in ("+", "-") else text
-    if not (digits.isascii() and digits.isdigit()) or not -(2**31) <= int(text) < 2**31:
+    if not (digits.isascii() and digits.isdigit()) or len(digits) > 10 \
+            or not -(2**31) <= int(text) < 2**31:
         raise ValueError(f'For input string: "{text}"')
     return int(text)
 
@@ -130,6 +134,8 @@ class PutResource(Resource):
         self._core = core
         self._series = SeriesCache()
         self._anonymous: dict[str, Principal] = {}
+        #: unexpected failures: a client repeating one must not flood the log
+        self._bounded = LogBound(log, core.reactor)
 
     # -- the fast path (tsnet.http.lean) -------------------------------------------
 
@@ -190,7 +196,8 @@ class PutResource(Resource):
         d = defer.ensureDeferred(self._put(request))
         d.addErrback(self._crashed, request)
         d.addCallback(self._send, request, gone)
-        d.addErrback(lambda f: log.failure("/api/put could not reply", f))
+        d.addErrback(lambda f: self._bounded.failure("/api/put reply failures",
+                                                      "/api/put could not reply", f))
         return NOT_DONE_YET
 
     # -- the request --------------------------------------------------------------
@@ -302,6 +309,7 @@ class PutResource(Resource):
 
         unavailable = [o for o in outcomes.values() if o.state == "unavailable"]
         if unavailable:
+            request.setHeader(*retry_after(None))
             return json_error(request, 503, UNAVAILABLE, details=unavailable[0].error)
         success = failed_writes = timeouts = 0
         for o in outcomes.values():
@@ -368,9 +376,10 @@ class PutResource(Resource):
                 return
             if isinstance(result, Failure):
                 o.state = "unavailable" if result.check(StorageUnavailable) else "failed"
+                # (a refused batch's own text is the storage's, and logged by ingest)
                 o.error = ("Please throttle" if result.check(Overloaded)
                            else result.getErrorMessage() if o.state == "unavailable"
-                           else f"Storage exception: {result.getErrorMessage()}")
+                           else STORAGE_REFUSED)
             else:
                 o.state = "ok"
             if not left[0]:
@@ -395,7 +404,7 @@ class PutResource(Resource):
     # -- replying -----------------------------------------------------------------
 
     def _crashed(self, f: Failure, request: Any) -> bytes:
-        log.failure("/api/put failed", f)
+        self._bounded.failure("/api/put failures", "/api/put failed", f)
         return json_error(request, 500, "Unexpected exception")
 
     def _send(self, body: bytes, request: Any, gone: list[Failure]) -> None:
@@ -414,7 +423,7 @@ def _stored(_: Any) -> tuple[int, list[tuple[bytes, bytes]], bytes]:
 def _not_stored(f: Failure) -> tuple[int, list[tuple[bytes, bytes]], bytes]:
     """A failed commit, answered as `_store` answers it without flags."""
     if f.check(StorageUnavailable):
-        return 503, [(b"Content-Type", CONTENT_TYPE)], error_body(
+        return 503, [(b"Content-Type", CONTENT_TYPE), retry_after(f.value)], error_body(
             503, UNAVAILABLE, details=f.getErrorMessage())
     return 400, [(b"Content-Type", CONTENT_TYPE)], error_body(
         400, "One or more data points had errors", details=SEE_DETAILS)
