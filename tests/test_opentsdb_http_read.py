@@ -183,6 +183,36 @@ def test_query_arrays_show_query_jsonp(cpu_server: Any) -> None:
 
 
 @pytest_twisted.inlineCallbacks
+def test_jsonp_callback_must_be_a_function_name(cpu_server: Any) -> None:
+    """``jsonp`` is code in the reply: only a JavaScript identifier or dotted
+    path of them (at most 128 characters) wraps it, sent as JavaScript; anything
+    else is a 400, not wrapped; every read reply says ``nosniff``."""
+    q = f"/api/query?start={T0}&end={T0 + 1}&m=sum:sys.mem&arrays&jsonp="
+    code, _, resp, raw = yield call("GET", url(cpu_server, q + "window.app.cb_1"))
+    assert code == 200
+    assert raw.startswith(b'window.app.cb_1([{"metric":"sys.mem"') and raw.endswith(b"])")
+    assert resp.headers.getRawHeaders("content-type") == [
+        "application/javascript; charset=UTF-8"]
+    assert resp.headers.getRawHeaders("x-content-type-options") == ["nosniff"]
+    for bad in ["%3Cscript%3Ealert(1)%3C/script%3E", "alert(1)//", "a.", "1cb", "a..b",
+                "cb%0A", "a" * 129]:
+        code, got, resp, raw = yield call("GET", url(cpu_server, q + bad))
+        assert code == 400, bad
+        assert got == error(400, "Invalid jsonp callback",
+                            "jsonp must be a JavaScript function name or dotted path of at "
+                            "most 128 characters")
+        assert resp.headers.getRawHeaders("content-type") == JSON_TYPE
+        assert resp.headers.getRawHeaders("x-content-type-options") == ["nosniff"]
+        assert b"script" not in raw
+    code, _, _, raw = yield call("GET", url(cpu_server, "/api/version?jsonp=" + "a" * 128))
+    assert code == 200 and raw.startswith(b"a" * 128 + b"({")
+    for path in ("/api/query", "/api/suggest?type=metrics", "/api/search/lookup?m=sys.mem",
+                 "/api/version", "/api/aggregators", "/api/config/filters"):
+        _, _, resp, _ = yield call("GET", url(cpu_server, path))
+        assert resp.headers.getRawHeaders("x-content-type-options") == ["nosniff"], path
+
+
+@pytest_twisted.inlineCallbacks
 def test_query_rate(server: Any) -> None:
     yield write(server, [("ctr", {"h": "a"}, T0 + i, v) for i, v in
                          enumerate([10, 20, 5, 15])])
@@ -256,6 +286,13 @@ QUERY_ERRORS = [
         {"aggregator": "sum", "metric": "sys.mem",
          "filters": [{"type": "nope", "tagk": "host", "filter": "x"}]}]},
      400, "Unable to parse the given JSON", "Could not find a tag value filter of the type: nope"),
+    ("POST", "/api/query", {"start": 1, "queries": [
+        {"aggregator": "sum", "metric": "sys.mem", "filters": 5}]},
+     400, "Unable to parse the given JSON", "filters must be an array"),
+    ("POST", "/api/search/lookup", {"metric": "sys.mem", "tags": 5},
+     400, "Unable to parse the given JSON", "tags must be an array"),
+    ("POST", "/api/query", b"[" * 100_000, 400, "Unable to parse the given JSON",
+     "Arrays and objects are nested too deeply"),
     ("PUT", "/api/query", None, 405, "Method not allowed",
      "The HTTP method [PUT] is not permitted for this endpoint"),
     ("DELETE", "/api/query?start=1h-ago&m=sum:sys.mem", None, 400, "Bad request",

@@ -12,12 +12,14 @@ from hypothesis import strategies as st
 from tsnet.query import (
     AGGREGATORS,
     FILTER_DOCS,
+    MAX_TIME_MS,
     NS_PER_MS,
     NS_PER_S,
     QueryError,
     RateOptions,
     SubQuery,
     aggregate,
+    bucket_count,
     common_tags,
     downsample,
     filter_examples,
@@ -33,8 +35,10 @@ from tsnet.query import (
     rate,
     reduce_values,
     run_sub_query,
+    storable_time_ms,
     tags_to_filters,
 )
+from tsnet.query_limits import QueryBudget, QueryCancelled, QueryLimitExceeded, QueryLimits
 
 S = NS_PER_S
 NOW = 1_700_000_000_000  # ms
@@ -620,3 +624,92 @@ def test_property_not_literal_or_is_the_negation(literals: list, value: str) -> 
     no = make_filter("not_literal_or", "k", pattern).matches({"k": value})
     assert yes is not no
     assert yes is (value in pattern.split("|"))
+
+
+# -- bounds: numbers, times, and the budget the engine spends ------------------------
+
+
+@pytest.mark.parametrize("text", ["9" * 5000 + "ms", "9" * 5000 + "s-ago", "9" * 41,
+                                  "9" * 5000, "+" + "9" * 5000],
+                         ids=["ms", "ago", "41", "5000", "signed"])
+def test_times_of_thousands_of_digits_are_query_errors(text: str) -> None:
+    with pytest.raises(QueryError) as e:
+        parse_time_ms(text, NOW)
+    assert len(e.value.message) < 300  # the input is not echoed in full
+    assert "int" not in e.value.message.lower()  # no interpreter detail
+
+
+@pytest.mark.parametrize("value", [math.inf, -math.inf, math.nan, 10 ** 5000],
+                         ids=["inf", "-inf", "nan", "5001-digits"])
+def test_non_finite_and_huge_json_times_are_query_errors(value: float) -> None:
+    with pytest.raises(QueryError, match="Invalid time"):
+        parse_time_ms(value, NOW)
+
+
+def test_durations_of_thousands_of_digits_are_query_errors() -> None:
+    with pytest.raises(QueryError, match=r"Duration must be < Long\.MAX_VALUE ms"):
+        parse_duration_ms("9" * 5000 + "s")
+    with pytest.raises(QueryError, match=r"Duration must be < Long\.MAX_VALUE ms"):
+        parse_downsample("9" * 5000 + "s-avg")
+
+
+def test_storable_times() -> None:
+    assert storable_time_ms(MAX_TIME_MS, "End time") == MAX_TIME_MS
+    assert (MAX_TIME_MS * NS_PER_MS + NS_PER_MS - 1) < 2**63  # the end of its millisecond
+    with pytest.raises(QueryError, match=r"End time \[10000000000000\] is outside"):
+        storable_time_ms(10_000_000_000_000, "End time")
+
+
+def test_bucket_count_is_known_before_reading() -> None:
+    ds = parse_downsample("1s-avg-zero")
+    sub = SubQuery(get_aggregator("sum"), "m", downsample=ds)
+    start, end = 1346998400 * S, 1356998400 * S + S - 1
+    assert bucket_count(ds, start, end) == 10_000_001
+    # the buckets reach to the end of the hour past ``end``, as the points read do
+    assert sub.planned_buckets(start, end) == 10_000_000 + 3600
+    assert SubQuery(get_aggregator("sum"), "m",
+                    downsample=parse_downsample("1s-avg")).planned_buckets(start, end) == 0
+    assert bucket_count(parse_downsample("0all-sum"), start, end) == 1
+
+
+def _interleaved(n: int, points: int) -> list:
+    from tsnet.model import series_key
+
+    return [(series_key("m", {"h": str(i)}), [(j * n + i) * NS_PER_MS for j in range(points)],
+             list(range(points))) for i in range(n)]
+
+
+def test_the_engine_stops_when_its_budget_is_spent() -> None:
+    """A clock past the deadline stops aggregation inside its loops (not after
+    them); a bucket limit stops downsampling; the output limit the results."""
+    ticks = iter(range(10**9))
+    budget = QueryBudget(QueryLimits(timeout=3), clock=lambda: next(ticks))
+    sub = SubQuery(get_aggregator("sum"), "m")
+    rows = _interleaved(50, 1000)
+    with pytest.raises(QueryLimitExceeded) as e:
+        run_sub_query(sub, rows, 0, 10**12, budget=budget)
+    assert (e.value.key, e.value.status) == ("query_timeout", 503)
+    assert budget.output == 0  # stopped before any result was made
+    assert run_sub_query(sub, rows, 0, 10**12)[0].times  # unbounded, it completes
+
+    budget = QueryBudget(QueryLimits(max_buckets=100))
+    ds_sub = SubQuery(get_aggregator("sum"), "m", downsample=parse_downsample("1ms-sum"))
+    with pytest.raises(QueryLimitExceeded) as e:
+        run_sub_query(ds_sub, rows, 0, 10**12, budget=budget)
+    assert (e.value.key, e.value.status) == ("max_query_buckets", 413)
+    assert "max_query_buckets = 100" in e.value.message
+
+    budget = QueryBudget(QueryLimits(max_output=10))
+    with pytest.raises(QueryLimitExceeded, match="max_query_output = 10"):
+        run_sub_query(sub, rows[:1], 0, 10**12, budget=budget)
+    budget = QueryBudget(QueryLimits(max_points=10))
+    with pytest.raises(QueryLimitExceeded, match="max_query_points = 10"):
+        budget.read(11)
+
+
+def test_a_cancelled_budget_stops_the_engine() -> None:
+    budget = QueryBudget(QueryLimits())
+    budget.cancelled = True
+    with pytest.raises(QueryCancelled):
+        run_sub_query(SubQuery(get_aggregator("sum"), "m"), _interleaved(50, 1000), 0,
+                      10**12, budget=budget)

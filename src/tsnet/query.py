@@ -29,6 +29,12 @@ The semantics are OpenTSDB 2.4's (specs/opentsdb.md §3), read from its
 Speed: downsampling, the hot path of dashboards, finds each bucket with
 `bisect` and reduces a list slice with built-ins, so its Python work is per
 bucket, not per point.  Nothing here keeps state between calls.
+
+Bounds: the loops whose work grows with the data spend a `Budget` handed in
+(`tsnet.query_limits.QueryBudget`: points, buckets, output, time), which
+raises a `QueryError` as soon as one is gone, so a query over its time really
+stops; `bucket_count` tells a fill policy's buckets before anything is read.
+User patterns are matched in linear time (`tsnet.patterns`).
 """
 
 from __future__ import annotations
@@ -40,14 +46,28 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from types import MappingProxyType
-from typing import Any
+from typing import Any, Protocol
 
 from tsnet.model import SeriesKey, Value, parse_java_long, series_tags
+from tsnet.patterns import PatternError, compile_regex, glob_matcher
 
 NS_PER_MS = 1_000_000
 NS_PER_S = 1_000_000_000
 HOUR_NS = 3600 * NS_PER_S
 INT64_MAX = 2**63 - 1
+#: the query times storage can hold: int64 nanoseconds, whole milliseconds
+#: (1677-09-21 to 2262-04-11 UTC)
+MAX_TIME_MS = INT64_MAX // NS_PER_MS - 1
+MIN_TIME_MS = -MAX_TIME_MS
+#: digits a number in a query may have: more is never a valid time or count,
+#: and Python refuses to convert over 4300 of them
+MAX_DIGITS = 40
+_SHOWN = 64
+
+
+def shown(text: str) -> str:
+    """``text`` as an error message may quote it: the first `_SHOWN` characters."""
+    return text if len(text) <= _SHOWN else text[:_SHOWN] + "..."
 
 
 class QueryError(ValueError):
@@ -76,20 +96,23 @@ def parse_duration_ms(text: str) -> int:
     while unit < len(text) and "0" <= text[unit] <= "9":
         unit += 1
         if unit >= len(text):
-            raise QueryError(f"Invalid duration, must have an integer and unit: {text}")
+            raise QueryError(
+                f"Invalid duration, must have an integer and unit: {shown(text)}")
     if unit == 0:
-        raise QueryError(f"Invalid duration (number): {text}")
+        raise QueryError(f"Invalid duration (number): {shown(text)}")
+    if unit > MAX_DIGITS:
+        raise QueryError(f"Duration must be < Long.MAX_VALUE ms: {shown(text)}")
     interval = int(text[:unit])
     if interval <= 0:
-        raise QueryError(f"Zero or negative duration: {text}")
+        raise QueryError(f"Zero or negative duration: {shown(text)}")
     suffix = text[-1].lower()
     if suffix == "s" and text[-2] == "m":
         return interval
     if suffix not in _DURATION_MS:
-        raise QueryError(f"Invalid duration (suffix): {text}")
+        raise QueryError(f"Invalid duration (suffix): {shown(text)}")
     ms = interval * _DURATION_MS[suffix]
     if ms > INT64_MAX:
-        raise QueryError(f"Duration must be < Long.MAX_VALUE ms: {text}")
+        raise QueryError(f"Duration must be < Long.MAX_VALUE ms: {shown(text)}")
     return ms
 
 
@@ -113,7 +136,16 @@ def _zone(tz: str | None) -> Any:
 
         return ZoneInfo(tz)
     except Exception:
-        raise QueryError(f"Invalid timezone name: {tz}") from None
+        raise QueryError(f"Invalid timezone name: {shown(tz)}") from None
+
+
+def storable_time_ms(ms: int, what: str) -> int:
+    """``ms`` if storage can hold it (int64 nanoseconds), else the 400 naming
+    ``what`` (``Start time``, ``End time``)."""
+    if not MIN_TIME_MS <= ms <= MAX_TIME_MS:
+        raise QueryError(f"{what} [{shown(str(ms))}] is outside the times tsnet can store "
+                         "(1677-09-21 to 2262-04-11 UTC)")
+    return ms
 
 
 def parse_time_ms(value: str | int | float, now_ms: int, tz: str | None = None) -> int:
@@ -129,10 +161,16 @@ def parse_time_ms(value: str | int | float, now_ms: int, tz: str | None = None) 
     if isinstance(value, bool):
         raise QueryError(f"Invalid time: {value}")
     if isinstance(value, float):
+        if not math.isfinite(value):
+            raise QueryError(f"Invalid time: {value}")
         text = str(int(value)) if value.is_integer() else repr(value)
+    elif isinstance(value, int) and abs(value) > 10 ** MAX_DIGITS:
+        raise QueryError("Invalid time: the number has too many digits")
     else:
         text = str(value)
     if _MS_SUFFIX.match(text):
+        if len(text) > MAX_DIGITS:
+            raise QueryError(f"Invalid time: {shown(text)}. Value too long")
         return int(text[:-2])
     low = text.lower()
     if low == "now":
@@ -142,7 +180,7 @@ def parse_time_ms(value: str | int | float, now_ms: int, tz: str | None = None) 
     if "/" in text or ":" in text:
         fmt = _ABSOLUTE_FORMATS.get((len(text), "-" in text))
         if fmt is None:
-            raise QueryError(f"Invalid absolute date: {text}")
+            raise QueryError(f"Invalid absolute date: {shown(text)}")
         try:
             parsed = datetime.strptime(text, fmt)
         except ValueError:
@@ -152,14 +190,14 @@ def parse_time_ms(value: str | int | float, now_ms: int, tz: str | None = None) 
     if "." in text:
         if not _DOTTED_MS.match(text):
             raise QueryError(
-                f"Invalid time: {text}. Millisecond timestamps must be in the format "
+                f"Invalid time: {shown(text)}. Millisecond timestamps must be in the format "
                 "<seconds>.<ms> where the milliseconds are limited to 3 digits")
         seconds, frac = text.split(".")
         return int(seconds) * 1000 + int(frac.ljust(3, "0"))
     try:
         t = parse_java_long(text)
     except ValueError as e:
-        raise QueryError(f"Invalid time: {text}. {e}") from None
+        raise QueryError(f"Invalid time: {shown(text)}. {shown(str(e))}") from None
     if t < 0:
         raise QueryError(f"Invalid time: {text}. Negative timestamps are not supported.")
     return t * 1000 if len(text) <= 10 else t
@@ -390,16 +428,16 @@ def filter_examples(ftype: str) -> str:
             f'{{"type":"{ftype}","tagk":"host","filter":"{wide}","groupBy":false}}')
 
 
+#: filter types whose pattern is matched against each value, not looked up
+PATTERN_TYPES = frozenset({"regexp", "wildcard", "iwildcard"})
+
+
 def _java_pipe_split(text: str) -> list[str]:
     """Java's ``split("\\\\|")``: trailing empty strings are dropped."""
     parts = text.split("|")
     while parts and parts[-1] == "":
         parts.pop()
     return parts
-
-
-def _glob(pattern: str) -> re.Pattern[str]:
-    return re.compile(".*".join(re.escape(p) for p in pattern.split("*")), re.DOTALL)
 
 
 @dataclass(frozen=True)
@@ -449,19 +487,16 @@ def _value_matcher(ftype: str, pattern: str) -> Callable[[str | None], bool]:
             raise QueryError("Filter must contain an asterisk")
         if pattern.strip("*") == "":
             return lambda v: v is not None
-        if ftype == "iwildcard":
-            rx = _glob(pattern.lower())
-            return lambda v: v is not None and rx.fullmatch(v.lower()) is not None
-        rx = _glob(pattern)
-        return lambda v: v is not None and rx.fullmatch(v) is not None
+        glob = glob_matcher(pattern, fold=ftype == "iwildcard")
+        return lambda v: v is not None and glob(v)
     if ftype == "regexp":
         if not pattern:
             raise QueryError("Filter cannot be null or empty")
         try:
-            rx = re.compile(pattern)
-        except re.error as e:
-            raise QueryError(f"Invalid regular expression {pattern!r}: {e}") from None
-        return lambda v: v is not None and rx.search(v) is not None
+            found = compile_regex(pattern)
+        except PatternError as e:
+            raise QueryError(f"Invalid regular expression {shown(pattern)!r}: {e}") from None
+        return lambda v: v is not None and found(v)
     if ftype == "not_key":
         if pattern:
             raise QueryError("The filter must be empty for the not_key filter")
@@ -575,6 +610,42 @@ def matches_all(filters: Sequence[TagFilter], tags: Mapping[str, str]) -> bool:
     return all(f.matches(tags) for f in filters)
 
 
+# -- budgets ----------------------------------------------------------------------
+
+
+class Budget(Protocol):
+    """What the engine spends while it works (`tsnet.query_limits.QueryBudget`):
+    each call raises a `QueryError` once a limit or the time is gone."""
+
+    def check(self) -> None: ...
+
+    def spend(self, units: int = 1) -> None: ...
+
+    def add_buckets(self, buckets: int) -> None: ...
+
+    def add_output(self, items: int, what: str = "points") -> None: ...
+
+
+class Unbounded:
+    """The budget of a caller that sets no limits (the engine's own tests)."""
+
+    def check(self) -> None:
+        pass
+
+    def spend(self, units: int = 1) -> None:
+        pass
+
+    def add_buckets(self, buckets: int) -> None:
+        pass
+
+    def add_output(self, items: int, what: str = "points") -> None:
+        pass
+
+
+#: how many steps of a Python loop run between two calls into the budget
+STEPS = 1 << 12
+
+
 # -- downsampling and rate ------------------------------------------------------
 
 FILL_POLICIES = ("none", "nan", "null", "zero")
@@ -623,8 +694,20 @@ def parse_downsample(spec: str) -> Downsample:
     return Downsample(spec, interval_ns, agg, fill)
 
 
+def bucket_count(ds: Downsample, start_ns: int, end_ns: int) -> int:
+    """The buckets of [start, end] a fill policy makes: known before any point
+    is read, so a query can be refused before it costs anything."""
+    if ds.interval_ns == 0:
+        return 1
+    step = ds.interval_ns
+    first = -(-start_ns // step) * step
+    last = end_ns - end_ns % step
+    return max(0, (last - first) // step + 1)
+
+
 def downsample(
     times: Sequence[int], values: Sequence[Value], ds: Downsample, start_ns: int, end_ns: int,
+    budget: Budget | None = None,
 ) -> tuple[list[int], list[Value]]:
     """Bucket a time-sorted series: one float per interval, at the interval's
     start, for the buckets starting in [start, end].
@@ -632,10 +715,13 @@ def downsample(
     A bucket holds the points of [b, b + interval), so the last one reaches past
     ``end`` (read that far).  ``0all`` is one bucket at ``start`` over
     [start, end].  With a fill policy every bucket of the range is present;
-    missing ones are NaN (``nan``, ``null``) or 0.0 (``zero``).
+    missing ones are NaN (``nan``, ``null``) or 0.0 (``zero``).  Every bucket
+    made is spent from ``budget``.
     """
+    budget = budget or Unbounded()
     reduce = ds.aggregator.reduce
     if ds.interval_ns == 0:
+        budget.add_buckets(1)
         lo, hi = bisect_left(times, start_ns), bisect_right(times, end_ns)
         if lo == hi:
             return ([start_ns], [0.0 if ds.fill == "zero" else math.nan]) \
@@ -647,6 +733,7 @@ def downsample(
     out_v: list[Value] = []
     i = bisect_left(times, first_bucket)
     n = len(times)
+    steps = 0
     while i < n:
         b = times[i] - times[i] % step
         if b > end_ns:
@@ -655,9 +742,15 @@ def downsample(
         out_t.append(b)
         out_v.append(float(reduce(values[i:j])))
         i = j
+        steps += 1
+        if steps == STEPS:
+            budget.add_buckets(steps)
+            steps = 0
+    budget.add_buckets(steps)
     if ds.fill == "none":
         return out_t, out_v
     missing: Value = 0.0 if ds.fill == "zero" else math.nan
+    budget.add_buckets(bucket_count(ds, start_ns, end_ns) - len(out_t))
     have = dict(zip(out_t, out_v, strict=True))
     last_bucket = end_ns - end_ns % step
     all_t = list(range(first_bucket, last_bucket + 1, step))
@@ -677,16 +770,23 @@ class RateOptions:
 
 
 def rate(times: Sequence[int], values: Sequence[Value],
-         opts: RateOptions | None = None) -> tuple[list[int], list[Value]]:
+         opts: RateOptions | None = None,
+         budget: Budget | None = None) -> tuple[list[int], list[Value]]:
     """Per-second rate between consecutive points (OpenTSDB ``RateSpan``); the
     first point has none.  Integer differences are exact."""
     opts = opts or RateOptions()
+    budget = budget or Unbounded()
     out_t: list[int] = []
     out_v: list[Value] = []
     if len(times) < 2:
         return out_t, out_v
     t0, v0 = times[0], values[0]
+    steps = 0
     for t1, v1 in zip(times[1:], values[1:], strict=True):
+        steps += 1
+        if steps == STEPS:
+            budget.spend(steps)
+            steps = 0
         dt = (t1 - t0) / NS_PER_S
         diff = v1 - v0  # type: ignore[operator]
         if opts.counter and diff < 0:
@@ -714,14 +814,26 @@ def _lerp(t: int, t0: int, y0: Value, t1: int, y1: Value) -> Value:
     return y0 + (t - t0) * (y1 - y0) / (t1 - t0)  # type: ignore[operator]
 
 
+def _reduce_all(agg: Aggregator, columns: Sequence[Sequence[Value]],
+                budget: Budget) -> list[Value]:
+    """`reduce_values` of every column, spending the budget as it goes."""
+    out: list[Value] = []
+    for i in range(0, len(columns), STEPS):
+        out.extend([reduce_values(agg, col) for col in columns[i:i + STEPS]])
+        budget.spend(STEPS)
+    return out
+
+
 def aggregate(series: Sequence[tuple[Sequence[int], Sequence[Value]]],
-              agg: Aggregator) -> tuple[list[int], list[Value]]:
+              agg: Aggregator, budget: Budget | None = None) -> tuple[list[int], list[Value]]:
     """Aggregate time-sorted series into one, at every timestamp any of them has.
 
     A series contributes at timestamps between its first and last point: its
     own value, or per ``agg.interpolation`` a linear interpolation (``lerp``),
-    0 (``zim``), its previous value (``prev``) or nothing (``skip``).
+    0 (``zim``), its previous value (``prev``) or nothing (``skip``).  The work
+    is series times timestamps, so it spends ``budget`` step by step.
     """
+    budget = budget or Unbounded()
     series = [s for s in series if len(s[0])]
     if not series:
         return [], []
@@ -729,15 +841,21 @@ def aggregate(series: Sequence[tuple[Sequence[int], Sequence[Value]]],
         times, values = series[0]
         if agg.identity:
             return list(times), list(values)
-        return list(times), [reduce_values(agg, (v,)) for v in values]
+        return list(times), _reduce_all(agg, [(v,) for v in values], budget)
     union = sorted(set().union(*(s[0] for s in series)))
+    budget.spend(len(union))
     position = {t: i for i, t in enumerate(union)}
     columns: list[list[Value]] = [[] for _ in union]
     mode = agg.interpolation
+    steps = 0
     for times, values in series:
         k, end = position[times[0]], position[times[-1]]
         j = 0  # index of the series' next point at or after union[k]
         while k <= end:
+            steps += 1
+            if steps == STEPS:
+                budget.spend(steps)
+                steps = 0
             t = union[k]
             if times[j] == t:
                 columns[k].append(values[j])
@@ -750,20 +868,28 @@ def aggregate(series: Sequence[tuple[Sequence[int], Sequence[Value]]],
             elif mode == PREV:
                 columns[k].append(values[j - 1])
             k += 1
-    return union, [reduce_values(agg, col) for col in columns]
+    return union, _reduce_all(agg, columns, budget)
 
 
 def merge_resolution(times: Sequence[int], values: Sequence[Value], unit_ns: int,
-                     agg: Aggregator) -> tuple[list[int], list[Value]]:
+                     agg: Aggregator,
+                     budget: Budget | None = None) -> tuple[list[int], list[Value]]:
     """Points that fall in one output unit (a second without ``msResolution``)
     merged with the query's aggregator; times truncated to the unit."""
+    budget = budget or Unbounded()
     keys = [t - t % unit_ns for t in times]
+    budget.spend(len(keys))
     if len(set(keys)) == len(keys):
         return keys, list(values)
     out_t: list[int] = []
     out_v: list[Value] = []
     i, n = 0, len(keys)
+    steps = 0
     while i < n:
+        steps += 1
+        if steps == STEPS:
+            budget.spend(steps)
+            steps = 0
         j = i + 1
         while j < n and keys[j] == keys[i]:
             j += 1
@@ -816,6 +942,37 @@ class SubQuery:
         if ds is not None:
             hi = end_ns - end_ns % ds.interval_ns + ds.interval_ns - 1
         return start_ns, hi - hi % HOUR_NS + HOUR_NS - 1
+
+    def downsample_end(self, start_ns: int, end_ns: int) -> int:
+        """The last time downsampling buckets start at (buckets reach past ``end``)."""
+        ds = self.downsample
+        if ds is None or ds.interval_ns == 0:
+            return end_ns
+        return self.read_range(start_ns, end_ns)[1]
+
+    def planned_buckets(self, start_ns: int, end_ns: int) -> int:
+        """The buckets a fill policy makes for each selected series (0 without
+        one: then there are at most as many as points read)."""
+        ds = self.downsample
+        if ds is None or ds.fill == "none":
+            return 0
+        return bucket_count(ds, start_ns, self.downsample_end(start_ns, end_ns))
+
+    def select(self, keys: Iterable[SeriesKey], budget: Budget | None = None) -> list[SeriesKey]:
+        """The keys the sub-query selects, spending ``budget`` per key.  A
+        pattern costs its length times the value's for every key, so with one
+        the time is looked at for each key, not every `STEPS` of them."""
+        budget = budget or Unbounded()
+        patterned = any(f.type in PATTERN_TYPES for f in self.filters)
+        out = []
+        for i, key in enumerate(keys):
+            if patterned:
+                budget.check()
+            elif not i % STEPS:
+                budget.spend(STEPS)
+            if self.selects(series_tags(key)):
+                out.append(key)
+        return out
 
     def as_json(self) -> dict[str, Any]:
         """The sub-query as /api/query echoes it (``showQuery``)."""
@@ -885,18 +1042,22 @@ def run_sub_query(
     start_ns: int,
     end_ns: int,
     unit_ns: int = 1,
+    budget: Budget | None = None,
 ) -> list[Result]:
     """Run ``sub`` over ``series`` (``(SeriesKey, times, values, ...)`` as
     `read_series` returns them; other metrics are ignored).
 
     Output points are in [start, end], their times truncated to ``unit_ns``
     (points sharing a unit merged with the aggregator).  Results are ordered by
-    their group's tag values.
+    their group's tag values.  The work and the output points are spent from
+    ``budget``, which stops the run once a limit is passed.
     """
+    budget = budget or Unbounded()
     lo, hi = sub.read_range(start_ns, end_ns)
     groups: dict[tuple, list[tuple[SeriesKey, Sequence[int], Sequence[Value]]]] = {}
     gkeys = sub.group_keys()
     for item in series:
+        budget.spend()
         key: SeriesKey = item[0]
         if key[0] != sub.metric:
             continue
@@ -914,18 +1075,20 @@ def run_sub_query(
         prepared = []
         for _, times, values in members:
             t, v = _prepare(times, values, lo, hi)
+            budget.spend(len(t))
             if sub.downsample is not None:
-                last = end_ns if sub.downsample.interval_ns == 0 else hi
-                t, v = downsample(t, v, sub.downsample, start_ns, last)
+                t, v = downsample(t, v, sub.downsample, start_ns,
+                                  sub.downsample_end(start_ns, end_ns), budget)
             if sub.rate:
-                t, v = rate(t, v, sub.rate_options)
+                t, v = rate(t, v, sub.rate_options, budget)
             prepared.append((t, v))
-        times_out, values_out = aggregate(prepared, sub.aggregator)
+        times_out, values_out = aggregate(prepared, sub.aggregator, budget)
         a, b = bisect_left(times_out, start_ns), bisect_right(times_out, end_ns)
         times_out, values_out = times_out[a:b], values_out[a:b]
         if unit_ns > 1:
             times_out, values_out = merge_resolution(times_out, values_out, unit_ns,
-                                                     sub.aggregator)
+                                                     sub.aggregator, budget)
+        budget.add_output(len(times_out))
         tags, aggregated = common_tags([series_tags(k) for k, _, _ in members])
         results.append(Result(sub.metric, tags, aggregated, times_out, values_out, sub.index))
     return results

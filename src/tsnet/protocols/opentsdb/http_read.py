@@ -11,6 +11,13 @@ token`` a READ token is required (401 without one, 403 for a WRITE-only
 token) and its tags are ANDed into every sub-query and every listing as
 literal, non-grouping filters.
 
+Every request spends one `tsnet.query_limits.QueryBudget` (points read,
+buckets, reply size, time; 413 or 503 naming the ``[tsnet]`` key when one is
+gone), and the work that grows with the data (selecting series, the engine,
+listing, encoding) runs in the thread pool through the routes' shared
+`QueryRunner`, so the reactor keeps serving writes and other requests.
+``jsonp`` must name a JavaScript function (a dotted path of identifiers).
+
 What Grafana's OpenTSDB data source sends (see tests/test_grafana_opentsdb.py):
 ``GET /api/suggest?type=metrics&q=&max=1000``, ``GET /api/search/lookup?m=
 metric{key=*}&limit=1000``, ``GET /api/aggregators``, ``GET
@@ -36,18 +43,22 @@ from twisted.web.server import NOT_DONE_YET
 
 from tsnet.errors import Forbidden, NotFound, Unauthorized
 from tsnet.http.credentials import principal_for
+from tsnet.logbound import LogBound
 from tsnet.model import READ, series_tags
 from tsnet.protocols.opentsdb import BUILD_TIMESTAMP, OPENTSDB_VERSION
 from tsnet.query import (
     AGGREGATORS,
     FILTER_DOCS,
     INT64_MAX,
+    MAX_DIGITS,
     NS_PER_MS,
     NS_PER_S,
+    STEPS,
     QueryError,
     RateOptions,
     SubQuery,
     TagFilter,
+    Unbounded,
     add_filters,
     filter_examples,
     get_aggregator,
@@ -58,8 +69,11 @@ from tsnet.query import (
     parse_metric_and_filters,
     parse_time_ms,
     run_sub_query,
+    shown,
+    storable_time_ms,
     tags_to_filters,
 )
+from tsnet.query_limits import QueryBudget, QueryLimits, QueryRunner
 
 if TYPE_CHECKING:
     from tsnet.core import Core
@@ -67,13 +81,14 @@ if TYPE_CHECKING:
 log = Logger(namespace="tsnet.opentsdb.read")
 
 JSON_TYPE = b"application/json; charset=UTF-8"
+JSONP_TYPE = b"application/javascript; charset=UTF-8"
 DEFAULT_SUGGEST_MAX = 25
 DEFAULT_LOOKUP_LIMIT = 25
-#: points read above which the engine and the encoder run in a thread, so one big
-#: query does not stall every other connection of the reactor
-THREAD_THRESHOLD = 100_000
-_INTEGER = re.compile(r"[+-]?[0-9]+\Z")
+_INTEGER = re.compile(rf"[+-]?[0-9]{{1,{MAX_DIGITS}}}\Z")
 _NO_CONTENT = "Supply valid JSON formatted data in the body of your request"
+#: a jsonp callback: a JavaScript identifier or a dotted path of them
+_CALLBACK = re.compile(r"[A-Za-z_$][A-Za-z0-9_$]*(?:\.[A-Za-z_$][A-Za-z0-9_$]*)*\Z")
+MAX_CALLBACK = 128
 
 
 def _dumps(obj: Any) -> bytes:
@@ -111,14 +126,36 @@ def _body(request: Any) -> bytes:
     return request.content.read()
 
 
+class _TooManyDigits(Exception):
+    pass
+
+
+def _json_int(text: str) -> int:
+    """A JSON integer, refused past `MAX_DIGITS` digits (no time or count has
+    that many, and Python will not convert over 4300)."""
+    if len(text) > MAX_DIGITS:
+        raise _TooManyDigits()
+    return int(text)
+
+
 def _json_body(request: Any) -> Any:
     raw = _body(request).strip()
     if not raw:
         raise QueryError("Missing message content", _NO_CONTENT)
     try:
-        return json.loads(raw.decode("utf-8"))
-    except (UnicodeDecodeError, ValueError) as e:
+        return json.loads(raw.decode("utf-8"), parse_int=_json_int)
+    except _TooManyDigits:
+        raise QueryError("Unable to parse the given JSON",
+                         f"A number has more than {MAX_DIGITS} digits") from None
+    except RecursionError:
+        raise QueryError("Unable to parse the given JSON",
+                         "Arrays and objects are nested too deeply") from None
+    except UnicodeDecodeError:
+        raise QueryError("Unable to parse the given JSON", "The body is not UTF-8") from None
+    except json.JSONDecodeError as e:
         raise QueryError("Unable to parse the given JSON", str(e)) from None
+    except ValueError:
+        raise QueryError("Unable to parse the given JSON", "Invalid JSON") from None
 
 
 def _flag(value: Any) -> bool:
@@ -142,6 +179,9 @@ def _number(value: Any, what: str) -> int | float:
         raise QueryError("Unable to parse the given JSON", f"{what} must be a number")
     if isinstance(value, (int, float)):
         return value
+    if len(str(value)) > MAX_DIGITS:
+        raise QueryError("Unable to parse the given JSON",
+                         f"{what} must be a number of at most {MAX_DIGITS} digits")
     try:
         return int(str(value))
     except ValueError:
@@ -149,7 +189,7 @@ def _number(value: Any, what: str) -> int | float:
             return float(str(value))
         except ValueError:
             raise QueryError("Unable to parse the given JSON",
-                             f"{what} must be a number, got {value!r}") from None
+                             f"{what} must be a number, got {shown(repr(value))}") from None
 
 
 async def _backend(core: Core, solution: str) -> Any:
@@ -165,41 +205,66 @@ async def _backend(core: Core, solution: str) -> Any:
             return None
 
 
+def jsonp_callback(params: Params) -> str | None:
+    """The ``jsonp`` callback name, if the request has a valid one: what the
+    reply is wrapped in, so it must be code a script tag can only call."""
+    name = params.get("jsonp")
+    if name and len(name) <= MAX_CALLBACK and _CALLBACK.match(name):
+        return name
+    return None
+
+
 class _Endpoint(Resource):
     """A read endpoint: READ principal first, then ``respond``; JSON out.
 
-    Subclasses implement ``async respond(request, principal)`` returning a
-    JSON-able object (or ready bytes) and may narrow ``methods``.
+    Subclasses implement ``async respond(request, principal, params, budget)``
+    returning a JSON-able object (or ready bytes) and may narrow ``methods``;
+    heavy steps go through ``self.runner.call(budget, ...)``.
     """
 
     isLeaf = True
     methods: tuple[bytes, ...] = (b"GET", b"POST")
 
-    def __init__(self, core: Core) -> None:
+    def __init__(self, core: Core, runner: QueryRunner, logs: LogBound) -> None:
         super().__init__()
         self.core = core
+        self.runner = runner
+        self._logs = logs
 
     def render(self, request: Any) -> Any:
         gone: list[bool] = []
-        request.notifyFinish().addBoth(lambda _: gone.append(True))
+        budget = self.runner.start()
+
+        def finished(_: Any) -> None:
+            gone.append(True)
+            budget.cancelled = True  # a client that went away stops its query's work
+
+        request.notifyFinish().addBoth(finished)
         d = principal_for(request, READ)
         params = Params(request)
-        d.addCallback(lambda p: defer.ensureDeferred(self._run(request, p, params)))
+        d.addCallback(lambda p: defer.ensureDeferred(self._run(request, p, params, budget)))
         d.addCallbacks(lambda body: self._send(request, 200, body, gone, params),
                        lambda f: self._failed(request, f, gone, params))
-        d.addErrback(lambda f: log.failure("writing a read response failed", f))
+        d.addErrback(lambda f: self._logs.failure("read-reply-failed",
+                                                  "writing a read response failed", f))
+        d.addBoth(lambda _: self.runner.finish(budget))
         return NOT_DONE_YET
 
-    async def _run(self, request: Any, principal: Any, params: Params) -> Any:
+    async def _run(self, request: Any, principal: Any, params: Params,
+                   budget: QueryBudget) -> Any:
         if request.method not in self.methods:
             raise QueryError(
                 "Method not allowed",
                 f"The HTTP method [{request.method.decode('latin-1')}] is not permitted "
                 "for this endpoint", status=405)
-        return await self.respond(request, principal, params)
+        if params.get("jsonp") and jsonp_callback(params) is None:
+            raise QueryError("Invalid jsonp callback",
+                             "jsonp must be a JavaScript function name or dotted path of "
+                             f"at most {MAX_CALLBACK} characters")
+        return await self.respond(request, principal, params, budget)
 
-    async def respond(self, request: Any, principal: Any,
-                      params: Params) -> Any:  # pragma: no cover
+    async def respond(self, request: Any, principal: Any, params: Params,
+                      budget: QueryBudget) -> Any:  # pragma: no cover
         raise NotImplementedError
 
     def _send(self, request: Any, code: int, body: Any, gone: list[bool],
@@ -208,11 +273,12 @@ class _Endpoint(Resource):
             return
         if not isinstance(body, bytes):
             body = _dumps(body)
-        jsonp = params.get("jsonp")
-        if jsonp:
-            body = jsonp.encode("utf-8") + b"(" + body + b")"
+        callback = jsonp_callback(params)
+        if callback:
+            body = callback.encode("ascii") + b"(" + body + b")"
         request.setResponseCode(code)
-        request.setHeader(b"content-type", JSON_TYPE)
+        request.setHeader(b"content-type", JSONP_TYPE if callback else JSON_TYPE)
+        request.setHeader(b"x-content-type-options", b"nosniff")
         request.setHeader(b"content-length", str(len(body)).encode())
         request.write(body)
         request.finish()
@@ -229,11 +295,11 @@ class _Endpoint(Resource):
             code, error = err.status, {"code": err.status, "message": err.message}
             if err.details:
                 error["details"] = err.details
-        else:
-            log.failure("read request {path} failed", failure, path=request.path)
+        else:  # a bug: logged (boundedly), never shown to the client
+            self._logs.failure("read-request-failed", "read request {path} failed", failure,
+                               path=request.path)
             code = 500
-            error = {"code": 500, "message": "Unexpected exception",
-                     "details": f"{type(err).__name__}: {err}"}
+            error = {"code": 500, "message": "Unexpected exception"}
         self._send(request, code, {"error": error}, gone, params)
 
 
@@ -282,11 +348,13 @@ def parse_rate_spec(spec: str) -> RateOptions:
     reset = 0
     if len(parts) >= 2 and parts[1]:
         if not _INTEGER.match(parts[1]):
-            raise QueryError(f"Max value of counter was not a number, received '{parts[1]}'")
+            raise QueryError("Max value of counter was not a number, received "
+                             f"'{shown(parts[1])}'")
         max_ = int(parts[1])
     if len(parts) >= 3 and parts[2]:
         if not _INTEGER.match(parts[2]):
-            raise QueryError(f"Reset value of counter was not a number, received '{parts[2]}'")
+            raise QueryError("Reset value of counter was not a number, received "
+                             f"'{shown(parts[2])}'")
         reset = int(parts[2])
     return RateOptions(counter, max_, reset, parts[0] == "dropcounter")
 
@@ -344,7 +412,10 @@ def _sub_from_json(obj: Any) -> _RawSub:
             if not isinstance(tags, dict):
                 raise QueryError("tags must be an object")
             add_filters(filters, tags_to_filters(tags))
-        for f in obj.get("filters") or ():
+        listed = obj.get("filters") or ()
+        if not isinstance(listed, list | tuple):
+            raise QueryError("filters must be an array")
+        for f in listed:
             if not isinstance(f, dict):
                 raise QueryError("a filter must be an object")
             add_filters(filters, [make_filter(
@@ -370,8 +441,9 @@ def _validate(start: Any, end: Any, subs: list[_RawSub] | None, now_ms: int,
     """OpenTSDB ``TSQuery.validateAndSetQuery``: times, then each sub-query."""
     if start is None or start == "":
         raise QueryError("Missing start time")
-    start_ms = parse_time_ms(start, now_ms, tz)
-    end_ms = now_ms if end is None or end == "" else parse_time_ms(end, now_ms, tz)
+    start_ms = storable_time_ms(parse_time_ms(start, now_ms, tz), "Start time")
+    end_ms = now_ms if end is None or end == "" else storable_time_ms(
+        parse_time_ms(end, now_ms, tz), "End time")
     if end_ms < start_ms:
         raise QueryError(f"End time [{end_ms}] must be greater than or equal to the start "
                          f"time [{start_ms}]")
@@ -435,8 +507,26 @@ def _wire_value(v: Any, null_fill: bool) -> Any:
     return v
 
 
-def format_results(tsq: TSQuery, runs: list[tuple[SubQuery, list[Any]]], arrays: bool) -> bytes:
-    """The /api/query response body."""
+def _dps(keys: list[int], values: list[Any], arrays: bool, budget: Any) -> bytes:
+    """``dps`` encoded a slice at a time: one ``json.dumps`` of a million points
+    holds the interpreter lock for the whole call, a slice only briefly, and
+    the budget is looked at between slices."""
+    pieces = []
+    for i in range(0, len(keys), STEPS):
+        k, v = keys[i:i + STEPS], values[i:i + STEPS]
+        if arrays:
+            pieces.append(_dumps(list(zip(k, v, strict=True)))[1:-1])
+        else:
+            pieces.append(_dumps(dict(zip(map(str, k), v, strict=True)))[1:-1])
+        budget.spend(len(k))
+    inner = b",".join(pieces)
+    return b"[" + inner + b"]" if arrays else b"{" + inner + b"}"
+
+
+def format_results(tsq: TSQuery, runs: list[tuple[SubQuery, list[Any]]], arrays: bool,
+                   budget: Any = None) -> bytes:
+    """The /api/query response body (``dps`` last in every object, as OpenTSDB)."""
+    budget = budget or Unbounded()
     div = NS_PER_MS if tsq.ms_resolution else NS_PER_S
     out = []
     for sub, results in runs:
@@ -450,12 +540,8 @@ def format_results(tsq: TSQuery, runs: list[tuple[SubQuery, list[Any]]], arrays:
             values = r.values
             if not all(map(math.isfinite, values)):
                 values = [_wire_value(v, null_fill) for v in values]
-            if arrays:
-                obj["dps"] = list(zip(keys, values, strict=True))
-            else:
-                obj["dps"] = dict(zip(map(str, keys), values, strict=True))
-            out.append(obj)
-    return _dumps(out)
+            out.append(_dumps(obj)[:-1] + b',"dps":' + _dps(keys, values, arrays, budget) + b"}")
+    return b"[" + b",".join(out) + b"]"
 
 
 class QueryResource(_Endpoint):
@@ -463,29 +549,37 @@ class QueryResource(_Endpoint):
 
     methods = (b"GET", b"POST", b"DELETE")
 
-    async def respond(self, request: Any, principal: Any, params: Params) -> Any:
+    async def respond(self, request: Any, principal: Any, params: Params,
+                      budget: QueryBudget) -> Any:
         if request.method == b"DELETE":
             raise QueryError("Bad request", "Deleting data is not enabled "
                              "(tsd.http.query.allow_delete=false)")
-        core = self.core
-        now_ms = int(core.reactor.seconds() * 1000)
+        now_ms = int(self.core.reactor.seconds() * 1000)
         if request.method == b"POST":
             tsq = parse_query_post(_json_body(request), now_ms)
         else:
             tsq = parse_query_get(params, now_ms)
-        runs = await self.run(tsq, principal)
-        arrays = params.has("arrays")
-        points = sum(len(r.times) for _, rs in runs for r in rs)
-        if points > THREAD_THRESHOLD:
-            return await _in_thread(core, format_results, tsq, runs, arrays)
-        return format_results(tsq, runs, arrays)
+        for sub in tsq.queries:
+            if sub is not None:
+                self.runner.limits.check_filters(sub.filters)
+        runs = await self.run(tsq, principal, budget)
+        return await self.runner.call(budget, format_results, tsq, runs,
+                                      params.has("arrays"), budget)
 
-    async def run(self, tsq: TSQuery, principal: Any) -> list[tuple[SubQuery, list[Any]]]:
-        """Read and compute every sub-query, the token's tags ANDed in."""
+    async def run(self, tsq: TSQuery, principal: Any,
+                  budget: QueryBudget) -> list[tuple[SubQuery, list[Any]]]:
+        """Read and compute every sub-query, the token's tags ANDed in.
+
+        A fill policy's buckets are counted and refused before anything is
+        read; the points read before they are computed.
+        """
         backend = await _backend(self.core, principal.solution)
         token_filters = literal_filters(principal.tags)
         start_ns, end_ns = tsq.start_ms * NS_PER_MS, tsq.end_ms * NS_PER_MS + NS_PER_MS - 1
         unit = NS_PER_MS if tsq.ms_resolution else NS_PER_S
+        for sub in tsq.queries:
+            if sub is not None:
+                budget.plan_buckets(sub.planned_buckets(start_ns, end_ns))
         runs: list[tuple[SubQuery, list[Any]]] = []
         for sub in tsq.queries:
             if sub is None:
@@ -493,47 +587,69 @@ class QueryResource(_Endpoint):
             keys = [] if backend is None else await backend.list_series(
                 principal.solution, sub.metric)
             if not keys:
-                raise QueryError(f"No such name for 'metrics': '{sub.metric}'")
+                raise QueryError(f"No such name for 'metrics': '{shown(sub.metric)}'")
             effective = dataclasses.replace(sub, filters=[*sub.filters, *token_filters])
-            if not any(effective.selects(series_tags(k)) for k in keys):
+            selected = await self.runner.call(budget, effective.select, keys, budget)
+            if not selected:
                 continue
+            budget.plan_buckets(effective.planned_buckets(start_ns, end_ns) * len(selected))
             lo, hi = effective.read_range(start_ns, end_ns)
-            rows = await backend.read_series(principal.solution, sub.metric, lo, hi)
-            if sum(len(r[1]) for r in rows) > THREAD_THRESHOLD:
-                results = await _in_thread(self.core, run_sub_query, effective, rows,
-                                           start_ns, end_ns, unit)
-            else:
-                results = run_sub_query(effective, rows, start_ns, end_ns, unit)
+            rows = await backend.read_series(principal.solution, sub.metric,
+                                             max(lo, -INT64_MAX), min(hi, INT64_MAX))
+            budget.read(sum(len(r[1]) for r in rows))
+            results = await self.runner.call(budget, run_sub_query, effective, rows,
+                                             start_ns, end_ns, unit, budget)
             runs.append((sub, results))
         return runs
-
-
-def _in_thread(core: Core, f: Any, *args: Any) -> defer.Deferred:
-    from twisted.internet.threads import deferToThreadPool
-
-    reactor = core.reactor
-    return deferToThreadPool(reactor, reactor.getThreadPool(), f, *args)
 
 
 # -- /api/suggest, /api/search/lookup ------------------------------------------------
 
 
-async def _visible_series(core: Core, principal: Any) -> list[Any]:
+def _token_visible(keys: list[Any], tags: Any, budget: QueryBudget) -> list[Any]:
+    token_filters = literal_filters(tags)
+    out = []
+    for i, k in enumerate(keys):
+        if not i % STEPS:
+            budget.spend(STEPS)
+        if matches_all(token_filters, series_tags(k)):
+            out.append(k)
+    return out
+
+
+async def _visible_series(core: Core, runner: QueryRunner, principal: Any,
+                          budget: QueryBudget) -> list[Any]:
     """The principal's series: its solution's, narrowed by its token's tags."""
     backend = await _backend(core, principal.solution)
     if backend is None:
         return []
     keys = await backend.list_series(principal.solution)
     if principal.tags:
-        token_filters = literal_filters(principal.tags)
-        keys = [k for k in keys if matches_all(token_filters, series_tags(k))]
+        keys = await runner.call(budget, _token_visible, keys, principal.tags, budget)
     return keys
+
+
+def suggest(keys: list[Any], kind: str, prefix: str, limit: int,
+            budget: QueryBudget) -> list[str]:
+    """The names of ``kind`` starting with ``prefix``, sorted, at most ``limit``."""
+    names: set[str] = set()
+    for i, (metric, _, tags) in enumerate(keys):
+        if not i % STEPS:
+            budget.spend(STEPS)
+        if kind == "metrics":
+            names.add(metric)
+        else:
+            names.update(k if kind == "tagk" else v for k, v in tags)
+    found = sorted(n for n in names if n.startswith(prefix))[:limit]
+    budget.add_output(len(found), "names")
+    return found
 
 
 class SuggestResource(_Endpoint):
     """/api/suggest: metric names, tag keys or tag values by prefix, sorted."""
 
-    async def respond(self, request: Any, principal: Any, params: Params) -> Any:
+    async def respond(self, request: Any, principal: Any, params: Params,
+                      budget: QueryBudget) -> Any:
         if request.method == b"POST":
             obj = _json_body(request)
             if not isinstance(obj, dict):
@@ -553,14 +669,9 @@ class SuggestResource(_Endpoint):
                 raise QueryError("Unable to parse 'max' as a number")
             limit = int(max_text) if int(max_text) > 0 else DEFAULT_SUGGEST_MAX
         if kind not in ("metrics", "tagk", "tagv"):
-            raise QueryError(f"Invalid 'type' parameter:{kind}")
-        names: set[str] = set()
-        for metric, _, tags in await _visible_series(self.core, principal):
-            if kind == "metrics":
-                names.add(metric)
-            else:
-                names.update(k if kind == "tagk" else v for k, v in tags)
-        return sorted(n for n in names if n.startswith(prefix))[:limit]
+            raise QueryError(f"Invalid 'type' parameter:{shown(kind)}")
+        keys = await _visible_series(self.core, self.runner, principal, budget)
+        return await self.runner.call(budget, suggest, keys, kind, prefix, limit, budget)
 
 
 def _tsuid(key: Any) -> str:
@@ -626,7 +737,8 @@ class LookupResource(_Endpoint):
     """/api/search/lookup: the series of a metric and/or tag pairs (``limit`` 0 or
     less: all of them, as in OpenTSDB's ``TimeSeriesLookup``)."""
 
-    async def respond(self, request: Any, principal: Any, params: Params) -> Any:
+    async def respond(self, request: Any, principal: Any, params: Params,
+                      budget: QueryBudget) -> Any:
         started = self.core.reactor.seconds()
         raw = _body(request).strip()
         if raw:
@@ -634,8 +746,11 @@ class LookupResource(_Endpoint):
             if not isinstance(obj, dict):
                 raise QueryError("Unable to parse the given JSON", "expected an object")
             metric = _text(obj.get("metric")) or None
+            tags = obj.get("tags") or ()
+            if not isinstance(tags, list | tuple):
+                raise QueryError("Unable to parse the given JSON", "tags must be an array")
             pairs = [(_text(t.get("key")) or "*", _text(t.get("value")) or "*")
-                     for t in obj.get("tags") or () if isinstance(t, dict)]
+                     for t in tags if isinstance(t, dict)]
             limit_text = _text(obj.get("limit"))
         else:
             metric, pairs = parse_lookup_m(params.required("m"))
@@ -647,37 +762,62 @@ class LookupResource(_Endpoint):
             limit = int(limit_text)
         if metric in (None, "*") and not pairs:
             raise QueryError("Missing metric and tags. Please supply at least one value.")
-        keys = await _visible_series(self.core, principal)
-        self._check_names(keys, metric, pairs)
-        found = [k for k in keys if lookup_matches(metric, pairs, k)]
+        keys = await _visible_series(self.core, self.runner, principal, budget)
+        found, results = await self.runner.call(budget, lookup, keys, metric, pairs, limit,
+                                                budget)
         return {
             "type": "LOOKUP",
             "metric": metric or "*",
             "tags": [{"key": k, "value": v} for k, v in pairs],
             "limit": limit,
             "time": int((self.core.reactor.seconds() - started) * 1000),
-            "results": [{"tsuid": _tsuid(k), "metric": k[0], "tags": series_tags(k)}
-                        for k in (found[:limit] if limit > 0 else found)],
+            "results": results,
             "startIndex": 0,
-            "totalResults": len(found),
+            "totalResults": found,
         }
 
-    @staticmethod
-    def _check_names(keys: list[Any], metric: str | None, pairs: list[tuple[str, str]]) -> None:
-        """Unknown names are 404s in OpenTSDB (its UID lookups fail)."""
-        def missing(kind: str, name: str) -> QueryError:
-            return QueryError("Unable to resolve one or more UIDs",
-                              f"No such name for '{kind}': '{name}'", status=404)
 
-        if metric not in (None, "*") and not any(k[0] == metric for k in keys):
-            raise missing("metrics", metric)
-        tagks = {k for key in keys for k in series_tags(key)}
-        tagvs = {v for key in keys for v in series_tags(key).values()}
-        for k, v in pairs:
-            if k != "*" and k not in tagks:
-                raise missing("tagk", k)
-            if v != "*" and v not in tagvs:
-                raise missing("tagv", v)
+def lookup(keys: list[Any], metric: str | None, pairs: list[tuple[str, str]], limit: int,
+           budget: QueryBudget) -> tuple[int, list[dict[str, Any]]]:
+    """(series found, the first ``limit`` of them as results; all when ``limit``
+    is 0 or less)."""
+    _check_names(keys, metric, pairs, budget)
+    found = []
+    for i, k in enumerate(keys):
+        if not i % STEPS:
+            budget.spend(STEPS)
+        if lookup_matches(metric, pairs, k):
+            found.append(k)
+    shown_keys = found[:limit] if limit > 0 else found
+    budget.add_output(len(shown_keys), "series")
+    return len(found), [{"tsuid": _tsuid(k), "metric": k[0], "tags": series_tags(k)}
+                        for k in shown_keys]
+
+
+def _check_names(keys: list[Any], metric: str | None, pairs: list[tuple[str, str]],
+                 budget: QueryBudget) -> None:
+    """Unknown names are 404s in OpenTSDB (its UID lookups fail)."""
+    def missing(kind: str, name: str) -> QueryError:
+        return QueryError("Unable to resolve one or more UIDs",
+                          f"No such name for '{kind}': '{shown(name)}'", status=404)
+
+    metrics: set[str] = set()
+    tagks: set[str] = set()
+    tagvs: set[str] = set()
+    for i, key in enumerate(keys):
+        if not i % STEPS:
+            budget.spend(STEPS)
+        metrics.add(key[0])
+        for k, v in series_tags(key).items():
+            tagks.add(k)
+            tagvs.add(v)
+    if metric not in (None, "*") and metric not in metrics:
+        raise missing("metrics", metric)
+    for k, v in pairs:
+        if k != "*" and k not in tagks:
+            raise missing("tagk", k)
+        if v != "*" and v not in tagvs:
+            raise missing("tagv", v)
 
 
 # -- static endpoints -------------------------------------------------------------------
@@ -686,7 +826,8 @@ class LookupResource(_Endpoint):
 class VersionResource(_Endpoint):
     """/api/version (GET and POST, as 2.2-2.4.0 allow: A12)."""
 
-    async def respond(self, request: Any, principal: Any, params: Params) -> Any:
+    async def respond(self, request: Any, principal: Any, params: Params,
+                      budget: QueryBudget) -> Any:
         from tsnet import __version__
 
         revision = f"tsnet-{__version__}"
@@ -699,27 +840,34 @@ class VersionResource(_Endpoint):
 class AggregatorsResource(_Endpoint):
     """/api/aggregators (GET and POST: A12)."""
 
-    async def respond(self, request: Any, principal: Any, params: Params) -> Any:
+    async def respond(self, request: Any, principal: Any, params: Params,
+                      budget: QueryBudget) -> Any:
         return sorted(AGGREGATORS)
 
 
 class FiltersResource(_Endpoint):
     """/api/config/filters: the filter types, with examples (Grafana lists the keys)."""
 
-    async def respond(self, request: Any, principal: Any, params: Params) -> Any:
+    async def respond(self, request: Any, principal: Any, params: Params,
+                      budget: QueryBudget) -> Any:
         return {t: {"examples": filter_examples(t), "description": d}
                 for t, d in FILTER_DOCS.items()}
 
 
 def read_resources(core: Core) -> dict[bytes, Resource]:
-    """Every read route, under /api/ and /api/v1/."""
+    """Every read route, under /api/ and /api/v1/, sharing one runner (and so
+    one set of limits) and one bounded log."""
+    runner = QueryRunner(core.reactor, QueryLimits.from_config(core.config))
+    logs = LogBound(log, core.reactor)
     endpoints: dict[bytes, Resource] = {
-        b"query": QueryResource(core),
-        b"suggest": SuggestResource(core),
-        b"search/lookup": LookupResource(core),
-        b"version": VersionResource(core),
-        b"aggregators": AggregatorsResource(core),
-        b"config/filters": FiltersResource(core),
+        name: cls(core, runner, logs) for name, cls in (
+            (b"query", QueryResource),
+            (b"suggest", SuggestResource),
+            (b"search/lookup", LookupResource),
+            (b"version", VersionResource),
+            (b"aggregators", AggregatorsResource),
+            (b"config/filters", FiltersResource),
+        )
     }
     routes: dict[bytes, Resource] = {}
     for name, resource in endpoints.items():
