@@ -8,14 +8,22 @@ from __future__ import annotations
 import base64
 import gzip
 import json
+import re
 import socket
+import sqlite3
 from pathlib import Path
 from typing import Any
 
+import pytest
 import pytest_twisted
 import treq
+from twisted.logger import formatEvent
 
 from tests.helpers.clients import connect_line, sleep, wait_for
+from tests.helpers.logs import leaks, refuse, watching
+from tsnet.protocols.atsd import http_command, meta, udp
+from tsnet.protocols.atsd import plugin as atsd_plugin
+from tsnet.protocols.atsd.plugin import AtsdPlugin
 from tsnet.testing.fixtures import make_token
 
 CONFIG = """
@@ -410,3 +418,118 @@ async def test_udp_past_the_queue_ceiling_is_counted_as_dropped(make_server: Any
     await wait_for(lambda: rejected.labels("atsd", "overloaded")._value.get() == 10)
     await server.flush()
     assert sorted(r[1] for r in series_rows(await server.export("fleet"))) == ["m0", "m1", "m2"]
+
+
+# -- failures a client repeats at will: fixed replies, bounded logs ------------------------
+
+
+def damage_meta(server: Any, solution: str) -> None:
+    """A metric whose stored fields are not JSON (a database damaged by hand)."""
+    db = sqlite3.connect(server.core.config.storages["default"].path)
+    db.execute("INSERT INTO meta VALUES (?, 'metric', 'broken', 'not json')", (solution,))
+    db.commit()
+    db.close()
+
+
+@pytest_twisted.ensureDeferred
+async def test_http_commands_the_storage_refuses_log_once(make_server: Any,
+                                                          monkeypatch: pytest.MonkeyPatch,
+                                                          ) -> None:
+    """Every request's commands are refused by the storage (a real SQLite
+    trigger on new series): each gets the fixed 503, the log one traceback,
+    then a count of the rest."""
+    monkeypatch.setattr(AtsdPlugin, "log_period", 2.0)
+    server = await start(make_server)
+    _, secrets = await make_token(server, "tenant")
+    refuse(server, "series")
+    url = f"http://127.0.0.1:{server.port('http')}/api/v1/command"
+    n = 12
+    with watching("tsnet.atsd") as events:
+        for i in range(n):
+            resp = await treq.post(url, data=f"series e:h m:m{i}=1 ms:{T_MS}\n".encode(),
+                                   headers={"Authorization": basic(secrets["write"])})
+            body = await treq.content(resp)
+            assert (resp.code, json.loads(body)) == (
+                503, {"error": "the commands could not be stored; retry"})
+            assert not leaks(body)
+        await wait_for(lambda: events.summaries(), timeout=10)  # the period ends
+    assert len(events.failures()) == 1
+    [first] = events.full(http_command.COMMIT_FAILURES)
+    assert formatEvent(first) == "ATSD commands of one request not committed"
+    assert events.summaries() == [f"{n - 1} more ATSD command requests not committed in "
+                                  "the last 2 s"]
+
+
+@pytest_twisted.ensureDeferred
+async def test_http_requests_crashing_on_damaged_meta_log_once(
+        make_server: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The solution's meta cannot be read, so every request fails: a plain 500
+    in ATSD's shape, never the JSON decoder's text; one traceback, a count."""
+    monkeypatch.setattr(AtsdPlugin, "log_period", 2.0)
+    server = await start(make_server)
+    _, secrets = await make_token(server, "tenant")
+    damage_meta(server, "tenant")
+    url = f"http://127.0.0.1:{server.port('http')}/api/v1/command"
+    n = 12
+    with watching("tsnet.atsd") as events:
+        for _ in range(n):
+            resp = await treq.post(url, data=f"series e:h m:a=1 ms:{T_MS}\n".encode(),
+                                   headers={"Authorization": basic(secrets["write"])})
+            body = await treq.content(resp)
+            assert (resp.code, json.loads(body)) == (500, {"error": "Internal Server Error"})
+            assert not leaks(body) and "Expecting value" not in body.decode()
+        await wait_for(lambda: events.summaries(), timeout=10)
+    assert len(events.failures()) == 1
+    [first] = events.full(http_command.REQUEST_FAILURES)
+    assert formatEvent(first) == "an ATSD command request failed"
+    assert events.summaries() == [f"{n - 1} more failed ATSD command requests in the last 2 s"]
+
+
+@pytest_twisted.ensureDeferred
+async def test_udp_appends_the_storage_refuses_log_once(make_server: Any) -> None:
+    """Datagrams with ``a:true`` wait for the commit of what came before; the
+    storage refuses it each time: one traceback, and the count at stop."""
+    server = await start(make_server)
+    refuse(server, "series")
+    port = server.port("atsd-udp")
+    n = 10
+    received = server.core.metrics.points_received.labels("atsd")
+    before = received._value.get()
+    with watching("tsnet.atsd") as events:
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+            for i in range(n):
+                s.sendto(f"series e:u m:m{i}=1 ms:{T_MS}\n"
+                         f"series e:u x:t=more a:true ms:{T_MS + 1}\n".encode(),
+                         ("127.0.0.1", port))
+                await sleep(0.01)
+        await wait_for(lambda: received._value.get() - before >= n)
+        await server.flush()
+        await server.stop()
+    assert len(events.failures()) == 1
+    [first] = events.full(udp.FAILED_APPENDS)
+    assert formatEvent(first) == "an ATSD datagram with appends failed"
+    [summary] = events.summaries(udp.FAILED_APPENDS)
+    assert summary.startswith(f"{n - 1} more failed ATSD datagrams with appends in the last ")
+
+
+@pytest_twisted.ensureDeferred
+async def test_meta_that_cannot_be_reloaded_is_logged_once(make_server: Any,
+                                                           monkeypatch: pytest.MonkeyPatch,
+                                                           ) -> None:
+    """Each datagram finds the meta stale and reloads it, which fails each
+    time: one traceback, and the count when the listener stops."""
+    server = await start(make_server)
+    damage_meta(server, "fleet")
+    monkeypatch.setattr(meta, "RELOAD_SECONDS", 0.0)  # every datagram reloads
+    port = server.port("atsd-udp")
+    with watching("tsnet.atsd") as events:
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+            for i in range(10):
+                s.sendto(f"series e:u m:m{i}=1 ms:{T_MS}\n".encode(), ("127.0.0.1", port))
+                await sleep(0.05)  # the reload fails before the next one
+        await server.stop()
+    assert len(events.failures()) == 1
+    [first] = events.full(atsd_plugin.META_FAILURES)
+    assert formatEvent(first) == "loading the ATSD meta of fleet failed"
+    [summary] = events.summaries(atsd_plugin.META_FAILURES)
+    assert re.fullmatch(r"\d+ more failed loads of ATSD meta in the last \d+ s", summary)

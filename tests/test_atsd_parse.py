@@ -949,3 +949,22 @@ def test_fast_path_declines_what_it_does_not_handle() -> None:
     assert parse_series_fast("series e:A m:M=1 t:K=v s:2") == SeriesCommand(
         "a", [("m", 1.0, None)], {"k": "v"}, False, 2000
     )
+
+
+@pytest.mark.parametrize(("field", "reason"), [
+    ("ms:" + "1" * 5000, "time_range"), ("s:" + "1" * 5000, "time_range"),
+    ("ms:" + "0" * 5000 + "1", "time_range"), ("m:n=" + "1" * 5000, "bad_number"),
+    ("m:n=-" + "1" * 5000 + ".5", "bad_number"), ("m:n=1e" + "1" * 5000, "bad_number"),
+    ("d:" + "1" * 5000, "bad_time"),
+])
+def test_numbers_past_pythons_int_digit_limit(field: str, reason: str) -> None:
+    """5000 digits (Python's int() stops at 4300): the command's own error, its
+    reply cut to one line of bounded length."""
+    for parse in (parse_command, SeriesFastPath().parse):
+        with pytest.raises(CommandError) as e:
+            parse(f"series e:a m:m=1 {field}" if field[0] != "m" else f"series e:a {field}")
+        assert e.value.reason == reason
+        assert len(str(e.value)) < 1200
+    with pytest.raises(CommandError) as e:
+        parse_command("metric m:a rd:" + "1" * 5000)
+    assert e.value.reason == "bad_number"

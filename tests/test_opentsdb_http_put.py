@@ -385,6 +385,39 @@ def test_bad_json_stores_nothing(put_server: Any, body: bytes) -> None:
     assert (yield put_server.export()) == []
 
 
+#: what Python's JSON decoder says, which no reply may repeat (its messages
+#: are the implementation's, not OpenTSDB's API)
+DECODER_TEXTS = ("Expecting", "delimiter", "(char ", "Extra data", "Unterminated",
+                 "Invalid control character", "JSONDecodeError")
+
+
+@pytest.mark.parametrize("listener", LISTENERS)
+@pytest_twisted.inlineCallbacks
+def test_unparseable_json_is_told_in_opentsdbs_words(put_server: Any, listener: str) -> None:
+    """Bodies that are not JSON, each sent several times, with and without
+    ``details``: OpenTSDB's message, and details that say where, never the
+    decoder's own text."""
+    port = put_server.port(listener)
+    for body, details in (
+        (b'{"metric":"m","timestamp:1365465600,"value":42}', "at line 1, column 38"),
+        (b'[{"metric":"m","value":1},]', "at line 1, column 27"),
+        (b'[{"metric":"m"}\n {"metric":"n"}]', "at line 2, column 2"),
+        (b'{"metric":"m"} {"x":1}', "at line 1, column 16"),
+        (b'{"metric":"m\x01"}', "at line 1, column 13"),
+        (b'{"value":+INF, }', ""),  # (rewritten tokens: no position to tell)
+    ):
+        for query in ("details", "", "summary"):
+            for _ in range(3):
+                code, _, content = yield post(port, body, query)
+                assert code == 400
+                err = error_of(content)
+                assert err == {"code": 400, "message": "Unable to parse the given JSON",
+                               "details": f"malformed JSON {details}".strip()}
+                assert not [t for t in DECODER_TEXTS if t in content.decode()]
+    yield put_server.flush()
+    assert (yield put_server.export()) == []
+
+
 @pytest.mark.parametrize("listener", LISTENERS)
 @pytest_twisted.inlineCallbacks
 def test_non_numeric_values_per_point(put_server: Any, listener: str) -> None:
@@ -733,3 +766,57 @@ def test_time_past_int64_nanoseconds_is_refused_alone(put_server: Any) -> None:
     assert (reply["success"], reply["failed"]) == (1, 1)
     assert reply["errors"][0]["error"].startswith("bad timestamp=9223372036855 when trying")
     assert [r["time_ms"] for r in (yield put_server.export())] == [9223372036854]
+
+
+# -- /metrics on token listeners (README "Metrics") ---------------------------------------
+
+
+def get_metrics(port: int, **kw: Any) -> Any:
+    return post(port, path="/metrics", method="GET", **kw)
+
+
+@pytest_twisted.inlineCallbacks
+def test_metrics_want_a_read_token_on_a_token_listener(token_server: Any) -> None:
+    port = token_server.port("http")
+    _, sec = yield make_token(token_server)
+    code, headers, content = yield get_metrics(port)  # a 200 before metrics_auth
+    assert (code, content) == (401, b"401 Unauthorized: a READ token is needed\n")
+    assert headers.getRawHeaders("www-authenticate") == ['Bearer realm="metrics"']
+    code, _, content = yield get_metrics(port, auth=("nosuchid", "nosuchkey"))
+    assert code == 401
+    code, _, content = yield get_metrics(port, auth=basic(sec["write"]))
+    assert (code, content) == (403, b"403 Forbidden: a READ token is needed\n")
+    for kw in ({"auth": basic(sec["read"])},
+               {"headers": {"Authorization": f"Bearer {sec['read']}"}},
+               {"headers": {"X-API-Key": sec["read"]}}):
+        code, headers, content = yield get_metrics(port, **kw)
+        assert code == 200
+        assert b"tsnet_points_received_total" in content
+        assert headers.getRawHeaders("content-type")[0].startswith("text/plain")
+
+
+@pytest.mark.parametrize(("auth", "metrics_auth", "open_"), [
+    ("none", "", True), ("none", "token", False), ("token", "none", True)])
+@pytest_twisted.inlineCallbacks
+def test_metrics_auth_key(make_server: Any, auth: str, metrics_auth: str, open_: bool) -> None:
+    keys = f"auth = {auth}\n" + (f"metrics_auth = {metrics_auth}\n" if metrics_auth else "")
+    server = yield make_server(BASE_CONFIG.replace("apis = metrics\n", "apis = metrics\n" + keys))
+    code, _, content = yield get_metrics(server.port("http"))
+    assert code == (200 if open_ else 401)
+    assert (b"tsnet_write_queue_items" in content) is open_
+    if not open_:
+        _, sec = yield make_token(server)
+        code, _, _ = yield get_metrics(server.port("http"), auth=basic(sec["read"]))
+        assert code == 200
+
+
+def test_metrics_auth_values(tmp_path: Any) -> None:
+    from tsnet.config import load_config
+    from tsnet.errors import ConfigError
+    from tsnet.plugins import load_plugins
+
+    path = tmp_path / "tsnet.ini"
+    path.write_text(BASE_CONFIG.replace("apis = metrics\n", "apis = metrics\nmetrics_auth = yes\n"))
+    with pytest.raises(ConfigError) as e:
+        load_config(str(path), load_plugins())
+    assert "[listener:http] metrics_auth: must be one of none, token, got 'yes'" in str(e.value)

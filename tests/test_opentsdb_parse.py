@@ -468,3 +468,18 @@ def test_fast_path_matches_slow_path(series, points):
         assert got == want, line
         if isinstance(want, tuple):
             assert repr(got[2]) == repr(want[2]), line
+
+
+@pytest.mark.parametrize(("line", "reply"), [
+    ("put m %s 1 h=a" % ("1" * 5000), IV + "Value too long: " + "1" * 5000),
+    ("put m 1 %s h=a" % ("1" * 5000), IV + "Value too long: " + "1" * 5000),
+    ("put m 1 -%s h=a" % ("1" * 5000), IV + "Value too long: -" + "1" * 5000),
+    ("put m 1.%s 1 h=a" % ("1" * 5000), IV + "Value too long: 1" + "1" * 5000),
+    ("put m 1 1.%s h=a" % ("1" * 5000), ok("m", H, S, float("1." + "1" * 5000))),
+    ("put m 1 1e%s h=a" % ("1" * 5000),
+     IA + "value is NaN or Infinite: Infinity for metric=m timestamp=1"),
+], ids=["timestamp", "value", "negative value", "dotted timestamp", "long float",
+        "float exponent"])
+def test_numbers_past_pythons_int_digit_limit(line, reply):
+    """5000 digits (Python's int() stops at 4300) get OpenTSDB's own replies."""
+    test_put_line(line, reply)

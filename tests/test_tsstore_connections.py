@@ -16,9 +16,11 @@ import treq
 from autobahn.twisted.websocket import WebSocketServerFactory, WebSocketServerProtocol
 from autobahn.websocket.types import ConnectionDeny
 from twisted.internet import defer, endpoints, task
+from twisted.logger import formatEvent
 
 from tests.helpers.certs import make_certs
 from tests.helpers.clients import sleep, wait_for
+from tests.helpers.logs import TRIGGER_TEXT, leaks, refuse, watching
 from tsnet.protocols.tsstore import connections as conn_module
 from tsnet.protocols.tsstore.connections import Connections, parse_request, with_param
 from tsnet.protocols.tsstore.stores import StoreError
@@ -609,6 +611,97 @@ async def test_rest_api_statuses_and_errors(remotes: Any, make_server: Any) -> N
     # deleting the store stops its connections
     code, _ = await api(server, "DELETE", "s1", key)
     assert code == 200 and not conn.running and not conn.service.running
+
+
+# --- failures a client or a remote repeats: fixed replies, bounded logs ---------------------
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_catalog_refusing_every_change_is_a_fixed_500_logged_once(
+        make_server: Any) -> None:
+    """The catalog refuses to persist the connections (a real SQLite trigger):
+    each create and delete is ts-store's 500 with a fixed text, never the
+    storage's; the log has one traceback and, at stop, one count."""
+    server = await start(make_server)
+    store, key = await new_store(server)
+    path = "s1/ws/connections"
+    kept = await create(server, key, {"mode": "pull", "url": f"ws://127.0.0.1:"
+                                                              f"{await free_port()}/"})
+    refuse(server, "solutions", "UPDATE")
+    n = 15
+    with watching("tsnet.tsstore") as events:
+        for _ in range(n):
+            code, reply = await api(server, "POST", path, key,
+                                    {"mode": "push", "url": "ws://127.0.0.1:9/"})
+            assert (code, reply) == (500, {"error": "failed to save connection"})
+            assert not leaks(json.dumps(reply))
+            code, reply = await api(server, "DELETE", f"{path}/{kept['id']}", key)
+            assert (code, reply) == (500, {"error": "failed to delete connection"})
+            assert not leaks(json.dumps(reply))
+        assert [c["id"] for c in store.connections] == [kept["id"]]  # as it was
+        code, listed = await api(server, "GET", path, key)
+        assert [c["id"] for c in listed["connections"]] == [kept["id"]]
+        await server.stop()
+    assert len(events.failures()) == 1
+    [first] = events.full(conn_module.PERSIST_FAILURES)
+    assert formatEvent(first) == "store s1: creating a connection failed"
+    [summary] = events.summaries(conn_module.PERSIST_FAILURES)
+    assert summary.startswith(f"{2 * n - 1} more failed saves of connections in the last ")
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_storage_refusing_pulled_records_logs_once(remotes: Any,
+                                                          make_server: Any) -> None:
+    server = await start(make_server)
+    store, key = await new_store(server)
+    refuse(server, "records")
+    remote = remotes(Source)
+    n = 30
+    remote.records = [(BASE + i, {"n": i}) for i in range(1, n + 1)]
+    await remote.start()
+    with watching("tsnet.tsstore") as events:
+        body = await create(server, key, {"mode": "pull", "url": remote.url()})
+        conn = connections_of(server).find(store, body["id"])
+        await wait_for(lambda: conn.errors == n)
+        code, status = await api(server, "GET", f"s1/ws/connections/{body['id']}", key)
+        assert code == 200 and status["last_error"] == "internal error"
+        assert not leaks(json.dumps(status))
+        assert await stored(server) == []
+        await server.stop()
+    assert len(events.failures()) == 1
+    [first] = events.full(conn_module.WRITE_FAILURES)
+    assert formatEvent(first) == f"ts-store pull s1/{body['id']}: writing a record failed"
+    [summary] = events.summaries(conn_module.WRITE_FAILURES)
+    assert summary.startswith(f"{n - 1} more failed writes of pulled records in the last ")
+
+
+@pytest_twisted.ensureDeferred
+async def test_cursor_saves_failing_again_and_again_log_once(remotes: Any,
+                                                              make_server: Any) -> None:
+    """The cursor is saved again every persist_interval while saving fails:
+    one warning, then a count, not a line per attempt."""
+    server = await start(make_server)
+    store, key = await new_store(server)
+    remote = remotes(Source)
+    n = 20
+    remote.records = [(BASE + i, {"n": i}) for i in range(1, n + 1)]
+    remote.interval = 0.03  # the cursor moves for 0.6 s: several saves
+    await remote.start()
+    body = await create(server, key, {"mode": "pull", "url": remote.url()})
+    refuse(server, "solutions", "UPDATE")
+    conn = connections_of(server).find(store, body["id"])
+    with watching("tsnet.tsstore") as events:
+        await wait_for(lambda: conn.cursor == BASE + n)
+        await sleep(5 * Connections.persist_interval)  # retried, and failing, meanwhile
+        assert await stored(server) == [BASE + i for i in range(1, n + 1)]
+        await server.stop()
+    warned = [e for e in events.full() if "cursors failed" in e["log_format"]]
+    assert len(warned) == 1
+    assert formatEvent(warned[0]) == (f"store s1: saving the connection cursors failed: "
+                                      f"{TRIGGER_TEXT}")
+    [summary] = events.summaries(conn_module.CURSOR_FAILURES)
+    assert re.fullmatch(r"\d+ more failed saves of connection cursors in the last \d+ s",
+                        summary)
 
 
 async def free_port() -> int:

@@ -200,6 +200,9 @@ def test_envelope_int64_bounds():
         ("1.5", "number 1.5"),
         ("1e3", "number 1e3"),
         ("9223372036854775808", "number 9223372036854775808"),
+        # past Python's int-digit limit
+        pytest.param("1" * 5000, "number " + "1" * 5000, id="5000 digits"),
+        pytest.param("-" + "9" * 5000, "number -" + "9" * 5000, id="-5000 digits"),
         ('"5"', "string"),
         ("true", "bool"),
         ("[1]", "array"),

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import sqlite3
 import subprocess
 import time
 from pathlib import Path
@@ -24,9 +25,11 @@ from autobahn.twisted.websocket import (
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from twisted.internet import defer, endpoints, protocol, ssl, threads
+from twisted.logger import formatEvent
 
 from tests.helpers.certs import make_certs
 from tests.helpers.clients import connect_line, sleep, wait_for
+from tests.helpers.logs import leaks, refuse, watching
 from tsnet.http.websocket import WebSocketResource
 from tsnet.plugin import ProtocolPlugin, Unauthorized
 from tsnet.protocols.tsstore import ws_write
@@ -351,6 +354,64 @@ def test_bad_messages_get_error_frames_and_the_connection_stays(make_server: Any
     assert c.factory.closed == []
     records = yield server.core.storage.backend_for("s1").read_records("s1")
     assert [(r.time_ns, r.data) for r in records] == [(100, b"1"), (101, b"4")]
+
+
+@pytest_twisted.inlineCallbacks
+def test_a_storage_refusing_every_message_logs_once_and_tells_nothing(
+        make_server: Any) -> None:
+    """The storage refuses each record (a real SQLite trigger): every message
+    gets ``internal error``, never the storage's text, and the log has one
+    traceback plus, at stop, one line counting the rest."""
+    server = yield start(make_server)
+    key = yield create(server)
+    refuse(server, "records")
+    n = 40
+    with watching("tsnet.tsstore") as events:
+        c = yield ws_connect(url(server, key=key))
+        for i in range(1, n + 1):
+            c.send({"timestamp": i, "data": {"n": i}})
+        replies = yield c.wait(n)
+        assert replies == [{"type": "error", "message": "internal error"}] * n
+        assert not [r for r in c.replies if leaks(r)]
+        assert c.factory.closed == []  # the connection stays
+        yield server.stop()
+    assert len(events.failures()) == 1
+    [first] = events.full(ws_write.WRITE_FAILURES)
+    assert formatEvent(first) == "a WebSocket write to store s1 failed"
+    [summary] = events.summaries(ws_write.WRITE_FAILURES)
+    assert summary.startswith(f"{n - 1} more failed WebSocket writes in the last ")
+
+
+@pytest_twisted.inlineCallbacks
+def test_a_store_that_cannot_open_refuses_writers_with_one_log_line(
+        make_server: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A store whose settings were damaged while tsnet was down: every writer
+    hears HTTP 500 ``internal error``, the log one traceback and a count."""
+    monkeypatch.setattr(ws_write.WriteResource, "log_period", 2.0)
+    text = CONFIG.format(admin=ADMIN, endpoint=TCP)
+    server = yield make_server(text)
+    key = yield create(server)
+    yield server.stop()
+    db = sqlite3.connect(server.core.config.storages["default"].path)
+    db.execute("UPDATE solutions SET attributes = json_set(attributes, "
+               "'$.tsstore.num_blocks', 'many') WHERE name = 's1'")
+    db.commit()
+    db.close()
+    server = yield make_server(text)  # the same folder, so the same database
+    n = 12
+    with watching("tsnet.tsstore") as events:
+        for _ in range(n):
+            c = yield connect_line(server.port("http"))
+            c.send(HANDSHAKE.format(store="s1", query=f"?api_key={key}", extra=""))
+            status, _, body = split_reply((yield c.wait_closed()))
+            assert status == "HTTP/1.1 500 Internal Server Error"
+            assert json.loads(body) == {"error": "internal error"}
+        yield wait_for(lambda: events.summaries(), timeout=10)  # the period ends
+    assert len(events.failures()) == 1
+    assert formatEvent(events.full(ws_write.UPGRADE_FAILURES)[0]) == (
+        "authenticating a WebSocket writer failed")
+    [summary] = events.summaries()
+    assert summary == f"{n - 1} more failed WebSocket write upgrades in the last 2 s"
 
 
 @pytest_twisted.inlineCallbacks

@@ -519,3 +519,31 @@ def test_make_lines_backslash_is_not_unescaped():
     assert line == "m,t=a\\\\b v=1i\n"
     points, errors = parse_body(line.encode(), "", NOW)
     assert errors == [] and points[0].tags == {"t": "a\\\\b"}
+
+
+BIG = "1" * 5000  # past Python's int-digit limit (4300)
+
+
+@pytest.mark.parametrize(("line", "error"), [
+    pytest.param(f"m v=1 {BIG}", f'strconv.ParseInt: parsing "{BIG}": value out of range',
+                 id="time"),
+    pytest.param(f"m v=1 -{BIG}", f'strconv.ParseInt: parsing "-{BIG}": value out of range',
+                 id="negative time"),
+    pytest.param(f"m v={BIG}i", f'unable to parse integer {BIG}: strconv.ParseInt: parsing '
+                                f'"{BIG}": value out of range', id="integer"),
+    pytest.param(f"m v=-{BIG}i", f'unable to parse integer -{BIG}: strconv.ParseInt: parsing '
+                                 f'"-{BIG}": value out of range', id="negative integer"),
+    pytest.param(f"m v={BIG}u", f'unable to parse unsigned {BIG}: strconv.ParseUint: parsing '
+                                f'"{BIG}": value out of range', id="unsigned"),
+])
+def test_numbers_past_the_int_digit_limit_are_line_errors(line: str, error: str) -> None:
+    points, errors = parse(line)  # a ValueError with Python's text before the fix
+    assert points == []
+    assert len(errors) == 1 and errors[0].endswith(error)
+
+
+def test_leading_zeros_of_any_length_are_go_numbers() -> None:
+    zeros = "0" * 5000
+    points, errors = parse(f"m a={zeros}12i,b=-{zeros}3i,c={zeros}4u 0{zeros}7")
+    assert errors == []
+    assert (points[0].fields, points[0].time_ns) == ({"a": 12, "b": -3, "c": 4}, 7)

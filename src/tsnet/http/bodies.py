@@ -12,6 +12,10 @@ import zlib
 from collections.abc import Iterable, Iterator
 from typing import Any
 
+#: the message of a body whose compressed data is corrupt or cut short; the
+#: details name the coding (``invalid gzip body``, ``truncated deflate body``)
+UNDECOMPRESSABLE = "Unable to decompress the request content"
+
 
 class BodyError(ValueError):
     """The whole request body is refused: HTTP ``code``, a short ``message``
@@ -39,7 +43,8 @@ def inflate_body(chunks: Iterable[bytes], encoding: str, cap: int) -> bytes:
     ``deflate`` is zlib-wrapped per RFC 9110, but many clients send raw deflate, so
     both are accepted.  Concatenated gzip members are read as one stream, as
     Java's GZIPInputStream does.  Raises `BodyTooLarge` past ``cap``, and
-    `BodyError` for an unknown coding (415) or corrupt data (400)."""
+    `BodyError` for an unknown coding (415) or corrupt or truncated data (400,
+    with a fixed text: never zlib's)."""
     codings = [c.strip().lower() for c in encoding.split(",") if c.strip()]
     data: Iterable[bytes] = chunks
     for coding in reversed(codings):  # the last coding applied is undone first
@@ -75,12 +80,15 @@ def _inflate(chunks: Iterable[bytes], gzip: bool, cap: int) -> bytes:
                 if len(out) > cap:
                     raise BodyTooLarge(cap)
                 chunk = d.unused_data if d.eof else b""
-    except zlib.error as e:
-        raise BodyError("Unable to decompress the request content", str(e)) from None
+    except zlib.error:  # (zlib's own text says nothing a client can use)
+        raise BodyError(UNDECOMPRESSABLE, f"invalid {_name(gzip)} body") from None
     if d is not None and not d.eof:
-        raise BodyError("Unable to decompress the request content",
-                           "unexpected end of compressed data")
+        raise BodyError(UNDECOMPRESSABLE, f"truncated {_name(gzip)} body")
     return bytes(out)
+
+
+def _name(gzip: bool) -> str:
+    return "gzip" if gzip else "deflate"
 
 
 def _wbits(head: bytes, gzip: bool) -> int:

@@ -1,7 +1,8 @@
 """The ``graphite`` family: Graphite plaintext over TCP and UDP, as carbon takes it.
 
 Framing is carbon's: lines end with LF, a line longer than ``max_line``
-(carbon's 16384 bytes) closes the connection, a bad line is logged and skipped.
+(carbon's 16384 bytes) closes the connection, a bad line is logged and skipped;
+and tsnet's: a line must come whole within ``line_timeout`` (`LineDeadline`).
 Parsing is `graphite_parse`; points go into the write queue through one
 `IPointSink` per connection, committed within the flush interval (carbon does
 not acknowledge either).  UDP datagrams are read whole, and their points are
@@ -32,6 +33,7 @@ from tsnet.plugin import (
     FlowControlled,
     IProtocolPlugin,
     Key,
+    LineDeadline,
     Listener,
     ProtocolPlugin,
     SampleSet,
@@ -124,8 +126,9 @@ def _peer(transport: Any) -> str:
     return f"{host}:{addr.port}" if host is not None else str(addr)
 
 
-class GraphiteLineProtocol(FlowControlled, Protocol, TimeoutMixin):
-    """One TCP (or TLS, or Unix) connection of plaintext lines."""
+class GraphiteLineProtocol(LineDeadline, FlowControlled, Protocol, TimeoutMixin):
+    """One TCP (or TLS, or Unix) connection of plaintext lines; each line must
+    come whole within the listener's ``line_timeout`` (and ``min_rate``)."""
 
     factory: GraphiteFactory
 
@@ -153,6 +156,7 @@ class GraphiteLineProtocol(FlowControlled, Protocol, TimeoutMixin):
         if self._closing:
             return
         self.resetTimeout()
+        self.watch_lines(data)
         buf = self._buf + data if self._buf else data
         end = buf.rfind(b"\n")
         if end < 0:
@@ -206,6 +210,11 @@ class GraphiteLineProtocol(FlowControlled, Protocol, TimeoutMixin):
         self.transport.loseConnection()
 
     def timeoutConnection(self) -> None:
+        self.transport.loseConnection()
+
+    def line_timed_out(self) -> None:
+        self._closing = True  # (the partial line is not a line: it is not stored)
+        self._buf = b""
         self.transport.loseConnection()
 
     def connectionLost(self, reason: Any = None) -> None:

@@ -38,6 +38,7 @@ from tsnet.plugin import (
     Core,
     Forbidden,
     IHTTPErrors,
+    LogBound,
     ProtocolPlugin,
     SampleSet,
     StorageUnavailable,
@@ -51,6 +52,9 @@ from tsnet_lineproto.influx_parse import parse_body, to_samples
 log = Logger(namespace="tsnet.influx")
 
 PROTOCOL = "influx"
+#: the kinds of `WriteResource.logs` (fixed texts: what repeats is counted)
+CRASHES = "failed influx writes"
+NOT_COMMITTED = "influx writes not committed"
 #: what /ping reports: the InfluxDB release whose write API this follows
 INFLUXDB_VERSION = "1.8.10"
 JSON_CONTENT_TYPE = b"application/json"
@@ -110,10 +114,13 @@ class WriteResource(Resource):
 
     isLeaf = True
 
-    def __init__(self, core: Core, version: int) -> None:
+    def __init__(self, core: Core, version: int, logs: LogBound | None = None) -> None:
         super().__init__()
         self.core = core
         self.version = version
+        #: failures a client may repeat at will, once a request: logged once,
+        #: then counted (one for both write APIs, from `InfluxPlugin.resources`)
+        self.logs = logs if logs is not None else LogBound(log, core.reactor)
 
     def render(self, request: Any) -> Any:
         if request.method != b"POST":
@@ -145,7 +152,7 @@ class WriteResource(Resource):
         request.finish()
 
     def _crashed(self, f: Failure, request: Any, gone: list[bool]) -> None:
-        log.failure("influx write failed", f)
+        self.logs.failure(CRASHES, "influx write failed", f)
         self._answer(request, gone, 500, "internal error")
 
     def _secrets(self, request: Any) -> list[str]:
@@ -212,7 +219,8 @@ class WriteResource(Resource):
             except StorageUnavailable as e:  # tsnet logs the outage, once
                 return 503, str(e)
             except Exception:
-                log.failure("influx write of {n} points not committed", n=samples.count)
+                self.logs.failure(NOT_COMMITTED, "influx write of {n} points not committed",
+                                  n=samples.count)
                 return 503, "the points could not be committed; retry"
         if not errors:
             return 204, ""
@@ -239,10 +247,13 @@ class InfluxPlugin(ProtocolPlugin):
     description = "InfluxDB line protocol: POST /write (1.x) and /api/v2/write (2.x)"
     provides_api = True
     http_errors = InfluxErrors()
+    #: seconds a write API counts the repeats of a failure before it says how many
+    log_period = 60.0
 
     def resources(self, core: Core) -> dict[bytes, IResource]:
+        logs = LogBound(log, core.reactor, self.log_period)
         return {
-            b"/write": WriteResource(core, 1),
-            b"/api/v2/write": WriteResource(core, 2),
+            b"/write": WriteResource(core, 1, logs),
+            b"/api/v2/write": WriteResource(core, 2, logs),
             b"/ping": PingResource(),
         }

@@ -258,7 +258,7 @@ def _parse_fast(line: str, default_ns: int, mult: int) -> InfluxPoint | None:
         time_ns = default_ns
     elif nparts == 3:
         key, field_text, ts = parts
-        if not _FAST_TIME.fullmatch(ts):
+        if len(ts) > 20 or not _FAST_TIME.fullmatch(ts):
             return None
         time_ns = int(ts) * mult
         if not MIN_NANO_TIME <= time_ns <= MAX_NANO_TIME:
@@ -285,14 +285,14 @@ def _parse_fast(line: str, default_ns: int, mult: int) -> InfluxPoint | None:
             return None
         last = v[-1]
         if last == "i":
-            if not _FAST_INT.fullmatch(v):
+            if len(v) > 21 or not _FAST_INT.fullmatch(v):
                 return None
             iv = int(v[:-1])
             if not INT64_MIN <= iv <= INT64_MAX:
                 return None
             fields[k] = iv
         elif last == "u":
-            if not _FAST_UINT.fullmatch(v):
+            if len(v) > 21 or not _FAST_UINT.fullmatch(v):
                 return None
             iv = int(v[:-1])
             if iv > INT64_MAX:
@@ -363,7 +363,7 @@ def _parse_point(b: str, default_ns: int, mult: int) -> InfluxPoint:
     else:
         if ts == "-":
             raise _LineError(f'strconv.ParseInt: parsing "{ts}": invalid syntax')
-        v = int(ts)
+        v = _go_int(ts)
         if not INT64_MIN <= v <= INT64_MAX:
             raise _LineError(f'strconv.ParseInt: parsing "{ts}": value out of range')
         time_ns = v * mult
@@ -488,6 +488,15 @@ def _scan_fields(b: str, i: int) -> tuple[int, int]:
     return i, start
 
 
+def _go_int(text: str) -> int:
+    """The value of ``[-]DIGITS`` (leading zeros allowed, as Go's ParseInt does)
+    without int()'s digit limit: past 20 digits it is out of every range tsnet
+    checks, and stands as UINT64_MAX + 1 with its sign."""
+    digits = text.lstrip("-").lstrip("0")
+    v = int(digits or "0") if len(digits) <= 20 else UINT64_MAX + 1
+    return -v if text[:1] == "-" else v
+
+
 def _scan_number(b: str, i: int) -> int:
     """scanNumber, with uint support on (as InfluxDB 2.x)."""
     n = len(b)
@@ -534,7 +543,7 @@ def _scan_number(b: str, i: int) -> int:
         if b[i - 1] != "i":
             raise _LineError(_INVALID_NUMBER)
         text = b[start : i - 1]
-        if len(text) >= 19 and not INT64_MIN <= int(text) <= INT64_MAX:
+        if len(text) >= 19 and not INT64_MIN <= _go_int(text) <= INT64_MAX:
             raise _LineError(
                 f"unable to parse integer {text}: strconv.ParseInt: parsing "
                 f'"{text}": value out of range'
@@ -543,12 +552,12 @@ def _scan_number(b: str, i: int) -> int:
         if b[i - 1] != "u" or b[start] == "-":
             raise _LineError(_INVALID_NUMBER)
         text = b[start : i - 1]
-        if len(text) >= 20 and int(text) > UINT64_MAX:
+        if len(text) >= 20 and _go_int(text) > UINT64_MAX:
             raise _LineError(
                 f"unable to parse unsigned {text}: strconv.ParseUint: parsing "
                 f'"{text}": value out of range'
             )
-        if int(text) > INT64_MAX:
+        if _go_int(text) > INT64_MAX:
             raise _LineError(f"unable to parse unsigned {text}: value out of int64 range")
     elif scientific or i - start >= 25:
         try:
@@ -648,7 +657,7 @@ def _decode_fields(f: str) -> dict[str, FieldValue]:
                 if not _GO_INT.fullmatch(digits):
                     kind = "integer" if last == "i" else "unsigned"
                     raise _LineError(f"unable to parse {kind} value {digits!r}")
-                fields[key] = int(digits)
+                fields[key] = _go_int(digits)
             else:
                 if not _GO_FLOAT_CHARS.fullmatch(raw):
                     raise _LineError(f"unable to parse floating point value {raw!r}")

@@ -27,6 +27,7 @@ from tsnet.http.bodies import BodyError, request_body
 from tsnet.http.credentials import listener_of, principal_for
 from tsnet.http.site import DEFAULT_MAX_BODY
 from tsnet.interfaces import IHTTPErrors
+from tsnet.logbound import DEFAULT_PERIOD, LogBound
 from tsnet.model import WRITE
 from tsnet.protocols.atsd.append import needs_append, resolve
 from tsnet.protocols.atsd.framing import frame_http_body
@@ -48,6 +49,10 @@ log = Logger(namespace="tsnet.atsd.http")
 PROTOCOL = "atsd"
 CHANNEL = "atsd.incoming.api.command.raw"
 JSON_CONTENT_TYPE = b"application/json"
+NOT_STORED = "the commands could not be stored; retry"
+#: the kinds of `CommandResource.bounded` (fixed texts: what repeats is counted)
+REQUEST_FAILURES = "failed ATSD command requests"
+COMMIT_FAILURES = "ATSD command requests not committed"
 
 
 def error_body(message: str) -> bytes:
@@ -69,10 +74,14 @@ class CommandResource(Resource):
 
     isLeaf = True
 
-    def __init__(self, core: Core, logs: CommandLogs, rules: Any = None) -> None:
+    def __init__(self, core: Core, logs: CommandLogs, rules: Any = None,
+                 log_period: float = DEFAULT_PERIOD) -> None:
         super().__init__()
         self.core = core
         self.logs = logs
+        #: unexpected failures, which a client may repeat per request: logged
+        #: once, then counted for ``log_period`` seconds
+        self.bounded = LogBound(log, core.reactor, log_period)
         #: ``rules(core, solution) -> Deferred[MetaRules]``: what the meta discards
         self.rules = rules
         #: the cache of validated series lines, shared by every request
@@ -106,7 +115,7 @@ class CommandResource(Resource):
         request.finish()
 
     def _crashed(self, f: Failure, request: Any, gone: list[bool]) -> None:
-        log.failure("an ATSD command request failed", f)
+        self.bounded.failure(REQUEST_FAILURES, "an ATSD command request failed", f)
         if not gone and not request.finished:
             request.write(self._error(request, 500, "Internal Server Error"))
             request.finish()
@@ -168,9 +177,9 @@ class CommandResource(Resource):
                 except StorageUnavailable as e:  # ingest logs the outage, once
                     return 503, self._error(request, 503, str(e))
                 except Exception:
-                    log.failure("ATSD commands of one request not committed")
-                    return 503, self._error(request, 503,
-                                            "the commands could not be stored; retry")
+                    self.bounded.failure(COMMIT_FAILURES,
+                                         "ATSD commands of one request not committed")
+                    return 503, self._error(request, 503, NOT_STORED)
                 samples = items.batch.samples
             discarded = items.add(command, now_ms, rules)
             if discarded is not None:  # accepted, as ATSD counts it, but not stored
@@ -185,7 +194,7 @@ class CommandResource(Resource):
             except StorageUnavailable as e:  # ingest logs the outage, once
                 return 503, self._error(request, 503, str(e))
             except Exception:
-                log.failure("ATSD commands of one request not committed")
-                return 503, self._error(request, 503, "the commands could not be stored; retry")
+                self.bounded.failure(COMMIT_FAILURES, "ATSD commands of one request not committed")
+                return 503, self._error(request, 503, NOT_STORED)
         counts = {"fail": fail, "success": success, "total": fail + success}
         return 200, json.dumps(counts).encode()

@@ -11,6 +11,7 @@ from twisted.internet import defer
 from twisted.logger import Logger
 from twisted.web.resource import IResource
 
+from tsnet.logbound import DEFAULT_PERIOD, LogBound
 from tsnet.plugin import (
     Config,
     DatagramListenerService,
@@ -31,6 +32,9 @@ if TYPE_CHECKING:
     from tsnet.protocols.atsd.meta import MetaRules
 
 log = Logger(namespace="tsnet.atsd")
+
+#: the kind of the failed meta loads in `AtsdPlugin.bounded`
+META_FAILURES = "failed loads of ATSD meta"
 
 
 class _RulesFirst:
@@ -58,6 +62,7 @@ class AtsdListenerService(_RulesFirst, StreamListenerService):
     def stopService(self) -> Any:
         d = super().stopService()
         self.factory.logs.flush()
+        self._plugin.bounded(self._core).flush()
         return d
 
 
@@ -69,6 +74,11 @@ class AtsdDatagramService(_RulesFirst, DatagramListenerService):
         super().__init__(listener, protocol, reactor)
         self._plugin = plugin
         self._core = core
+
+    def stopService(self) -> Any:
+        d = super().stopService()
+        self._plugin.bounded(self._core).flush()
+        return d
 
 
 class AtsdPlugin(ProtocolPlugin):
@@ -83,6 +93,8 @@ class AtsdPlugin(ProtocolPlugin):
         "other_limit": Key(positive_int, OTHER_LIMIT, "bytes a command other than series, "
                                                       "property and message may have"),
     }
+    #: seconds `bounded` counts the repeats of a failure before it says how many
+    log_period = DEFAULT_PERIOD
 
     def __init__(self) -> None:
         from tsnet.protocols.atsd.http_command import AtsdErrors
@@ -91,6 +103,7 @@ class AtsdPlugin(ProtocolPlugin):
         self._logs: dict[str, CommandLogs] = {}  # by data directory
         self._rules: dict[tuple[str, str], MetaRules] = {}  # by data directory, solution
         self._loading: dict[tuple[str, str], defer.Deferred] = {}
+        self._bounded: dict[str, LogBound] = {}  # by data directory
 
     def logs(self, core: Core) -> CommandLogs:
         """The command logs of the server's data directory (one per directory)."""
@@ -101,6 +114,16 @@ class AtsdPlugin(ProtocolPlugin):
         if logs is None:
             logs = self._logs[d] = CommandLogs(d, core.reactor)
         return logs
+
+    def bounded(self, core: Core) -> LogBound:
+        """The failures of the server's TCP and UDP inputs that clients may
+        repeat at will (one `LogBound` per data directory); an ATSD listener's
+        stop logs the counts pending."""
+        d = core.config.data_dir
+        bounded = self._bounded.get(d)
+        if bounded is None:
+            bounded = self._bounded[d] = LogBound(log, core.reactor, self.log_period)
+        return bounded
 
     def rules_now(self, core: Core, solution: str) -> MetaRules:
         """The solution's meta rules as they are (reloaded in the background
@@ -113,8 +136,9 @@ class AtsdPlugin(ProtocolPlugin):
             rules = self._rules[key] = MetaRules()
         if rules.stale(core.reactor.seconds()) and key not in self._loading:
             self.rules_for(core, solution).addErrback(
-                lambda f: log.failure("loading the ATSD meta of {solution} failed", f,
-                                      solution=solution))
+                lambda f: self.bounded(core).failure(
+                    META_FAILURES, "loading the ATSD meta of {solution} failed", f,
+                    solution=solution))
         return rules
 
     def rules_for(self, core: Core, solution: str) -> defer.Deferred:
@@ -168,7 +192,7 @@ class AtsdPlugin(ProtocolPlugin):
         if listener.kind == "udp":
             from tsnet.protocols.atsd.udp import AtsdDatagramProtocol
 
-            udp = AtsdDatagramProtocol(listener, core, logs, self.rules_now)
+            udp = AtsdDatagramProtocol(listener, core, logs, self.rules_now, self.bounded(core))
             return AtsdDatagramService(listener, udp, core.reactor, self, core)
         from tsnet.protocols.atsd.tcp import AtsdTcpFactory
 
@@ -180,5 +204,6 @@ class AtsdPlugin(ProtocolPlugin):
         from tsnet.protocols.atsd.http_command import CommandResource
         from tsnet.protocols.atsd.http_read import read_resources
 
-        return {b"/api/v1/command": CommandResource(core, self.logs(core), self.rules_for),
+        return {b"/api/v1/command": CommandResource(core, self.logs(core), self.rules_for,
+                                                    self.log_period),
                 **read_resources(core)}

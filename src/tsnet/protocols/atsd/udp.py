@@ -13,9 +13,10 @@ from typing import TYPE_CHECKING, Any
 
 from twisted.internet import defer
 from twisted.internet.protocol import DatagramProtocol
-from twisted.logger import Logger
+from twisted.logger import Logger, LogLevel
 
 from tsnet.errors import StorageUnavailable
+from tsnet.logbound import LogBound
 from tsnet.model import anonymous
 from tsnet.protocols.atsd.append import needs_append, resolve
 from tsnet.protocols.atsd.framing import OTHER_LIMIT, frame_datagram
@@ -37,6 +38,9 @@ log = Logger(namespace="tsnet.atsd")
 
 PROTOCOL = "atsd"
 CHANNEL = "incoming.udp.raw"
+#: the kinds of `AtsdDatagramProtocol.bounded` (fixed texts: what repeats is counted)
+UNAVAILABLE_APPENDS = "ATSD datagrams with appends dropped while the storage fails"
+FAILED_APPENDS = "failed ATSD datagrams with appends"
 
 
 class AtsdDatagramProtocol(DatagramProtocol):
@@ -45,10 +49,12 @@ class AtsdDatagramProtocol(DatagramProtocol):
     noisy = False
 
     def __init__(self, listener: Listener, core: Core, logs: CommandLogs,
-                 rules: Any = None) -> None:
+                 rules: Any = None, bounded: LogBound | None = None) -> None:
         self.listener = listener
         self.core = core
         self.logs = logs
+        #: what each datagram may fail with again: logged once, then counted
+        self.bounded = bounded if bounded is not None else LogBound(log, core.reactor)
         #: ``rules(core, solution) -> MetaRules``: what the solution's meta discards
         self.rules = rules
         self.principal = anonymous(listener.solution)
@@ -91,10 +97,12 @@ class AtsdDatagramProtocol(DatagramProtocol):
 
     def _appends_failed(self, f: Any) -> None:
         if f.check(StorageUnavailable):  # ingest logs the outage, once
-            log.warn("listener {listener}: the rest of a datagram with appends is dropped: "
-                     "{reason}", listener=self.listener.name, reason=f.getErrorMessage())
+            self.bounded.emit(LogLevel.warn, UNAVAILABLE_APPENDS,
+                              "listener {listener}: the rest of a datagram with appends is "
+                              "dropped: {reason}", listener=self.listener.name,
+                              reason=f.getErrorMessage())
         else:
-            log.failure("an ATSD datagram with appends failed", f)
+            self.bounded.failure(FAILED_APPENDS, "an ATSD datagram with appends failed", f)
 
     def _add(self, items: CommandBatch, item: str, command: Any, now_ms: int,
              rules: Any) -> None:

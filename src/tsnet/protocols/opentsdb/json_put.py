@@ -80,6 +80,8 @@ _PYTHON_SPELLING = MappingProxyType(
     {"+Infinity": "Infinity", "+INF": "Infinity", "-INF": "-Infinity"})
 # Jackson's bounds when it casts a double to long (Long.MAX_VALUE as a double).
 _LONG_MAX_D = float(INT64_MAX)
+# The most digits of a long, leading zeros aside.
+_LONG_DIGITS = 19
 
 
 #: the whole request is rejected: ``code``, ``message`` and optional ``details``
@@ -201,14 +203,20 @@ def _loads(text: str) -> Any:
 
     text2 = _ODD_TOKENS.sub(swap, text)
     if not rewritten:
-        raise PutBodyError(BAD_JSON, str(first)) from None
+        raise PutBodyError(BAD_JSON, _syntax_error(first)) from None
     spelled = iter(originals)
     try:
         return _decoder(lambda name: JsonText(next(spelled, name))).decode(text2)
-    except json.JSONDecodeError as e:
-        raise PutBodyError(BAD_JSON, str(e)) from None
+    except json.JSONDecodeError:  # (a position in the rewritten text would mislead)
+        raise PutBodyError(BAD_JSON, "malformed JSON") from None
     except RecursionError:
         raise PutBodyError(BAD_JSON, "nesting too deep") from None
+
+
+def _syntax_error(e: json.JSONDecodeError) -> str:
+    """The details of a body that is not JSON: where it goes wrong, in words of
+    our own (Python's decoder message is an implementation's, not the API's)."""
+    return f"malformed JSON at line {e.lineno}, column {e.colno}"
 
 
 def _kind(v: Any) -> str:
@@ -247,7 +255,9 @@ def _long(v: Any, index: int | None = None) -> int:
         return 0
     if isinstance(v, JsonText):
         if _JSON_INT.fullmatch(v):
-            n = int(v)
+            # (JSON numbers have no leading zeros: past a sign and 19 digits the
+            # number is out of range, and int() of a long enough text fails)
+            n = int(v) if len(v) <= _LONG_DIGITS + 1 else INT64_MAX + 1
             if INT64_MIN <= n <= INT64_MAX:
                 return n
         else:
@@ -263,9 +273,13 @@ def _long(v: Any, index: int | None = None) -> int:
         if not t or t == "null":
             return 0
         if _LONG_TEXT.fullmatch(t) and t.isascii():
-            n = int(t)
-            if INT64_MIN <= n <= INT64_MAX:
-                return n
+            # Java allows leading zeros; without them more than 19 digits is out
+            # of range, and int() of a long enough text fails (its digit limit)
+            digits = t.lstrip("+-").lstrip("0")
+            if len(digits) <= _LONG_DIGITS:
+                n = -int(digits or "0") if t[0] == "-" else int(digits or "0")
+                if INT64_MIN <= n <= INT64_MAX:
+                    return n
         raise PutBodyError(BAD_JSON, f"{_where('timestamp', index)}: not a valid long value: "
                                      f"{json.dumps(v)}")
     raise PutBodyError(BAD_JSON, f"{_where('timestamp', index)}: cannot make a long of "
@@ -396,7 +410,10 @@ class SeriesCache:
         """The series key, or None when the pair is not plainly valid (no tags,
         too many, an ``ovh.auth`` tag, a bad name or a non-string)."""
         memo = (metric, *tags.items())
-        key = self.known.get(memo)
+        try:
+            key = self.known.get(memo)
+        except TypeError:  # an array or object among them: never plainly valid
+            return None
         if key is not None:
             return key
         if type(metric) is not str or not tags or len(tags) > MAX_TAGS or AUTH_TAG in tags \
@@ -454,7 +471,10 @@ def fast_put_samples(body: bytes, cache: SeriesCache) -> SampleSet | None:
             return None
         if ts <= 0 or ts > MAX_MS:
             return None
-        key = known.get((metric, *tags.items()))
+        try:
+            key = known.get((metric, *tags.items()))
+        except TypeError:  # an array or object as the metric or a tag value
+            return None
         if key is None:
             key = cache.key(metric, tags)
             if key is None:

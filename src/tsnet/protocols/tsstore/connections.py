@@ -106,12 +106,13 @@ from autobahn.twisted.websocket import WebSocketClientFactory, WebSocketClientPr
 from autobahn.websocket.types import ConnectingRequest
 from twisted.internet import defer, task
 from twisted.internet.interfaces import IPushProducer
-from twisted.logger import Logger
+from twisted.logger import Logger, LogLevel
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
+from tsnet.logbound import DEFAULT_PERIOD, LogBound
 from tsnet.outbound import OutboundService, Target, backoff_policy, describe_failure, parse_target
-from tsnet.plugin import StorageUnavailable
+from tsnet.plugin import NotFound, StorageUnavailable
 from tsnet.protocols.tsstore import objects
 from tsnet.protocols.tsstore.gojson import (
     PULL_ENVELOPE_TYPE,
@@ -134,7 +135,17 @@ NOT_FOUND = "connection not found"
 INVALID_MODE = "invalid mode: must be 'push' or 'pull'"
 MISSING_JSON = "unexpected end of JSON input"
 UNAVAILABLE = "storage unavailable, retry later"
+INTERNAL = "internal error"
+#: the REST API's answers when the connections cannot be persisted (500, spec §8.1;
+#: the cause is logged, never told)
+SAVE_FAILED = "failed to save connection"
+DELETE_FAILED = "failed to delete connection"
 REQUEST_TYPE = "handlers.CreateRequest"
+#: the kinds of `Connections.logs` (fixed texts: what repeats is counted)
+WRITE_FAILURES = "failed writes of pulled records"
+POLL_FAILURES = "failed push polls"
+CURSOR_FAILURES = "failed saves of connection cursors"
+PERSIST_FAILURES = "failed saves of connections"
 #: the create request's fields and their Go types (spec §8.1), in struct order
 FIELDS = {"mode": "string", "url": "string", "from": "int64", "format": "string",
           "headers": "map[string]string", "filter": "string", "filter_ignore_case": "bool",
@@ -680,8 +691,9 @@ class _Pull(_Connection):
         elif f.check(StorageUnavailable):
             message = UNAVAILABLE
         else:
-            log.failure("{name}: writing a record failed", f, name=self.name)
-            message = "internal error"
+            self.owner.logs.failure(WRITE_FAILURES, "{name}: writing a record failed", f,
+                                    name=self.name)
+            message = INTERNAL
         if self.running:
             self.error(message)
         self._maybe_resume()
@@ -798,7 +810,8 @@ class _Push(_Connection):
         try:
             await self._poll_once(client)
         except Exception:
-            log.failure("{name}: a push poll failed", name=self.name)
+            self.owner.logs.failure(POLL_FAILURES, "{name}: a push poll failed",
+                                    name=self.name)
 
     async def _poll_once(self, client: _Client) -> None:
         if client is not self.session or not client.writable:
@@ -1019,6 +1032,8 @@ class Connections:
     #: PEM CA certificates that wss:// peers are verified against (None: the
     #: platform's trust store); ``[tsstore] ca_file`` sets it when that key exists
     ca_file: str | None = None
+    #: seconds `logs` counts the repeats of a failure before it says how many
+    log_period = DEFAULT_PERIOD
 
     @classmethod
     def for_stores(cls, core: Core, stores: Stores) -> Connections:
@@ -1041,6 +1056,9 @@ class Connections:
         self._dirty: set[str] = set()
         self._calls: dict[str, Any] = {}
         self._saving: dict[str, defer.Deferred] = {}
+        #: failures a remote, a client or a timer may repeat at will: logged
+        #: once, then counted; a store's close logs the counts pending
+        self.logs = LogBound(log, self.reactor, self.log_period)
         stores.on_open.append(self._store_opened)
         stores.on_close.append(self._store_closed)
 
@@ -1092,6 +1110,7 @@ class Connections:
         if store.name in self._dirty and not store.deleted:
             await self._save(store)
         self._dirty.discard(store.name)
+        self.logs.flush()
 
     def _of(self, store: Store) -> dict[str, _Connection]:
         if store.name not in self._by_store:
@@ -1123,10 +1142,11 @@ class Connections:
         self._dirty.discard(store.name)
         try:
             await self.stores.save(store)
-        except Exception as e:
+        except Exception as e:  # retried within persist_interval: logged once a period
             self._dirty.add(store.name)
-            log.warn("store {store}: saving the connection cursors failed: {reason}",
-                     store=store.name, reason=str(e) or type(e).__name__)
+            self.logs.emit(LogLevel.warn, CURSOR_FAILURES,
+                           "store {store}: saving the connection cursors failed: {reason}",
+                           store=store.name, reason=str(e) or type(e).__name__)
 
     # -- the REST API (spec §8.1) -----------------------------------------------------------------
 
@@ -1151,9 +1171,8 @@ class Connections:
             await self.stores.save(store)
         except Exception as e:
             store.connections.remove(entry)
-            if not isinstance(e, (StorageUnavailable, StoreError)):
-                log.failure("store {store}: saving a connection failed", store=store.name)
-            raise StoreError(500, f"saving the connection failed: {e}") from None
+            self._not_saved(store, e, "creating")
+            raise StoreError(500, SAVE_FAILED) from None
         conn = self._make(store, entry)
         conns[cid] = conn
         conn.start()
@@ -1174,10 +1193,23 @@ class Connections:
         except Exception as e:
             if at is not None:
                 store.connections.insert(at, conn.entry)
-            raise StoreError(500, f"deleting the connection failed: {e}") from None
+            self._not_saved(store, e, "deleting")
+            raise StoreError(500, DELETE_FAILED) from None
         conns.pop(cid, None)
         await conn.stop()
         log.info("store {store}: deleted connection {id}", store=store.name, id=cid)
+
+    def _not_saved(self, store: Store, e: Exception, what: str) -> None:
+        """Log (bounded) why a request's change of the connections was not
+        persisted: a failing storage by its text, anything else with its
+        traceback (call it in the ``except`` block)."""
+        if isinstance(e, (StorageUnavailable, StoreError, NotFound)):
+            self.logs.emit(LogLevel.warn, PERSIST_FAILURES,
+                           "store {store}: {what} a connection failed: {reason}",
+                           store=store.name, what=what, reason=str(e) or type(e).__name__)
+        else:
+            self.logs.failure(PERSIST_FAILURES, "store {store}: {what} a connection failed",
+                              store=store.name, what=what)
 
     def find(self, store: Store, cid: str) -> _Connection | None:
         """The running connection (tests and debugging)."""

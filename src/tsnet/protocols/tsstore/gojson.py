@@ -668,7 +668,9 @@ def decode_envelope(
             kind = _literal_kind(lit)
             if kind == "null":
                 continue
-            if kind == "number" and _INT_RE.fullmatch(lit):
+            # (past 20 characters it is out of int64 anyway, and int() of a long
+            # enough literal fails: Python's int-digit limit)
+            if kind == "number" and len(lit) <= 20 and _INT_RE.fullmatch(lit):
                 value = int(lit)
                 if _INT64_MIN <= value <= _INT64_MAX:
                     timestamp = value

@@ -21,6 +21,7 @@ from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET
 from zope.interface import implementer
 
+from tsnet.logbound import LogBound
 from tsnet.plugin import (
     DEFAULT_MAX_BODY,
     BodyError,
@@ -30,7 +31,13 @@ from tsnet.plugin import (
     request_body,
 )
 from tsnet.protocols.tsstore import reads
-from tsnet.protocols.tsstore.gojson import GoJSONError, check_json, decode_envelope
+from tsnet.protocols.tsstore.gojson import (
+    GoJSONError,
+    check_json,
+    decode_envelope,
+    go_kind,
+    go_loads,
+)
 from tsnet.protocols.tsstore.schema import SchemaError, compact
 from tsnet.protocols.tsstore.stores import Store, StoreError, Stores
 
@@ -59,6 +66,26 @@ ERRORS = TsstoreErrors()
 
 def error_body(message: str) -> bytes:
     return json.dumps({"error": message}, separators=(",", ":")).encode()
+
+
+def request_json(body: bytes) -> Any:
+    """A JSON request body decoded as Go decodes it, or StoreError 400 with Go's
+    text (never Python's: a number of 5000 digits is Go's range error, not
+    Python's int-digit limit).  An empty body is null."""
+    try:
+        return go_loads(body or b"null")
+    except GoJSONError as e:
+        raise StoreError(400, str(e)) from None
+
+
+def _go_type_error(value: Any, where: str, go_type: str) -> StoreError:
+    """Go's UnmarshalTypeError for a request field (the literal is shown only
+    for a number into a numeric type)."""
+    kind = go_kind(value)
+    if kind == "number" and go_type != "string":
+        kind = f"number {json.dumps(value)}"
+    return StoreError(400, f"json: cannot unmarshal {kind} into Go struct field {where} "
+                           f"of type {go_type}")
 
 
 def json_body(value: Any) -> bytes:
@@ -117,6 +144,8 @@ class StoresResource(Resource):
         self.ws_write = ws_write  # the WebSocket write resource (render_store)
         self.connections = connections  # outbound connections (spec §8.1)
         self.clock_ns = clock_ns
+        #: unexpected failures: a client repeating one must not flood the log
+        self._bounded = LogBound(log, stores.core.reactor)
         self._table: dict[tuple[bytes, tuple[str, ...]], Handler] = {
             (b"GET", ()): self.list_stores,
             (b"POST", ()): self.create_store,
@@ -194,8 +223,9 @@ class StoresResource(Resource):
         elif f.check(StorageUnavailable):
             reply = (503, JSON_TYPE, error_body("storage unavailable, retry later"))
         else:
-            log.failure("tsstore {method} {path} failed", f, method=request.method.decode(),
-                        path=request.path.decode("utf-8", "replace"))
+            self._bounded.failure("tsstore request failures", "tsstore {method} {path} failed",
+                                  f, method=request.method.decode("latin-1"),
+                                  path=request.path.decode("utf-8", "replace"))
             reply = (500, JSON_TYPE, error_body("internal error"))
         self._answer(reply, request)
 
@@ -215,14 +245,15 @@ class StoresResource(Resource):
             raise StoreError(401, "admin key required")
         if not self.stores.settings.admin_ok(admin.decode("utf-8", "replace")):
             raise StoreError(401, "invalid admin key")
-        try:
-            body = json.loads(self._body(request) or b"null")
-        except ValueError as e:
-            raise StoreError(400, f"invalid character in request body: {e}") from None
+        body = request_json(self._body(request))
+        if body is None:
+            body = {}  # null into a struct changes nothing (Go)
         if not isinstance(body, dict):
-            raise StoreError(400, "json: cannot unmarshal into Go value of type "
-                                  "handlers.CreateStoreRequest")
+            raise StoreError(400, f"json: cannot unmarshal {go_kind(body)} into Go value of "
+                                  "type handlers.CreateStoreRequest")
         name = body.get("name")
+        if name is not None and not isinstance(name, str):
+            raise _go_type_error(name, "CreateStoreRequest.name", "string")
         if name in (None, ""):
             raise StoreError(400, "Key: 'CreateStoreRequest.Name' Error:Field validation for"
                                   " 'Name' failed on the 'required' tag")
@@ -230,13 +261,11 @@ class StoresResource(Resource):
         for k in ("num_blocks", "data_block_size", "index_block_size"):
             v = body.get(k) or 0
             if type(v) is not int or not 0 <= v < 2**32:
-                raise StoreError(400, f"json: cannot unmarshal {type(v).__name__} into Go "
-                                      f"struct field CreateStoreRequest.{k} of type uint32")
+                raise _go_type_error(v, f"CreateStoreRequest.{k}", "uint32")
             sizes[k] = v
         data_type = body.get("data_type") or "json"
         if not isinstance(data_type, str):
-            raise StoreError(400, "json: cannot unmarshal into Go struct field "
-                                  "CreateStoreRequest.data_type of type string")
+            raise _go_type_error(data_type, "CreateStoreRequest.data_type", "string")
         _, key, key_id = await self.stores.create(name, data_type=data_type, **sizes)
         return ok({"name": name, "api_key": key, "key_id": key_id}, 201)
 
@@ -319,10 +348,7 @@ class StoresResource(Resource):
     async def put_schema(self, request: Request, store: Store, _: str) -> Reply:
         if store.data_type != "schema":
             raise StoreError(400, "schema endpoint only available for schema-type stores")
-        try:
-            body = json.loads(self._body(request) or b"null")
-        except ValueError as e:
-            raise StoreError(400, f"invalid character in request body: {e}") from None
+        body = request_json(self._body(request))
         fields = body.get("fields") if isinstance(body, dict) else None
         if fields is None:
             raise StoreError(400, "Key: 'SchemaRequest.Fields' Error:Field validation for "
@@ -352,10 +378,7 @@ class StoresResource(Resource):
 
     async def create_connection(self, request: Request, store: Store, _: str,
                                 __: str) -> Reply:
-        try:
-            body = json.loads(self._body(request) or b"null")
-        except ValueError as e:
-            raise StoreError(400, f"invalid character in request body: {e}") from None
+        body = request_json(self._body(request))
         return ok(await self._outbound().create(store, body), 201)
 
     async def get_connection(self, request: Request, store: Store, _: str, __: str,

@@ -230,7 +230,12 @@ def _atoi(key: str) -> int | None:
     """``strconv.Atoi``: optional sign, ASCII digits, int64 range."""
     if not _ATOI_RE.fullmatch(key):
         return None
-    value = int(key)
+    digits = key.lstrip("+-").lstrip("0")
+    if len(digits) > 19:  # out of range (and int() of a long enough text fails)
+        return None
+    value = int(digits or "0")
+    if key[0] == "-":
+        value = -value
     return value if _INT64_MIN <= value <= _INT64_MAX else None
 
 

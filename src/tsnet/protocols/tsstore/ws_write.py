@@ -57,6 +57,7 @@ from twisted.web.server import NOT_DONE_YET
 from zope.interface import implementer
 
 from tsnet.http.websocket import DEFAULT_MAX_MESSAGE, WebSocketResource
+from tsnet.logbound import DEFAULT_PERIOD, LogBound
 from tsnet.plugin import StorageUnavailable
 from tsnet.protocols.tsstore.gojson import GoJSONError, check_json, decode_envelope
 from tsnet.protocols.tsstore.rest import JSON_TYPE, error_body, set_cors, store_key
@@ -69,6 +70,10 @@ log = Logger(namespace="tsnet.tsstore.ws")
 DEFAULT_MAX_PENDING = 1000
 UNAVAILABLE = "storage unavailable, retry later"
 MISSING_JSON = "unexpected end of JSON input"
+INTERNAL = "internal error"
+#: the kinds of `WriteResource.logs` (fixed texts: what repeats is counted)
+WRITE_FAILURES = "failed WebSocket writes"
+UPGRADE_FAILURES = "failed WebSocket write upgrades"
 
 
 def ack_reply(timestamp: int, block_num: int, size: int) -> bytes:
@@ -373,8 +378,9 @@ class WriteProtocol(WebSocketServerProtocol):
             return error_reply(f.value.message)
         if f.check(StorageUnavailable):
             return error_reply(UNAVAILABLE)
-        log.failure("a WebSocket write to store {store} failed", f, store=self.store.name)
-        return error_reply("internal error")
+        self.factory.logs.failure(WRITE_FAILURES, "a WebSocket write to store {store} failed",
+                                  f, store=self.store.name)
+        return error_reply(INTERNAL)
 
     def _flush(self) -> None:
         """Send the replies at the head of the queue that are known."""
@@ -468,6 +474,8 @@ class WriteResource(WebSocketResource):
     """``/api/stores/:store/ws/write`` (`render_store`, from the REST resource)."""
 
     authenticate_first = True
+    #: seconds `logs` counts the repeats of a failure before it says how many
+    log_period = DEFAULT_PERIOD
 
     def __init__(self, core: Any, stores: Stores, max_message: int = DEFAULT_MAX_MESSAGE,
                  max_pending: int = DEFAULT_MAX_PENDING) -> None:
@@ -482,6 +490,11 @@ class WriteResource(WebSocketResource):
         super().__init__(factory, scope=None, max_message=max_message)
         self.core = core
         self.stores = stores
+        #: unexpected failures, logged once then counted (a client may repeat
+        #: one per message); the counts pending are logged when a store closes,
+        #: so a server's stop does not lose those of its writers
+        self.logs = factory.logs = LogBound(log, core.reactor, self.log_period)
+        stores.on_close.append(lambda store: self.logs.flush())
 
     def render_GET(self, request: Any) -> Any:  # mounted by itself at .../:store/ws/write
         set_cors(request)
@@ -494,7 +507,8 @@ class WriteResource(WebSocketResource):
         d = defer.ensureDeferred(stores.authenticate(store_name, store_key(request)))
         d.addCallbacks(self._open, self.refuse, callbackArgs=(request, stores),
                        errbackArgs=(request,))
-        d.addErrback(lambda f: log.failure("WebSocket write upgrade failed", f))
+        d.addErrback(lambda f: self.logs.failure(UPGRADE_FAILURES,
+                                                 "WebSocket write upgrade failed", f))
         return NOT_DONE_YET
 
     def _open(self, store: Store, request: Any, stores: Stores) -> None:
@@ -534,8 +548,8 @@ class WriteResource(WebSocketResource):
         elif f.check(StorageUnavailable):
             code, body = 503, error_body(UNAVAILABLE)
         else:
-            log.failure("authenticating a WebSocket writer failed", f)
-            code, body = 500, error_body("internal error")
+            self.logs.failure(UPGRADE_FAILURES, "authenticating a WebSocket writer failed", f)
+            code, body = 500, error_body(INTERNAL)
         set_cors(request)
         request.setResponseCode(code)
         request.setHeader(b"content-type", JSON_TYPE)
