@@ -85,6 +85,24 @@ async def test_telnet_token_lookups_that_fail_log_once_and_say_nothing(
 
 
 @pytest_twisted.ensureDeferred
+async def test_telnet_lines_too_long_log_once(make_server: Any) -> None:
+    """Each connection sending a line over MAX_LINE is closed after the lines
+    before it: one log line, the rest counted, not a line a connection."""
+    server = await make_server(BASE_CONFIG)
+    port = server.port("opentsdb")
+    n = 12
+    with watching("tsnet.opentsdb") as events:
+        for i in range(n):
+            c = await connect_line(port)
+            c.send(f"put long.ok {TS + i} 1 host=a\nput x {TS} 1 h={'a' * 9000}\n")
+            await c.wait_closed()
+        await server.stop()
+    kind = "connections closed for a line too long"
+    assert len(events.full(kind)) == 1
+    assert summary(events, kind) == n - 1
+
+
+@pytest_twisted.ensureDeferred
 async def test_telnet_batches_the_storage_refuses_log_once(make_server: Any) -> None:
     """Puts with a per-line token, one batch a send, each refused by the
     storage (a trigger on new series): telnet has no reply for them, and the

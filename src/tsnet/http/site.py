@@ -301,9 +301,13 @@ class Site(server.Site):
         return LeanHTTPChannel(self, addr)
 
     def close_all(self) -> None:
-        """Drop every connection (the listener is stopping)."""
+        """Drop every connection (the listener is stopping), and log what the
+        fast path's bounded log still counts."""
         if self.tracker is not None:
             self.tracker.close_all()
+        logs = getattr(self, "fast_logs", None)
+        if logs is not None:
+            logs.flush()
 
     def build_web_channel(self, addr: Any) -> Any:
         """twisted.web's own channel, for every request no fast handler takes."""

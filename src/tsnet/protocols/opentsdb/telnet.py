@@ -218,7 +218,9 @@ class TelnetProtocol(LineDeadline, FlowControlled, Protocol, TimeoutMixin):
 
     def _too_long(self) -> None:
         """Lines over the limit close the connection, after the lines before them."""
-        log.info("closing connection: a line is longer than {max} bytes", max=MAX_LINE)
+        self.factory.logs.emit(LogLevel.info, "connections closed for a line too long",
+                               "closing connection: a line is longer than {max} bytes",
+                               max=MAX_LINE)
         self.factory.core.metrics.rejected(PROTOCOL, "line_too_long")
         self._close_when_done = True
 
