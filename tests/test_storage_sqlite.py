@@ -415,3 +415,34 @@ def test_nan_merges_like_any_value() -> None:
     merged = chunks.merge([([1, 2], [nan, 1.0], None), ([1], [2.0], None), ([2], [nan], None)])
     assert merged[0] == [1, 2]
     assert merged[1][0] == 2.0 and math.isnan(merged[1][1])
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_long_read_holds_no_commit(factory: Callable[[], SqliteStorage]) -> None:
+    """Series reads run on their own connection and thread: a write issued
+    while a read of a million points runs commits before that read is done,
+    and a read issued after a write's Deferred fired sees the write."""
+    from tests.helpers.clients import sleep
+
+    storage = factory()
+    await storage.open()
+    try:
+        keys = [series_key("big", {"host": f"h{i}"}) for i in range(100)]
+        for part in range(10):
+            await storage.write(make_batch(samples=[
+                (k, T0 + (part * 1000 + j) * 1_000_000, float(j))
+                for k in keys for j in range(1000)]))
+        order: list[str] = []
+        read = storage.read_series(S, "big", None, None)
+        read.addCallback(lambda rows: order.append("read") or rows)
+        await sleep(0.05)  # the read is under way in its thread
+        assert order == []
+        await storage.write(make_batch(samples=[(CPU, T0, 1.0)]))
+        order.append("write")
+        rows = await read
+        assert order == ["write", "read"]
+        assert sum(len(times) for _, times, _, _ in rows) == 1_000_000
+        [(_, _, values, _)] = await storage.read_series(S, "cpu", None, None)
+        assert values == [1.0]
+    finally:
+        await storage.close()

@@ -250,6 +250,8 @@ class SqliteEngine:
         #: for everything, or the reactor for `write_small_now`, which never waits
         self.lock = threading.Lock()
         self._now_db: sqlite3.Connection | None = None  # write_small_now's connection
+        #: a reader (`open_reader`): reads only, never folds the pending log
+        self.reads_only = False
 
     # -- connection ----------------------------------------------------------
 
@@ -294,6 +296,20 @@ class SqliteEngine:
             db.close()
             raise
         self._db = db
+
+    def open_reader(self) -> None:
+        """Open the file for reads only, beside a writer engine that opened it
+        (and made its tables): a WAL reader sees every commit made before its
+        read began and waits for no writer, so a long read holds no commit."""
+        db = self._connect()
+        db.execute("PRAGMA query_only = ON")
+        self._db = db
+        self.reads_only = True
+
+    def prepare_read(self) -> None:
+        """Fold the pending log if that can be done at once (the writer's part
+        of a read on a reader engine: the fold is bounded, the read is not)."""
+        self._fold_for_read()
 
     def open_small_writes(self) -> None:
         """Open `write_small_now`'s own connection: it never waits for a lock
@@ -534,6 +550,8 @@ class SqliteEngine:
         without it (`_snapshot` merges the log in), and reads leave the log
         alone for `FOLD_RETRY` seconds.  Logged once when folds start failing
         and once when one works again."""
+        if self.reads_only:
+            return  # (the writer folds: `prepare_read`; `_snapshot` merges the rest)
         db = self.db
         if not self._pending_points(db) or time.monotonic() < self._fold_again:
             return
@@ -1288,7 +1306,10 @@ class _Faults:
 class SqliteStorage:
     """`SqliteEngine` behind Deferreds: every call runs in one dedicated thread,
     except small sample writes that can commit at once without waiting
-    (`SqliteEngine.write_small_now`; ``small_writes_inline``).
+    (`SqliteEngine.write_small_now`; ``small_writes_inline``), and the reads
+    that grow with the data (series, messages, records), which run on a
+    reader engine's own connection and thread (`_read`), so a long read holds
+    no commit.
 
     The engine's lock makes it one writer at a time, and the order is strict: a
     read issued after a write's Deferred fired sees that write, and ``close``
@@ -1303,6 +1324,9 @@ class SqliteStorage:
         self.path = path
         self._reactor = reactor
         self._engine = SqliteEngine(path, busy_timeout, pending_max_points)
+        #: series reads run on their own connection and thread (`_read`)
+        self._reader = SqliteEngine(path, busy_timeout, pending_max_points)
+        self._read_pool: ThreadPool | None = None
         self.small_writes_inline = small_writes_inline
         self._checkpoints: Any = None  # LoopingCall, with small_writes_inline
         self._checkpointing = False
@@ -1320,6 +1344,18 @@ class SqliteStorage:
         with self._engine.lock:
             return f(*args, **kwargs)
 
+    def _read(self, method: str, *args: Any) -> defer.Deferred:
+        """``method`` of the reader engine, after the writer folded what it could at
+        once: a read of millions of points holds neither the writer thread
+        (commits go on meanwhile) nor the reactor.  It sees every write whose
+        Deferred fired before it was issued (WAL: a reader's snapshot begins
+        with its read)."""
+        if self._read_pool is None:  # (no reader: ":memory:", or not open)
+            return self._run(getattr(self._engine, method), *args)
+        pool, f = self._read_pool, getattr(self._reader, method)
+        return self._run(self._engine.prepare_read).addCallback(
+            lambda _: deferToThreadPool(self._reactor, pool, f, *args))
+
     def open(self) -> defer.Deferred:
         """Start the writer thread and open the file in it."""
         if self._pool is not None:
@@ -1336,6 +1372,14 @@ class SqliteStorage:
             return f
 
         def opened(_: Any) -> Any:
+            if self.path != ":memory:":
+                reads = self._read_pool = ThreadPool(1, 1, name=f"tsnet-sqlite-{self.name}-reads")
+                reads.start()
+                d = deferToThreadPool(self._reactor, reads, self._reader.open_reader)
+                return d.addCallback(lambda _: small_writes())
+            return small_writes()
+
+        def small_writes() -> Any:
             if self.small_writes_inline:
                 return self._run(self._engine.open_small_writes).addCallback(
                     lambda _: self._start_checkpoints())
@@ -1389,6 +1433,9 @@ class SqliteStorage:
 
     def _stop_pool(self) -> None:
         self._stop_checkpoints()
+        reads, self._read_pool = self._read_pool, None
+        if reads is not None:
+            reads.stop()  # (its reads are done: close() queued the reader's close last)
         pool, self._pool = self._pool, None
         if self._trigger is not None:
             self._reactor.removeSystemEventTrigger(self._trigger)
@@ -1411,6 +1458,10 @@ class SqliteStorage:
             return defer.succeed(None)
         self._stop_checkpoints()
         d = deferToThreadPool(self._reactor, self._pool, self._locked, self._engine.close)
+        if self._read_pool is not None:
+            reads = self._read_pool
+            d.addBoth(lambda r: deferToThreadPool(self._reactor, reads, self._reader.close)
+                      .addBoth(lambda _: r))
         self._closing = d
 
         def stopped(result: Any) -> Any:
@@ -1440,7 +1491,7 @@ class SqliteStorage:
         start_ns: int | None = None,
         end_ns: int | None = None,
     ) -> defer.Deferred:
-        return self._run(self._engine.read_series, solution, metric, start_ns, end_ns)
+        return self._read("read_series", solution, metric, start_ns, end_ns)
 
     def list_series(self, solution: str, metric: str | None = None) -> defer.Deferred:
         return self._run(self._engine.list_series, solution, metric)
@@ -1455,8 +1506,8 @@ class SqliteStorage:
     def read_messages(self, solution: str, entity: str | None = None,
                       start_ns: int | None = None, end_ns: int | None = None,
                       type: str | None = None, limit: int | None = None) -> defer.Deferred:
-        return self._run(self._engine.read_messages, solution, entity, start_ns, end_ns,
-                         type, limit)
+        return self._read("read_messages", solution, entity, start_ns, end_ns,
+                          type, limit)
 
     def read_meta(self, solution: str, kind: str, name: str | None = None) -> defer.Deferred:
         return self._run(self._engine.read_meta, solution, kind, name)
@@ -1465,8 +1516,8 @@ class SqliteStorage:
                      end_ns: int | None = None, limit: int | None = None,
                      descending: bool = False, include_deleted: bool = False
                      ) -> defer.Deferred:
-        return self._run(self._engine.read_records, solution, start_ns, end_ns, limit,
-                         descending, include_deleted)
+        return self._read("read_records", solution, start_ns, end_ns, limit,
+                          descending, include_deleted)
 
     def delete_record(self, solution: str, time_ns: int) -> defer.Deferred:
         return self._run(self._engine.delete_record, solution, time_ns)
