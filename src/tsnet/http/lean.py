@@ -44,7 +44,7 @@ from twisted.web.server import version as SERVER_VERSION
 from zope.interface import implementer
 
 from tsnet.http.replies import PLAIN_ERRORS
-from tsnet.http.site import timeout_reply
+from tsnet.http.site import CONTROLS, MAX_LENGTH_DIGITS, timeout_reply
 from tsnet.logbound import DEFAULT_PERIOD, LogBound
 
 log = Logger(namespace="tsnet.http")
@@ -63,16 +63,12 @@ _REASONS = http.RESPONSES
 _TCHAR = b"!#$%&'*+-.^_`|~0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
 #: what a request target is made of (printable ASCII)
 _TARGET_CHARS = bytes(range(0x21, 0x7F))
-#: control characters, which a header value may not hold but HTAB (RFC 9110
-#: §5.5; the head is split at CRLF, so a CR or LF left in a line is a bare one)
-_CONTROLS = bytes(range(0x20)).replace(b"\t", b"") + b"\x7f"
 #: every byte but the control characters (HTAB is not one): what is left of a
-#: head without them is its CRLFs, if it is well-formed
-_NOT_CONTROLS = bytes(b for b in range(256) if b not in _CONTROLS)
+#: head without them is its CRLFs, if it is well-formed (the head is split at
+#: CRLF, so a CR or LF left in a line is a bare one)
+_NOT_CONTROLS = bytes(b for b in range(256) if b not in CONTROLS)
 #: a header line that is not a name (a token) and a colon: a fold, or malformed
 _NOT_A_HEADER = re.compile(rb"\r\n(?![-!#$%&'*+.^_`|~0-9A-Za-z]+:)")
-#: digits of the longest Content-Length read as a number (int64's 19)
-MAX_LENGTH_DIGITS = 19
 
 #: the kinds of `fast_logs` (fixed texts: what repeats is counted)
 HANDLER_CRASHES = "fast handlers that raised"
@@ -129,7 +125,7 @@ def head_error(head: bytes) -> str | None:
         if not sep or not _token(name):
             return "malformed header"
         value = value.strip(b" \t")
-        if value.translate(None, _CONTROLS) != value:
+        if value.translate(None, CONTROLS) != value:
             return "invalid character in a header value"
         name = name.lower()
         if name == b"content-length":

@@ -161,8 +161,9 @@ def timeout_reply(site: Any, path: bytes) -> bytes:
             b"Connection: close\r\n\r\n%s" % (content_type, len(body), body))
 
 
-#: bytes no header value may hold (RFC 9110 5.5: no controls but HTAB)
-_CONTROLS = bytes(range(0x20)).replace(b"\t", b"") + b"\x7f"
+#: control characters, which a header value may not hold but HTAB (RFC 9110
+#: §5.5); the lean channel's head checks use the same
+CONTROLS = bytes(range(0x20)).replace(b"\t", b"") + b"\x7f"
 
 #: digits of the longest Content-Length read as a number (int64's 19)
 MAX_LENGTH_DIGITS = 19
@@ -211,7 +212,7 @@ class WebChannel(http.HTTPChannel):
         # and a Content-Length past any body size (int() of 5000 digits raises).
         name, _, value = line.partition(b":")
         value = value.strip(b" \t")
-        if value.translate(None, _CONTROLS) != value or (
+        if value.translate(None, CONTROLS) != value or (
                 name.strip().lower() == b"content-length" and len(value) > MAX_LENGTH_DIGITS):
             self._respondToBadRequestAndDisconnect()
             return False
