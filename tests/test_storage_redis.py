@@ -83,6 +83,37 @@ async def test_a_batch_is_one_script_call_per_shard(redis_server: Any) -> None:
 
 
 @pytest_twisted.ensureDeferred
+async def test_a_large_read_folds_in_threads_and_stops_at_its_bound(redis_server: Any) -> None:
+    """Chunks of series with more blob bytes than FOLD_INLINE fold off the
+    reactor; the result is what one fold of each series gives, in order, and
+    a bound stops the read a chunk after it passes."""
+    from tsnet.errors import TooManyPoints
+    from tsnet.storage import redis as redis_storage
+
+    storage = make_storage(redis_server.url)
+    await storage.open()
+    try:
+        n = redis_storage.READ_CHUNK * 2 + 7
+        for part in range(2):  # two blobs per series, the second overwrites one point
+            await storage.write(make_batch(samples=[
+                (("m", None, (("host", f"h{i:05}"),)), T0 + t, i * 1000 + t + part)
+                for i in range(n) for t in range(part * 39, 40 + part * 39)]))
+        lists = await storage._lists(await storage._index(S, "m"), S)
+        assert sum(len(b) for bl in lists[:redis_storage.READ_CHUNK] for b in bl) \
+            > redis_storage.FOLD_INLINE
+        rows = await storage.read_series(S, "m", T0 + 10, T0 + 60)
+        assert [r[0][2] for r in rows] == [(("host", f"h{i:05}"),) for i in range(n)]
+        for i, (_, times, values, _) in enumerate(rows):
+            assert times == [T0 + t for t in range(10, 61)]
+            assert values == [i * 1000 + t + (t >= 39) for t in range(10, 61)]
+        with pytest.raises(TooManyPoints):
+            await storage.read_series(S, "m", T0 + 10, T0 + 60, max_points=51 * n - 1)
+        assert len(await storage.read_series(S, "m", None, None, max_points=79 * n)) == n
+    finally:
+        await storage.close()
+
+
+@pytest_twisted.ensureDeferred
 async def test_a_retried_part_is_not_appended_twice(redis_server: Any) -> None:
     """The marker makes a retry after a lost reply a no-op."""
     storage = make_storage(redis_server.url)

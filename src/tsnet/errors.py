@@ -11,6 +11,11 @@ class ConfigError(TsnetError):
     """A config file that cannot be used; the message names the section and key."""
 
 
+class ListenError(TsnetError):
+    """A listener that cannot bind its endpoint (a port taken, a socket's
+    folder missing); the message names the listener and the address."""
+
+
 class Unauthorized(TsnetError):
     """No credentials, or credentials that are unknown, expired or revoked."""
 
@@ -29,6 +34,15 @@ class NotFound(TsnetError):
 
 class Overloaded(TsnetError):
     """The write queue is past its hard ceiling; the item was not accepted."""
+
+
+class TooManyPoints(TsnetError):
+    """A bounded series read (`IBoundedReads`) read more than its ``limit``
+    samples and stopped; the read APIs answer it as ``max_query_points``."""
+
+    def __init__(self, limit: int) -> None:
+        super().__init__(f"the read passed {limit} points")
+        self.limit = limit
 
 
 class StorageUnavailable(TsnetError):

@@ -49,7 +49,11 @@ class IProtocolPlugin(Interface):
         The service must log ``listener NAME bound ENDPOINT`` once bound
         (`StreamListenerService` and `DatagramListenerService` do) and may have
         ``whenListening() -> Deferred``, awaited before the server reports
-        itself started."""
+        itself started.  Those two bind in ``privilegedStartService``, before
+        storage opens (so a taken port fails the start at once, and a port
+        under 1024 binds before twistd sheds privileges), and accept only in
+        ``whenListening``; a subclass that must prepare its endpoint (a
+        socket's folder) does it in ``listen``."""
 
     def makeFamilyService(core):
         """Return an IService of the whole family, or None: what outlives one
@@ -203,6 +207,19 @@ class IStorage(Interface):
         """Deferred[int]: background upkeep, a step of at most ``max_series``
         series (None: all); returns how many series it worked on (0 when there
         was nothing to do, or nothing to compact in this kind of store)."""
+
+
+class IBoundedReads(Interface):
+    """An `IStorage` whose series reads stop at a point budget, so a query over
+    too much data fails before it is all in memory.  Optional: the read APIs
+    check ``IBoundedReads.providedBy(backend)``, and count the points of a
+    backend without it after its read returns."""
+
+    def read_series(solution, metric, start_ns, end_ns, max_points=None):
+        """As `IStorage.read_series`; with ``max_points``, fail with
+        `tsnet.errors.TooManyPoints` once more samples than that are to be
+        returned (merged, in range), checked as it reads (a series, or a chunk
+        of series, at a time), so it never holds much more than that."""
 
 
 class ICatalog(Interface):

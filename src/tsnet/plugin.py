@@ -41,6 +41,7 @@ from tsnet.errors import (
     NotFound,
     Overloaded,
     StorageUnavailable,
+    TooManyPoints,
     TsnetError,
     Unauthorized,
 )
@@ -65,6 +66,7 @@ from tsnet.http.site import DEFAULT_MAX_BODY
 from tsnet.http.websocket import WebSocketResource
 from tsnet.interfaces import (
     IAuthenticator,
+    IBoundedReads,
     ICatalog,
     ICore,
     IFastPost,
@@ -196,6 +198,7 @@ __all__ = [
     "FlowControlled",
     "Forbidden",
     "IAuthenticator",
+    "IBoundedReads",
     "ICatalog",
     "ICore",
     "IFastPost",
@@ -229,6 +232,7 @@ __all__ = [
     "StreamListenerService",
     "Target",
     "TokenRecord",
+    "TooManyPoints",
     "TsnetError",
     "Unauthorized",
     "Value",

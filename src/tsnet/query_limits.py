@@ -27,6 +27,8 @@ from typing import Any
 from twisted.internet import defer
 from twisted.internet.threads import deferToThreadPool
 
+from tsnet.errors import TooManyPoints
+from tsnet.interfaces import IBoundedReads
 from tsnet.query import PATTERN_TYPES, QueryError
 
 
@@ -114,6 +116,10 @@ class QueryBudget:
             raise QueryLimitExceeded("max_query_points", self.limits.max_points,
                                      f"it reads more than {self.limits.max_points} points")
 
+    def points_left(self) -> int:
+        """Points the request may still read."""
+        return max(0, self.limits.max_points - self.points)
+
     def plan_buckets(self, buckets: int) -> None:
         """Refuse, before any work, a query that will need ``buckets`` more."""
         if self.buckets + buckets > self.limits.max_buckets:
@@ -194,3 +200,22 @@ class QueryRunner:
             return deferToThreadPool(self.reactor, pool, f, *args, **kwargs)
 
         return self._slots.run(run)
+
+
+async def read_series(reader: Any, budget: QueryBudget, solution: str, metric: str | None,
+                      start_ns: int | None, end_ns: int | None) -> list:
+    """``reader.read_series(...)`` counted against the budget's points.  A reader
+    with `IBoundedReads` stops at the budget's remaining points, so a query over
+    too many never holds them all; another is counted once its read returns."""
+    if not IBoundedReads.providedBy(reader):
+        rows = await reader.read_series(solution, metric, start_ns, end_ns)
+    else:
+        left = budget.points_left()
+        try:
+            rows = await reader.read_series(solution, metric, start_ns, end_ns,
+                                            max_points=left)
+        except TooManyPoints:
+            budget.read(left + 1)  # raises max_query_points
+            raise
+    budget.read(sum(len(r[1]) for r in rows))
+    return rows

@@ -121,3 +121,38 @@ async def test_server_stores_a_telnet_put_in_memory(make_server: Any) -> None:
             "value": 42,
         }
     ]
+
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_backend_without_bounded_reads_still_gets_the_points_limit(
+        make_server: Any) -> None:
+    """`IBoundedReads` is optional: tsnet counts this backend's points once its
+    read returns, so ``max_query_points`` answers the same 413."""
+    import json
+
+    import treq
+
+    from tsnet.plugin import Batch, IBoundedReads, anonymous, series_key
+
+    server = await make_server(CONFIG.replace(
+        "flush_interval = 0.05\n", "flush_interval = 0.05\nmax_query_points = 5\n"))
+    assert not IBoundedReads.providedBy(server.core.storages.backend("default"))
+    batch = Batch()
+    for i in range(6):
+        batch.samples.add(series_key("mem.q", {"host": "a"}), (1425482080 + i) * 10**9, i)
+    await server.core.ingest.submit(batch, anonymous("default"))
+    base = f"http://127.0.0.1:{server.port('opentsdb')}/api/query?m=sum:mem.q"
+    resp = await treq.get(f"{base}&start=1425482080&end=1425482090")
+    body = json.loads(await resp.content())
+    assert resp.code == 413
+    assert "max_query_points = 5" in body["error"]["message"]
+    resp = await treq.get(f"{base}&start=1425482080&end=1425482085")
+    assert resp.code == 413  # whole hours are read, as OpenTSDB does
+    batch = Batch()
+    for i in range(5):
+        batch.samples.add(series_key("mem.r", {"host": "a"}), (1425482080 + i) * 10**9, i)
+    await server.core.ingest.submit(batch, anonymous("default"))
+    resp = await treq.get(base.replace("mem.q", "mem.r") + "&start=1425482080&end=1425482090")
+    assert resp.code == 200
+    assert len(json.loads(await resp.content())[0]["dps"]) == 5

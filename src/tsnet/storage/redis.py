@@ -28,13 +28,14 @@ from typing import Any
 
 import orjson
 from twisted.internet import defer
+from twisted.internet.threads import deferToThreadPool
 from twisted.logger import Logger
 from zope.interface import implementer
 
 from tsnet import export
-from tsnet.errors import ConfigError, Conflict, NotFound
-from tsnet.interfaces import ICatalog, IStorage
-from tsnet.model import Batch, Message, Meta, Property, Record, SeriesKey, WriteBatch
+from tsnet.errors import ConfigError, Conflict, NotFound, TooManyPoints
+from tsnet.interfaces import IBoundedReads, ICatalog, IStorage
+from tsnet.model import INT64_MAX, Batch, Message, Meta, Property, Record, SeriesKey, WriteBatch
 from tsnet.records import Credential, SolutionRecord, TokenRecord
 from tsnet.storage import redis_codec as codec
 from tsnet.storage import redis_scripts as lua
@@ -65,6 +66,8 @@ MARKER_TTL = 3600
 MAX_ARGS = 100_000
 #: series read per script call
 READ_CHUNK = 1000
+#: a chunk of series with more blob bytes than this folds in a thread
+FOLD_INLINE = 256 * 1024
 #: a series with this many blobs is compacted by the next `compact` step
 COMPACT_AT = 16
 #: series ids remembered per solution (the write path's cache of key -> id)
@@ -74,6 +77,13 @@ _Info = tuple[int, bytes, str, bytes]  # shard index, metric, sid, key JSON
 _Entry = tuple[SeriesKey, str, tuple[int, ...]]  # key, sid, shards in write order
 #: arguments of each write op, by its letter (see redis_scripts.WRITE)
 _OP_WIDTH = {"G": 2, "S": 5, "L": 3}
+
+
+def _fold_lists(lists: list[list[bytes]], start_ns: int | None,
+                end_ns: int | None) -> list[codec.Samples]:
+    """`codec.fold_samples` of each series' blobs: a pure function, so a large
+    chunk of series folds in a thread, off the reactor."""
+    return [codec.fold_samples(blobs, start_ns, end_ns) for blobs in lists]
 
 
 def _token_json(t: TokenRecord) -> bytes:
@@ -105,7 +115,7 @@ def _solution_of(data: bytes) -> SolutionRecord:
                           d["attributes"])
 
 
-@implementer(IStorage, ICatalog)
+@implementer(IStorage, IBoundedReads, ICatalog)
 class RedisStorage:
     """`IStorage` and `ICatalog` over one or several Redis shards."""
 
@@ -392,21 +402,33 @@ class RedisStorage:
                 for part, (_, _, shards) in zip(parts, entries, strict=True)]
 
     def read_series(self, solution: str, metric: str | None = None,
-                    start_ns: int | None = None, end_ns: int | None = None) -> defer.Deferred:
-        """Deferred[list of (key, times, values, texts)]; see IStorage."""
-        return defer.ensureDeferred(self._read_series(solution, metric, start_ns, end_ns))
+                    start_ns: int | None = None, end_ns: int | None = None,
+                    max_points: int | None = None) -> defer.Deferred:
+        """Deferred[list of (key, times, values, texts)]; see IStorage and
+        IBoundedReads (``max_points`` is checked a chunk of series at a time)."""
+        return defer.ensureDeferred(
+            self._read_series(solution, metric, start_ns, end_ns, max_points))
 
     async def _read_series(self, solution: str, metric: str | None, start_ns: int | None,
-                           end_ns: int | None) -> list:
+                           end_ns: int | None, max_points: int | None = None) -> list:
         entries = await self._index(solution, metric)
         out = []
+        left = INT64_MAX if max_points is None else max_points
         for lo in range(0, len(entries), READ_CHUNK):
             chunk = entries[lo:lo + READ_CHUNK]
-            for (key, sid, shards), blobs in zip(chunk, await self._lists(chunk, solution),
-                                                 strict=True):
+            lists = await self._lists(chunk, solution)
+            for (_, sid, shards), blobs in zip(chunk, lists, strict=True):
                 if len(blobs) >= COMPACT_AT and len(shards) == 1:
                     self._compact.setdefault(solution, set()).add((shards[0], sid))
-                times, values, texts = codec.fold_samples(blobs, start_ns, end_ns)
+            if sum(len(b) for blobs in lists for b in blobs) > FOLD_INLINE:
+                folded = await deferToThreadPool(self._reactor, self._reactor.getThreadPool(),
+                                                 _fold_lists, lists, start_ns, end_ns)
+            else:
+                folded = _fold_lists(lists, start_ns, end_ns)
+            for (key, _, _), (times, values, texts) in zip(chunk, folded, strict=True):
+                left -= len(times)
+                if left < 0:
+                    raise TooManyPoints(max_points or 0)
                 if times:
                     out.append((key, times, values, texts))
         return out

@@ -47,9 +47,19 @@ from twisted.python.threadpool import ThreadPool
 from zope.interface import implementer
 
 from tsnet import export
-from tsnet.errors import BadBatch, Conflict, NotFound
-from tsnet.interfaces import ICatalog, IStorage
-from tsnet.model import Column, Message, Meta, Property, Record, SeriesKey, Value, WriteBatch
+from tsnet.errors import BadBatch, Conflict, NotFound, TooManyPoints
+from tsnet.interfaces import IBoundedReads, ICatalog, IStorage
+from tsnet.model import (
+    INT64_MAX,
+    Column,
+    Message,
+    Meta,
+    Property,
+    Record,
+    SeriesKey,
+    Value,
+    WriteBatch,
+)
 from tsnet.records import Credential, SolutionRecord, TokenRecord
 from tsnet.storage import chunks, rules
 from tsnet.storage import pending as pending_log
@@ -762,15 +772,22 @@ class SqliteEngine:
         metric: str | None = None,
         start_ns: int | None = None,
         end_ns: int | None = None,
+        max_points: int | None = None,
     ) -> list[tuple[SeriesKey, list[int], list[Value], list[str | None] | None]]:
-        """Merged samples per series, sorted by key then time; see IStorage."""
+        """Merged samples per series, sorted by key then time; see IStorage and
+        IBoundedReads (``max_points`` is checked series by series)."""
         self._fold_for_read()
         where, args = _where(("s.solution = ?", solution), ("s.metric = ?", metric),
                              ("c.max_time >= ?", start_ns), ("c.min_time <= ?", end_ns))
         out: list = []
+        left = INT64_MAX if max_points is None else max_points
 
         def add(m: str, e: str | None, tags: str, parts: list[chunks.Samples]) -> None:
+            nonlocal left
             times, values, texts = chunks.time_slice(chunks.merge(parts), start_ns, end_ns)
+            left -= len(times)
+            if left < 0:
+                raise TooManyPoints(max_points or 0)
             if times:
                 out.append((_key_from_row(m, e, tags), times, values, texts))
 
@@ -1302,7 +1319,7 @@ class _Faults:
             log.info("{what} of {path} works again", what=what, path=self.path)
 
 
-@implementer(IStorage, ICatalog)
+@implementer(IStorage, IBoundedReads, ICatalog)
 class SqliteStorage:
     """`SqliteEngine` behind Deferreds: every call runs in one dedicated thread,
     except small sample writes that can commit at once without waiting
@@ -1490,8 +1507,9 @@ class SqliteStorage:
         metric: str | None = None,
         start_ns: int | None = None,
         end_ns: int | None = None,
+        max_points: int | None = None,
     ) -> defer.Deferred:
-        return self._read("read_series", solution, metric, start_ns, end_ns)
+        return self._read("read_series", solution, metric, start_ns, end_ns, max_points)
 
     def list_series(self, solution: str, metric: str | None = None) -> defer.Deferred:
         return self._run(self._engine.list_series, solution, metric)

@@ -27,8 +27,8 @@ import pytest
 import pytest_twisted
 
 from tsnet import export
-from tsnet.errors import Conflict, NotFound
-from tsnet.interfaces import ICatalog, IStorage
+from tsnet.errors import Conflict, NotFound, TooManyPoints
+from tsnet.interfaces import IBoundedReads, ICatalog, IStorage
 from tsnet.model import (
     INT64_MAX,
     INT64_MIN,
@@ -96,6 +96,27 @@ class StorageConformance:
     def test_provides_istorage(self, storage: Any) -> None:
         assert IStorage.providedBy(storage)
         assert isinstance(storage.name, str)
+
+    # -- bounded reads (optional: IBoundedReads) ------------------------------
+
+    @pytest_twisted.ensureDeferred
+    async def test_a_bounded_read_stops_past_max_points(self, storage: Any) -> None:
+        if not IBoundedReads.providedBy(storage):
+            pytest.skip("this backend's reads are counted after they return")
+        keys = [series_key("cpu", {"host": f"h{i}"}) for i in range(30)]
+        await storage.write(make_batch(samples=[(k, T0 + t, t) for k in keys
+                                                for t in range(100)]))
+        everything = await storage.read_series(S, "cpu", None, None)
+        assert sum(len(r[1]) for r in everything) == 3000
+        same = await storage.read_series(S, "cpu", None, None, max_points=3000)
+        assert same == everything
+        ranged = await storage.read_series(S, "cpu", T0 + 50, T0 + 59, max_points=300)
+        assert sum(len(r[1]) for r in ranged) == 300
+        with pytest.raises(TooManyPoints) as caught:
+            await storage.read_series(S, "cpu", None, None, max_points=2999)
+        assert caught.value.limit == 2999
+        with pytest.raises(TooManyPoints):
+            await storage.read_series(S, "cpu", None, None, max_points=0)
 
     # -- samples: values -----------------------------------------------------
 

@@ -43,7 +43,7 @@ from tsnet.protocols.atsd.http_command import JSON_CONTENT_TYPE, error_body
 from tsnet.protocols.atsd.parse import iso_ms
 from tsnet.query import MAX_DIGITS, MAX_TIME_MS, MIN_TIME_MS, STEPS, shown
 from tsnet.query import QueryError as LimitError
-from tsnet.query_limits import QueryBudget, QueryLimits, QueryRunner
+from tsnet.query_limits import QueryBudget, QueryLimits, QueryRunner, read_series
 
 if TYPE_CHECKING:
     from tsnet.core import Core
@@ -355,9 +355,8 @@ class SeriesQuery(_QueryResource):
             raise QueryError("tags must be an object")
         exact = q.get("exactMatch") is True
         millis = q.get("timeFormat") == "milliseconds"
-        rows = await backend.read_series(principal.solution, metric, start * MS,
-                                         end * MS - 1) if end > start else []
-        budget.read(sum(len(r[1]) for r in rows))
+        rows = await read_series(backend, budget, principal.solution, metric, start * MS,
+                                 end * MS - 1) if end > start else []
         return await self.runner.call(budget, series_reply, rows, entity, metric, wanted,
                                       exact, dict(principal.tags), millis, budget)
 

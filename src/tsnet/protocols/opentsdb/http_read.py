@@ -73,7 +73,7 @@ from tsnet.query import (
     storable_time_ms,
     tags_to_filters,
 )
-from tsnet.query_limits import QueryBudget, QueryLimits, QueryRunner
+from tsnet.query_limits import QueryBudget, QueryLimits, QueryRunner, read_series
 
 if TYPE_CHECKING:
     from tsnet.core import Core
@@ -594,9 +594,8 @@ class QueryResource(_Endpoint):
                 continue
             budget.plan_buckets(effective.planned_buckets(start_ns, end_ns) * len(selected))
             lo, hi = effective.read_range(start_ns, end_ns)
-            rows = await backend.read_series(principal.solution, sub.metric,
-                                             max(lo, -INT64_MAX), min(hi, INT64_MAX))
-            budget.read(sum(len(r[1]) for r in rows))
+            rows = await read_series(backend, budget, principal.solution, sub.metric,
+                                     max(lo, -INT64_MAX), min(hi, INT64_MAX))
             results = await self.runner.call(budget, run_sub_query, effective, rows,
                                              start_ns, end_ns, unit, budget)
             runs.append((sub, results))

@@ -16,8 +16,9 @@ from collections.abc import Iterable
 from typing import Any
 
 from twisted.internet.threads import deferToThreadPool
+from zope.interface import implementer
 
-from tsnet.plugin import Record, SeriesKey, SolutionRecord
+from tsnet.plugin import IBoundedReads, Record, SeriesKey, SolutionRecord, TooManyPoints
 from tsnet.protocols.tsstore.reads import MAX_SCAN
 from tsnet.protocols.tsstore.schema import expand_value
 from tsnet.protocols.tsstore.stores import ATTRIBUTE
@@ -65,9 +66,11 @@ def columns(store: str, data_type: str, fields: list[dict] | None,
     return {prefix + name: col for name, col in out.items()}
 
 
+@implementer(IBoundedReads)
 class StoreSeries:
     """The series reader of a store: its backend's own series, then the
-    records' numeric fields."""
+    records' numeric fields (a store's records are bounded by its ring, so
+    they count against ``max_points`` once read)."""
 
     def __init__(self, backend: Any, rec: SolutionRecord, reactor: Any) -> None:
         self.backend = backend
@@ -90,9 +93,18 @@ class StoreSeries:
         return own + [(m, None, ()) for m in sorted(derived) if (m, None, ()) not in own]
 
     async def read_series(self, solution: str, metric: str | None = None,
-                          start_ns: int | None = None, end_ns: int | None = None) -> list:
-        own = await self.backend.read_series(solution, metric, start_ns, end_ns)
+                          start_ns: int | None = None, end_ns: int | None = None,
+                          max_points: int | None = None) -> list:
+        if max_points is None or not IBoundedReads.providedBy(self.backend):
+            own = await self.backend.read_series(solution, metric, start_ns, end_ns)
+        else:
+            own = await self.backend.read_series(solution, metric, start_ns, end_ns,
+                                                 max_points=max_points)
         derived = await self._columns(metric, start_ns, end_ns)
+        if max_points is not None and (sum(len(r[1]) for r in own)
+                                       + sum(len(c[0]) for c in derived.values())
+                                       > max_points):
+            raise TooManyPoints(max_points)
         return own + [((m, None, ()), times, values, None)
                       for m, (times, values) in sorted(derived.items())]
 
