@@ -143,6 +143,35 @@ async def test_rows_and_columns_in_one_batch(storage: SqliteStorage) -> None:
 
 
 @pytest_twisted.ensureDeferred
+async def test_a_wide_batch_is_logged_whole_and_folded_many_at_once(
+        storage: SqliteStorage, db_path: str, monkeypatch: Any) -> None:
+    """A batch of few points per series (a fleet) would be a chunk row per
+    point: it goes to the pending log however big it is, and the log is folded
+    first when the batch would take it past PENDING_FOLD_POINTS."""
+    from tsnet.storage import sqlite as sqlite_storage
+
+    monkeypatch.setattr(sqlite_storage, "PENDING_FOLD_POINTS", 3 * PENDING_MAX_POINTS)
+    n = PENDING_MAX_POINTS + 500
+    keys = [series_key("fleet", {"device": f"d{i:05}"}) for i in range(n)]
+    for round_ in range(2):
+        await storage.write(make_batch(samples=[(k, T0 + round_, round_) for k in keys]))
+    assert _raw(db_path, "SELECT count(*), sum(points) FROM pending") == [(2, 2 * n)]
+    assert _raw(db_path, "SELECT count(*) FROM chunks") == [(0,)]
+    # a third would pass the fold threshold: the log becomes one chunk per series
+    await storage.write(make_batch(samples=[(k, T0 + 2, 2) for k in keys]))
+    assert _raw(db_path, "SELECT count(*), sum(points) FROM pending") == [(1, n)]
+    assert _raw(db_path, "SELECT count(*), min(count), max(count) FROM chunks") == [(n, 2, 2)]
+    # a batch with many points per series is written as chunks, after the log
+    await storage.write(make_batch(samples=[(keys[0], T0 + t, t) for t in range(3, 3003)]))
+    assert _raw(db_path, "SELECT count(*) FROM pending") == [(0,)]
+    rows = await storage.read_series(S, "fleet", None, None)
+    assert len(rows) == n
+    assert rows[0][1] == [T0 + t for t in range(3003)]
+    assert rows[0][2] == [0, 1, 2, *range(3, 3003)]
+    assert all(r[1] == [T0, T0 + 1, T0 + 2] and r[2] == [0, 1, 2] for r in rows[1:])
+
+
+@pytest_twisted.ensureDeferred
 async def test_json_rows_of_the_first_form_still_fold(storage: SqliteStorage,
                                                       db_path: str) -> None:
     old = json.dumps([[S, "cpu", None, [["host", "a"]], [T0, T0 + 1], [1, 2.5], None]])

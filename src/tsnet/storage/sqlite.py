@@ -192,6 +192,8 @@ CHECKPOINT_INTERVAL = 0.5
 
 #: a batch of at most this many points is logged whole (one row), not as chunks
 PENDING_MAX_POINTS = 2000
+#: a batch with fewer points per series than this on average is logged whole too
+WIDE_POINTS = 8
 #: pending points that are folded into chunks at once, without waiting for a read
 PENDING_FOLD_POINTS = 500_000
 
@@ -389,11 +391,14 @@ class SqliteEngine:
             with self._transaction() as db:
                 self._check_data_generation(db)
                 pending = self._pending_points(db)
-                if (0 < points <= self.pending_max_points
-                        and pending + points <= PENDING_FOLD_POINTS):
-                    # A small acked batch (an HTTP request) as chunks would be one
-                    # tiny row per series and an expensive commit; one row holding
-                    # the batch commits cheaply, and is folded into chunks later.
+                if 0 < points and (points <= self.pending_max_points
+                                   or points < WIDE_POINTS * _series_count(batch)):
+                    # A small acked batch (an HTTP request), or a wide one (a fleet:
+                    # few points per series), as chunks would be a tiny row per
+                    # series; one row holding the batch commits cheaply, and is
+                    # folded into chunks later, many batches at once.
+                    if pending + points > PENDING_FOLD_POINTS:
+                        self._fold(db)
                     self._log_pending(db, batch, points)
                     points = 0
                 elif points:
@@ -1272,6 +1277,11 @@ class SqliteEngine:
 
     def catalog_generation(self) -> int:
         return self._generation(self.db, "catalog_generation")
+
+
+def _series_count(batch: WriteBatch) -> int:
+    """Series in the batch, at least (rows may repeat a series)."""
+    return sum(len(b.samples.columns) + len(b.samples.keys) for b in batch.by_solution.values())
 
 
 def _points(batch: WriteBatch) -> int:
