@@ -483,3 +483,28 @@ def test_fast_path_matches_slow_path(series, points):
 def test_numbers_past_pythons_int_digit_limit(line, reply):
     """5000 digits (Python's int() stops at 4300) get OpenTSDB's own replies."""
     test_put_line(line, reply)
+
+
+def test_the_fast_path_holds_nothing_of_a_batch_it_is_done_with() -> None:
+    """Once `take_puts` is given the next batch's columns, the parser refers to
+    no column of the batch before, so a committed batch is freed at once (with
+    many series, a batch's columns stayed alive for as long as any of its series
+    was not seen again)."""
+    import gc
+
+    p = PutParser()
+    lines = [f"put m 1356998400 {i} host=h{i % 3}" for i in range(6)]
+    for line in lines[:3]:
+        p.parse(line)  # the slow path: the series are known from now on
+    first: dict = {}
+    assert p.take_puts(lines, 0, first) == 6
+    assert sorted(len(c) for c in first.values()) == [2, 2, 2]
+    columns = list(first.values())
+    second: dict = {}
+    assert p.take_puts(lines[:1], 0, second) == 1  # only host=h0 comes again
+    del first
+    for col in columns:
+        assert gc.get_referrers(col) == [columns]
+    # within a batch, a series' column is found again, not made again
+    assert p.take_puts(lines, 0, second) == 6
+    assert sorted(len(c) for c in second.values()) == [2, 2, 3]

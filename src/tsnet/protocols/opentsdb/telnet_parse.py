@@ -198,19 +198,22 @@ def _add_tag(tags: dict[str, str], word: str) -> None:
 
 
 class _Known:
-    """A series the slow path accepted, and the column its points went to last.
+    """A series the slow path accepted, and where its points went last.
 
-    ``cols`` is the columns dict that column lives in: while it is still the
-    one `take_puts` is given, the column is reused without a dict lookup.  (It
-    also keeps that dict alive, so an identical id can never mean another dict.)
+    ``gen`` is the parser's generation of the columns dict that received the
+    series' last point, and ``slot`` that column's place in the parser's list of
+    the generation's columns: while the dict is still the one `take_puts` is
+    given, the column is reused without hashing the key.  Nothing here holds a
+    column or a dict of an earlier batch, so a committed batch is freed at once,
+    however many series remember it.
     """
 
-    __slots__ = ("col", "cols", "key")
+    __slots__ = ("gen", "key", "slot")
 
     def __init__(self, key: SeriesKey) -> None:
         self.key = key
-        self.cols: dict | None = None
-        self.col: Column | None = None
+        self.gen = -1
+        self.slot = 0
 
 
 class PutParser:
@@ -224,8 +227,11 @@ class PutParser:
         "_cache",
         "_cache_limit",
         "_cached",
+        "_cols",
+        "_gen",
         "_last_ns",
         "_last_ts",
+        "_live",
         "max_tags",
     )
 
@@ -239,6 +245,11 @@ class PutParser:
         # the last timestamp text the fast path accepted, and its nanoseconds
         self._last_ts = " "  # never equal to a word, which has no space
         self._last_ns = 0
+        # the columns dict take_puts was last given, its generation, and the
+        # columns the fast path made or found in it (see _Known)
+        self._cols: dict | None = None
+        self._gen = 0
+        self._live: list[Column] = []
 
     def parse(
         self, line: str, allow_no_tags: bool = False
@@ -270,6 +281,11 @@ class PutParser:
         cache = self._cache
         last_ts, last_ns = self._last_ts, self._last_ns
         get = cols.get
+        if cols is not self._cols:
+            self._cols = cols
+            self._gen += 1
+            self._live = []
+        gen, live = self._gen, self._live
         n = len(lines)
         while i < n:
             parts = lines[i].split(" ", 4)
@@ -310,14 +326,15 @@ class PutParser:
                 v = int(value)  # up to 18 digits always fit in int64
             else:
                 break
-            if hit.cols is cols:  # the column it last went to is still the live one
-                col = hit.col
+            if hit.gen == gen:  # the column it last went to is still the live one
+                col = live[hit.slot]
             else:  # (hashing a nested tuple key per line would cost a tenth)
                 col = get(hit.key)
                 if col is None:
                     col = cols[hit.key] = Column()
-                hit.cols = cols
-                hit.col = col
+                hit.gen = gen
+                hit.slot = len(live)
+                live.append(col)
             col.times.append(t)
             col.values.append(v)
             i += 1
