@@ -191,6 +191,7 @@ CHECKPOINT_BYTES = 4 * 1024 * 1024
 CHECKPOINT_INTERVAL = 0.5
 
 #: a batch of at most this many points is logged whole (one row), not as chunks
+#: (an engine made with 0 logs none, wide or not: every batch is chunks at once)
 PENDING_MAX_POINTS = 2000
 #: a batch with fewer points per series than this on average is logged whole too
 WIDE_POINTS = 8
@@ -391,8 +392,9 @@ class SqliteEngine:
             with self._transaction() as db:
                 self._check_data_generation(db)
                 pending = self._pending_points(db)
-                if 0 < points and (points <= self.pending_max_points
-                                   or points < WIDE_POINTS * _series_count(batch)):
+                if 0 < points and self.pending_max_points and (
+                        points <= self.pending_max_points
+                        or points < WIDE_POINTS * _series_count(batch)):
                     # A small acked batch (an HTTP request), or a wide one (a fleet:
                     # few points per series), as chunks would be a tiny row per
                     # series; one row holding the batch commits cheaply, and is
