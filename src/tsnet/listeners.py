@@ -3,15 +3,18 @@ real address, bound connections, close everything on stop."""
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from twisted.application.service import Service
 from twisted.internet import defer
+from twisted.internet.error import CannotListenError
 from twisted.internet.protocol import Factory
 from twisted.logger import Logger
 
 from tsnet.config import Listener
+from tsnet.errors import ListenError
 from tsnet.tls import server_endpoint
 
 if TYPE_CHECKING:
@@ -392,38 +395,97 @@ class FlowControlled:
             transport.resumeProducing()
 
 
-class StreamListenerService(Service):
+def listen_error(listener: Listener, error: BaseException) -> ListenError:
+    """``listener NAME cannot listen on tcp:127.0.0.1:4242: Address already in
+    use``: what a bind failure says, short enough for twistd's status pipe."""
+    if isinstance(error, CannotListenError):
+        scheme = "udp" if listener.endpoint.startswith("udp:") else \
+            listener.endpoint.split(":", 1)[0]
+        reason = getattr(error.socketError, "strerror", None) or str(error.socketError)
+        port = os.fsdecode(error.port) if isinstance(error.port, bytes) else error.port
+        where = f"{scheme}:{error.interface}:{port}" if error.interface else f"{scheme}:{port}"
+        return ListenError(f"listener {listener.name} cannot listen on {where}: {reason}")
+    return ListenError(f"listener {listener.name} cannot listen on {listener.endpoint}: "
+                       f"{error}")
+
+
+class _PausedListener(Service):
+    """A listening service that binds early and accepts late.
+
+    `bind` (which ``privilegedStartService`` calls: twistd calls that after it
+    daemonised and before it sheds privileges and starts the application)
+    binds the endpoint and stops reading it at once; `whenListening` starts
+    reading it, once the storage and auth it serves are ready.  So a port that
+    is taken fails the start before storage opens and before twistd reports
+    the start; a port under 1024 can be bound by a server that runs as another
+    user; and meanwhile clients wait in the kernel's backlog, unanswered."""
+
+    listener: Listener
+    reactor: Any
+    port: Any = None
+    _binding: defer.Deferred | None = None
+
+    def listen(self) -> Any:
+        """Bind: the port, or a Deferred of it.  A subclass that must prepare
+        its endpoint (a socket's folder) does it here, then calls this."""
+        raise NotImplementedError
+
+    def privilegedStartService(self) -> None:
+        super().privilegedStartService()
+        self.bind()
+
+    def bind(self) -> defer.Deferred:
+        """Deferred[port], bound and not accepting; fails with `ListenError`.
+        Called once or many times: it binds once."""
+        if self._binding is None:
+            self._binding = defer.maybeDeferred(self.listen).addCallbacks(
+                self._hold, self._cannot)
+        return self._binding
+
+    def _hold(self, port: Any) -> Any:
+        self.port = port
+        port.stopReading()
+        return port
+
+    def _cannot(self, f: Any) -> Any:
+        raise listen_error(self.listener, f.value)
+
+    def whenListening(self) -> defer.Deferred:
+        def accept(port: Any) -> Any:
+            port.startReading()
+            log.info("listener {name} bound {address}", name=self.listener.name,
+                     address=describe_address(port.getHost(), self.listener.endpoint))
+            return port
+
+        return self.bind().addCallback(accept)
+
+    def stopService(self) -> Any:
+        super().stopService()
+        return defer.maybeDeferred(self.port.stopListening) if self.port else defer.succeed(None)
+
+
+class StreamListenerService(_PausedListener):
     """Listens on a tcp:/ssl:/unix: endpoint with ``factory``."""
 
     def __init__(self, listener: Listener, factory: Any, reactor: Any) -> None:
         self.listener = listener
         self.factory = factory
         self.reactor = reactor
-        self.port: Any = None
         self.setName(f"listener:{listener.name}")
 
-    def whenListening(self) -> defer.Deferred:
+    def listen(self) -> Any:
         ep = server_endpoint(self.reactor, self.listener.endpoint, self.listener.name)
-        d = ep.listen(self.factory)
-
-        def bound(port: Any) -> Any:
-            self.port = port
-            log.info("listener {name} bound {address}", name=self.listener.name,
-                     address=describe_address(port.getHost(), self.listener.endpoint))
-            return port
-
-        return d.addCallback(bound)
+        return ep.listen(self.factory)
 
     def stopService(self) -> Any:
-        super().stopService()
-        d = defer.maybeDeferred(self.port.stopListening) if self.port else defer.succeed(None)
+        d = super().stopService()
         close = getattr(self.factory, "close_all", None)
         if close is not None:
             close()
         return d
 
 
-class DatagramListenerService(Service):
+class DatagramListenerService(_PausedListener):
     """Listens on ``udp:PORT[:interface=IP]`` with a DatagramProtocol."""
 
     def __init__(self, listener: Listener, protocol: Any, reactor: Any,
@@ -432,20 +494,9 @@ class DatagramListenerService(Service):
         self.protocol = protocol
         self.reactor = reactor
         self.max_datagram = max_datagram
-        self.port: Any = None
         self.setName(f"listener:{listener.name}")
 
-    def whenListening(self) -> defer.Deferred:
-        try:
-            self.port = self.reactor.listenUDP(
-                self.listener.udp_port, self.protocol, interface=self.listener.udp_interface,
-                maxPacketSize=self.max_datagram)
-        except Exception:
-            return defer.fail()
-        log.info("listener {name} bound {address}", name=self.listener.name,
-                 address=describe_address(self.port.getHost()))
-        return defer.succeed(self.port)
-
-    def stopService(self) -> Any:
-        super().stopService()
-        return defer.maybeDeferred(self.port.stopListening) if self.port else None
+    def listen(self) -> Any:
+        return self.reactor.listenUDP(
+            self.listener.udp_port, self.protocol, interface=self.listener.udp_interface,
+            maxPacketSize=self.max_datagram)

@@ -33,8 +33,12 @@ def makeService(options: Options) -> Any:
     from twisted.internet import reactor  # the entry point is where the reactor is chosen
 
     from tsnet.service import TsnetService
+    from tsnet.startup import StartupReport
 
+    # twistd's own options (the parent of ours) carry its status pipe and pidfile
+    report = StartupReport(options.parent)
     try:
-        return TsnetService(options.config, options.plugins, reactor, freeze_gc=True)
+        return TsnetService(options.config, options.plugins, reactor, freeze_gc=True,
+                            report=report)
     except ConfigError as e:
         raise SystemExit(f"tsnet: {e}") from None

@@ -348,7 +348,7 @@ class SocketService(StreamListenerService):
         super().__init__(listener, factory, reactor)
         self.path = path
 
-    def whenListening(self) -> defer.Deferred:
+    def listen(self) -> Any:
         folder = os.path.dirname(self.path)
         if folder:
             os.makedirs(folder, mode=0o755, exist_ok=True)
@@ -357,7 +357,7 @@ class SocketService(StreamListenerService):
                 os.unlink(self.path)  # a stale socket: nothing listens on a file we bind
         except FileNotFoundError:
             pass
-        return super().whenListening()  # (Twisted applies the endpoint's mode=)
+        return super().listen()  # (Twisted applies the endpoint's mode=)
 
     def stopService(self) -> Any:
         d = super().stopService()
