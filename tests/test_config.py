@@ -230,3 +230,61 @@ def test_udp_endpoints() -> None:
     for bad in ("udp:", "udp:70000", "udp:1:iface=x", "udp:x"):
         with pytest.raises(ValueError):
             parse_udp_endpoint(bad)
+
+
+CHECKED_AT_CHECK = [
+    ("opentsdb", "tcp:notaport",
+     "'tcp:notaport': the port must be a number from 0 to 65535, not 'notaport'"),
+    ("opentsdb", "unix:/no/such/folder/t.sock",
+     "'unix:/no/such/folder/t.sock': the folder of the socket, /no/such/folder, does not exist"),
+    ("opentsdb", "tcp:4242:interface=no-such-host.invalid",
+     "'tcp:4242:interface=no-such-host.invalid': interface=no-such-host.invalid is not an IP "
+     "address (nor a name this machine resolves)"),
+    ("atsd", "udp:8082:interface=no-such-host.invalid",
+     "'udp:8082:interface=no-such-host.invalid': interface=no-such-host.invalid is not an IP "
+     "address (nor a name this machine resolves)"),
+    ("atsd", "udp:70000", "'udp:70000': the port must be a number from 0 to 65535, not '70000'"),
+    ("atsd", "udp:8082:iface=x", "'udp:8082:iface=x' is not udp:PORT[:interface=IP]"),
+]
+
+
+@pytest.mark.subprocess
+@pytest.mark.parametrize(("protocol", "endpoint", "message"), CHECKED_AT_CHECK)
+def test_check_config_says_what_is_wrong_with_an_endpoint(tmp_path: Path, protocol: str,
+                                                          endpoint: str, message: str) -> None:
+    """Through the real command: one line naming file, section, key and the
+    problem (no ``invalid literal for int()``), status 1; what would fail only
+    when the server binds is found here."""
+    from tsnet.testing.process import tsnet
+
+    cfg = Path(write(tmp_path, f"[listener:a]\nprotocol = {protocol}\nendpoint = {endpoint}\n"))
+    p = tsnet(cfg, "check-config", check=False)
+    assert (p.returncode, p.stdout) == (1, "")
+    assert p.stderr.splitlines() == [f"tsnet: {cfg}: [listener:a] endpoint: {message}"]
+
+
+def test_a_unix_socket_path_too_long_fails_the_check_and_one_that_fits_binds(
+        tmp_path: Path, plugins: dict) -> None:
+    """107 bytes is what the kernel takes: one more fails the check; exactly
+    107 passes it, and the server then binds it."""
+    import socket
+
+    from tsnet.config import MAX_SOCKET_PATH
+
+    folder = tmp_path / ("d" * (MAX_SOCKET_PATH - len(str(tmp_path)) - len("/s.sock") - 1))
+    folder.mkdir()
+    fits = f"{folder}/s.sock"
+    assert len(fits) == MAX_SOCKET_PATH
+    with pytest.raises(ConfigError) as e:
+        endpoint_of(tmp_path, plugins, f"unix:{folder}/s2.sock")
+    assert f"the socket path {folder}/s2.sock is longer than the 107 bytes" in str(e.value)
+    assert endpoint_of(tmp_path, plugins, f"unix:{fits}") == f"unix:{fits}:mode=660"
+    with socket.socket(socket.AF_UNIX) as s:  # what the check let through does bind
+        s.bind(fits)
+
+
+def test_interfaces_that_are_addresses_or_local_names_pass(tmp_path: Path,
+                                                           plugins: dict) -> None:
+    for endpoint in ("tcp:4242:interface=0.0.0.0", "tcp:4242:interface=localhost",
+                     "tcp6:4242:interface=\\:\\:1", "tcp:4242:interface=\\:\\:"):
+        assert endpoint_of(tmp_path, plugins, endpoint) == endpoint

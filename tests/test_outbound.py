@@ -12,7 +12,7 @@ from twisted.internet import defer, endpoints, error, protocol, task
 from twisted.logger import formatEvent, globalLogPublisher
 from twisted.python.failure import Failure
 
-from tests.helpers.certs import make_certs
+from tests.helpers.certs import make_certs, tls_endpoint
 from tests.helpers.clients import LineClient, wait_for
 from tsnet.outbound import (
     OutboundService,
@@ -159,10 +159,9 @@ def ours(events: list[dict]) -> list[str]:
 
 @defer.inlineCallbacks
 def listen(factory: Any, port: int = 0, cleanup: Any = None, tls: dict | None = None) -> Any:
-    desc = f"tcp:{port}:interface=127.0.0.1"
-    if tls:
-        desc = f"ssl:{port}:interface=127.0.0.1:privateKey={tls['key']}:certKey={tls['cert']}"
-    lp = yield endpoints.serverFromString(reactor(), desc).listen(factory)
+    ep = (tls_endpoint(reactor(), tls, port) if tls else
+          endpoints.serverFromString(reactor(), f"tcp:{port}:interface=127.0.0.1"))
+    lp = yield ep.listen(factory)
     if cleanup is not None:
         cleanup(lp)
     return lp
@@ -391,9 +390,8 @@ def test_tls_without_the_ca_fails_verification_and_is_a_failed_attempt(
 def test_tls_to_an_address_the_certificate_does_not_name_fails(cleanup: Any,
                                                                tmp_path: Path) -> None:
     certs = make_certs(tmp_path / "certs")  # valid for localhost and 127.0.0.1 only
-    desc = f"ssl:0:interface=127.0.0.2:privateKey={certs['key']}:certKey={certs['cert']}"
     try:
-        lp = yield endpoints.serverFromString(reactor(), desc).listen(EchoFactory())
+        lp = yield tls_endpoint(reactor(), certs, interface="127.0.0.2").listen(EchoFactory())
     except error.CannotListenError:
         pytest.skip("cannot listen on 127.0.0.2 here")
     cleanup(lp)

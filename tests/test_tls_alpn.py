@@ -3,7 +3,7 @@ and clients that offer ALPN as curl, browsers and Go do (Python ``ssl`` with
 ``set_alpn_protocols``, and curl itself), beside line clients that offer none.
 
 The clients block, so they run in a thread (Python ssl) or a child process
-(curl) while the reactor serves them."""
+(curl, which tools/install-test-deps installs) while the reactor serves them."""
 
 from __future__ import annotations
 
@@ -134,10 +134,6 @@ def test_line_clients(tls_server: Any, certs: dict[str, Path], listener: str, li
     assert tls_events == []
 
 
-needs_curl = pytest.mark.skipif(shutil.which("curl") is None, reason="curl is not installed")
-
-
-@needs_curl
 @pytest.mark.parametrize("listener,path,expected", [
     ("opentsdb", "/api/version", '"version":"2.4.0"'),   # OpenTSDB's HTTP API
     ("http", "/metrics", "tsnet_connections"),          # the shared site
@@ -159,7 +155,6 @@ def test_curl(tls_server: Any, certs: dict[str, Path], listener: str, path: str,
     assert expected in body
 
 
-@needs_curl
 @pytest_twisted.inlineCallbacks
 def test_curl_writes_and_reads_back(tls_server: Any, certs: dict[str, Path]) -> None:
     url = f"https://localhost:{tls_server.port('opentsdb')}/api/put?details"

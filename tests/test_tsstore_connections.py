@@ -18,7 +18,7 @@ from autobahn.websocket.types import ConnectionDeny
 from twisted.internet import defer, endpoints, task
 from twisted.logger import formatEvent
 
-from tests.helpers.certs import make_certs
+from tests.helpers.certs import make_certs, tls_endpoint
 from tests.helpers.clients import sleep, wait_for
 from tests.helpers.logs import TRIGGER_TEXT, leaks, refuse, watching
 from tsnet.protocols.tsstore import connections as conn_module
@@ -132,11 +132,9 @@ class Remote:
         self.frames: list[dict] = []
 
     async def start(self) -> None:
-        desc = f"tcp:{self.port}:interface=127.0.0.1"
-        if self.tls:
-            desc = (f"ssl:{self.port}:interface=127.0.0.1:privateKey={self.tls['key']}:"
-                    f"certKey={self.tls['cert']}")
-        self.listening = await endpoints.serverFromString(reactor(), desc).listen(self.factory)
+        ep = (tls_endpoint(reactor(), self.tls, self.port) if self.tls else
+              endpoints.serverFromString(reactor(), f"tcp:{self.port}:interface=127.0.0.1"))
+        self.listening = await ep.listen(self.factory)
         self.port = self.listening.getHost().port
 
     def url(self, path: str = "/") -> str:

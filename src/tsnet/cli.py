@@ -61,6 +61,26 @@ def _scopes(text: str) -> frozenset[str]:
     return scopes
 
 
+def _san(text: str) -> str:
+    from tsnet.certs import san_entry
+
+    try:
+        san_entry(text)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+    return text
+
+
+def _retention(text: str) -> str:
+    """A retention as given (checked), or ``none``."""
+    from tsnet.retention import parse_retention
+
+    try:
+        return "none" if parse_retention(text) is None else text.strip()
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+
+
 def _iso(ns: int) -> str:
     return datetime.fromtimestamp(ns / 1e9, tz=timezone.utc).isoformat().replace("+00:00", "Z")
 
@@ -75,6 +95,19 @@ def build_parser(plugins: Any = None) -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     sub.add_parser("check-config", help="validate the config file without starting anything")
+
+    tc = sub.add_parser(
+        "tls-cert", help="write a self-signed certificate and key for local TLS (the config "
+                         "file is not read: its ssl: listeners may be waiting for them)")
+    tc.add_argument("--out", default=None, metavar="DIR",
+                    help="where cert.pem and key.pem go (default: tls/ in the config "
+                         "file's folder, where ssl: endpoints' relative paths start)")
+    tc.add_argument("--host", type=_san, action="append", default=[], metavar="NAME",
+                    help="a host name or IP address it is valid for, besides localhost, "
+                         "127.0.0.1 and ::1 (repeatable)")
+    tc.add_argument("--days", type=int, default=365, help="days it is valid (default 365)")
+    tc.add_argument("--rsa", action="store_true", help="an RSA 2048 key (default: EC P-256)")
+    tc.add_argument("--force", action="store_true", help="replace the files if they exist")
 
     sol = sub.add_parser("solution", help="create, list, delete solutions (tenants)")
     ssub = sol.add_subparsers(dest="action", required=True, metavar="ACTION")
@@ -137,6 +170,13 @@ def main(argv: list[str] | None = None) -> None:
 
     plugins = load_plugins()
     args = build_parser(plugins).parse_args(argv)
+    if args.command == "tls-cert":
+        try:
+            _out(tls_cert(args))
+        except CommandError as e:
+            print(f"tsnet: {e}", file=sys.stderr)
+            raise SystemExit(1) from None
+        return
     try:
         config = load_config(args.config, plugins)
         if args.command == "check-config":
@@ -174,6 +214,25 @@ def _out(obj: dict) -> None:
 
 def _now_ns(reactor: Any) -> int:
     return int(reactor.seconds() * 1e9)
+
+
+def tls_cert(args: argparse.Namespace) -> dict:
+    """``tsnet tls-cert``: a self-signed pair for local TLS (see `tsnet.certs`)."""
+    from pathlib import Path
+
+    from tsnet.certs import fingerprint, hosts_of, self_signed, write_pair
+
+    out = Path(args.out if args.out is not None
+               else os.path.join(os.path.dirname(os.path.abspath(args.config)), "tls"))
+    try:
+        key, cert = self_signed(args.host, days=args.days, use_rsa=args.rsa)
+        cert_path, key_path = write_pair(out, key, cert, force=args.force)
+    except (ValueError, OSError) as e:  # FileExistsError included
+        raise CommandError(str(e)) from None
+    return {"cert": str(cert_path.absolute()), "key": str(key_path.absolute()),
+            "hosts": hosts_of(cert),
+            "not_after": cert.not_valid_after_utc.isoformat().replace("+00:00", "Z"),
+            "sha256": fingerprint(cert)}
 
 
 async def solution_create(args: Any, storages: Any, reactor: Any) -> None:

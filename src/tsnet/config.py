@@ -9,8 +9,10 @@ folder, so a config and its files move together.
 from __future__ import annotations
 
 import configparser
+import ipaddress
 import os
 import re
+import socket
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -236,8 +238,32 @@ def parse_udp_endpoint(text: str) -> tuple[int, str]:
     """``udp:PORT[:interface=IP]`` -> (port, interface); interface defaults to 127.0.0.1."""
     m = _UDP.match(text)
     if not m or int(m.group(1)) > 65535:
+        port = text[4:].split(":", 1)[0]
+        if not (port.isdigit() and int(port) <= 65535):
+            raise ValueError(f"{text!r}: the port must be a number from 0 to 65535, "
+                             f"not {port!r}")
         raise ValueError(f"{text!r} is not udp:PORT[:interface=IP]")
     return int(m.group(1)), m.group(2) or "127.0.0.1"
+
+
+#: bytes of a unix: socket's path the kernel takes (``sun_path`` less its NUL)
+MAX_SOCKET_PATH = 107
+
+
+def check_interface(text: str, host: str) -> None:
+    """ValueError unless ``host`` (an endpoint's ``interface=``) is an IP
+    address or a name this machine resolves: anything else passes Twisted's
+    parser and fails only when the server binds.  (Only names are looked up.)"""
+    try:
+        ipaddress.ip_address(host)
+        return
+    except ValueError:
+        pass
+    try:
+        socket.getaddrinfo(host, None, proto=socket.IPPROTO_TCP)
+    except (OSError, UnicodeError):
+        raise ValueError(f"{text!r}: interface={host} is not an IP address (nor a name this "
+                         f"machine resolves)") from None
 
 
 #: the arguments of each stream kind, in the order Twisted's serverFromString
@@ -337,6 +363,9 @@ def _check_stream_arguments(text: str, kind: str, args: dict[str, str], base: st
         folder = os.path.dirname(path)
         if not os.path.isdir(folder):
             raise ValueError(f"{text!r}: the folder of the socket, {folder}, does not exist")
+        if len(os.fsencode(path)) > MAX_SOCKET_PATH:
+            raise ValueError(f"{text!r}: the socket path {path} is longer than the "
+                             f"{MAX_SOCKET_PATH} bytes a unix: socket may have")
         mode = args.setdefault("mode", UNIX_MODE)
         if not _OCTAL_MODE.match(mode):
             raise ValueError(f"{text!r}: mode must be an octal file mode such as 660, "
@@ -352,6 +381,8 @@ def _check_stream_arguments(text: str, kind: str, args: dict[str, str], base: st
     elif not _unescape(args["interface"]).strip():
         raise ValueError(f"{text!r}: interface= is empty; to listen on every address, "
                          f"say so: interface=0.0.0.0 (tcp6: interface=\\:\\:)")
+    else:
+        check_interface(text, _unescape(args["interface"]))
     if kind == "ssl" and not args.get("privateKey"):
         raise ValueError(f"{text!r}: an ssl: endpoint needs privateKey=KEY.pem (and "
                          f"certKey=CERT.pem unless the key file holds the certificate too)")
@@ -363,7 +394,7 @@ def check_endpoint(text: str, base: str, reactor: Any = None) -> tuple[str, str]
     and ssl: on loopback, unix: sockets mode 660)."""
     text = text.strip()
     if text.lower().startswith("udp:"):
-        parse_udp_endpoint(text)
+        check_interface(text, parse_udp_endpoint(text)[1])
         return "udp", text
     from twisted.internet.endpoints import serverFromString
 
@@ -373,10 +404,25 @@ def check_endpoint(text: str, base: str, reactor: Any = None) -> tuple[str, str]
     order = [first, "interface", *(n for n in STREAM_ARGS[kind] if n not in (first, "interface"))]
     normalised = ":".join([kind, args[first],
                            *(f"{n}={args[n]}" for n in order[1:] if n in args)])
-    # Parsing builds the endpoint (and for ssl: loads the certificate) without
-    # listening; the reactor is only stored, so a placeholder does for checks.
+    if kind == "ssl":
+        # the key and certificate as tsnet.tls will serve them (not as Twisted's
+        # parser reads them): loaded, matched, and a context built from them
+        from tsnet.certs import server_options
+
+        server_options(endpoint_arguments(normalised)[1]).getContext()
+        return "stream", normalised
+    # Parsing builds the endpoint without listening; the reactor is only
+    # stored, so a placeholder does for checks.
     serverFromString(reactor if reactor is not None else object(), normalised)
     return "stream", normalised
+
+
+def endpoint_arguments(text: str) -> tuple[str, dict[str, str]]:
+    """The kind and arguments of a stream endpoint string, unescaped: the
+    values Twisted's parser would see (``ssl:`` endpoints are served from them
+    by `tsnet.tls`)."""
+    kind, args = stream_arguments(text)
+    return kind, {name: _unescape(value) for name, value in args.items()}
 
 
 # --- loading --------------------------------------------------------------------

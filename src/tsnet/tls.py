@@ -11,9 +11,12 @@ clients (which offer none) and clients offering only protocols of their own
 connect as well.  ``h2`` is never selected: no tsnet listener speaks it, even
 when the ``h2`` package would let twisted.web try.
 
-The key, the certificate and their options stay Twisted's: ``ssl:`` strings
-are parsed by `serverFromString`, whose endpoint calls ``listenSSL`` on
-`_TLSReactor`, which listens with `TLSFactory` instead of Twisted's own.
+The options stay Twisted's (`CertificateOptions`: versions, ciphers, no
+session tickets), built by `tsnet.certs.server_options` from the endpoint's
+PEM files read with `cryptography` (Twisted's ``ssl:`` parser makes pyOpenSSL
+objects that pyOpenSSL deprecates).  The endpoint is Twisted's
+`SSL4ServerEndpoint`, listening through `_TLSReactor`, whose ``listenSSL``
+wraps the factory in `TLSFactory` instead of Twisted's own.
 """
 
 from __future__ import annotations
@@ -21,13 +24,15 @@ from __future__ import annotations
 from typing import Any
 
 from OpenSSL import SSL
-from twisted.internet.endpoints import serverFromString
+from twisted.internet.endpoints import SSL4ServerEndpoint, serverFromString
 from twisted.internet.error import ConnectionDone, ConnectionLost
 from twisted.internet.interfaces import IOpenSSLServerConnectionCreator, IStreamServerEndpoint
 from twisted.logger import Logger, LogLevel
 from twisted.protocols.tls import BufferingTLSTransport, TLSMemoryBIOFactory
 from zope.interface import implementer
 
+from tsnet.certs import server_options
+from tsnet.config import endpoint_arguments
 from tsnet.logbound import LogBound
 
 log = Logger(namespace="tsnet.tls")
@@ -127,6 +132,9 @@ class _TLSReactor:
 def server_endpoint(reactor: Any, endpoint: str, listener: str) -> IStreamServerEndpoint:
     """``serverFromString(reactor, endpoint)``, with tsnet's TLS for ``ssl:``
     (``endpoint`` is the normalised string of `tsnet.config.check_endpoint`)."""
-    if endpoint.startswith("ssl:"):
-        return serverFromString(_TLSReactor(reactor, listener), endpoint)
-    return serverFromString(reactor, endpoint)
+    if not endpoint.startswith("ssl:"):
+        return serverFromString(reactor, endpoint)
+    _, args = endpoint_arguments(endpoint)
+    return SSL4ServerEndpoint(_TLSReactor(reactor, listener), int(args["port"]),
+                              server_options(args), backlog=int(args.get("backlog", 50)),
+                              interface=args.get("interface", ""))
