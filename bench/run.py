@@ -57,6 +57,8 @@ FLUSH_INTERVAL = 0.5
 #: The bar (DESIGN §10), for the default telnet run.
 BAR_PPS = 300_000
 BAR_RSS_MIB = 300
+#: The export bar (issue 13): lines per second of `tsnet export` on the default data set.
+BAR_EXPORT_LPS = 500_000
 BAR_PARAMS = {"format": "opentsdb-telnet", "points": 2_000_000, "conns": 4, "series": 1000,
               "tags": 2}
 
@@ -390,6 +392,42 @@ def count_export(cmd: list[str], cwd: str, timeout: float) -> dict:
             "export_other_lines": other, "export_seconds": round(time.time() - t0, 2)}
 
 
+def time_export(cmd: list[str], cwd: str, timeout: float, want: int) -> dict:
+    """One timed ``tsnet export`` into a file (a pipe's reader would be what is
+    measured): wall seconds of the whole command (start-up included), its CPU
+    and peak RSS, and a check that the file holds ``want`` series lines."""
+    out = os.path.join(cwd, "export.timed")
+    errf = os.path.join(cwd, "export.timed.err")
+    t0 = time.perf_counter()
+    with open(out, "wb") as fo, open(errf, "wb") as ef:
+        p = subprocess.Popen(cmd, stdout=fo, stderr=ef, stdin=subprocess.DEVNULL, cwd=cwd)
+    timer = threading.Timer(timeout, lambda: p.poll() is None and os.kill(p.pid, signal.SIGKILL))
+    timer.start()
+    try:
+        _, status, ru = os.wait4(p.pid, 0)  # our own child, by PID: its own rusage
+    finally:
+        timer.cancel()
+    seconds = time.perf_counter() - t0
+    p.returncode = os.waitstatus_to_exitcode(status)
+    if p.returncode != 0:
+        raise BenchError(f"timed tsnet export exited {p.returncode}: {tail(errf)}")
+    lines = series = 0
+    mark = b'"kind":"series"'
+    end = b""  # (the end of the block before: a mark may straddle two blocks)
+    with open(out, "rb") as f:
+        while block := f.read(1 << 24):
+            lines += block.count(b"\n")
+            series += (end + block).count(mark)
+            end = block[-(len(mark) - 1):]
+    os.unlink(out)
+    if series != want:
+        raise BenchError(f"EXPORT MISMATCH: the timed export has {series} series lines, "
+                         f"want {want}")
+    return {"lines": lines, "seconds": round(seconds, 3),
+            "lines_per_sec": round(lines / seconds, 1),
+            "cpu_s": round(ru.ru_utime + ru.ru_stime, 2), "peak_rss_mib": mib(ru.ru_maxrss)}
+
+
 # ------------------------------------------------------------------ profilers
 
 def numbered(path: str, run: int, runs: int) -> str:
@@ -629,6 +667,13 @@ def one_run(a: argparse.Namespace, run: int) -> dict:
         if rec["points_written"] != n:
             raise BenchError(f"tsnet_points_written_total is {rec['points_written']}, "
                              f"want exactly {n}")
+        timed = [time_export([*tsnet_cmd(), "--config", cfg, "export"], workdir,
+                             a.export_timeout, n) for _ in range(a.export_runs)]
+        if timed:
+            rec["export_timed"] = timed
+            rec["export_lines_per_sec"] = round(
+                statistics.median(t["lines_per_sec"] for t in timed), 1)
+            rec["export_peak_rss_mib"] = max(t["peak_rss_mib"] for t in timed)
         rec["ok"] = True
     except BenchError as e:
         rec["error"] = str(e)
@@ -704,6 +749,15 @@ def summarize(a: argparse.Namespace, runs: list[dict], git: dict) -> dict:
             "max_peak_rss_mib": max(r["peak_rss_mib"] for r in ok),
             "median_other_cpu_s": round(statistics.median(r["other_cpu_s"] for r in ok), 2),
         })
+    timed = [t["lines_per_sec"] for r in ok for t in r.get("export_timed", ())]
+    if timed:
+        summ["median_export_lines_per_sec"] = round(statistics.median(timed), 1)
+        summ["min_export_lines_per_sec"] = min(timed)
+        summ["max_export_lines_per_sec"] = max(timed)
+        summ["max_export_peak_rss_mib"] = max(r["export_peak_rss_mib"] for r in ok
+                                              if "export_peak_rss_mib" in r)
+        summ["export_bar"] = {"lines_per_sec_min": BAR_EXPORT_LPS,
+                              "pass": summ["median_export_lines_per_sec"] >= BAR_EXPORT_LPS}
     applies = all(getattr(a, k) == v for k, v in BAR_PARAMS.items()) and not (
         a.py_spy or a.cprofile)
     met = (summ["ok"] and summ["median_points_per_sec"] >= BAR_PPS
@@ -737,6 +791,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--startup-timeout", type=float, default=60.0)
     p.add_argument("--stop-timeout", type=float, default=120.0)
     p.add_argument("--export-timeout", type=float, default=600.0)
+    p.add_argument("--export-runs", type=int, default=3,
+                   help="timed `tsnet export` runs into a file after each run's check "
+                        "(export lines/s, median reported; 0: none)")
     p.add_argument("--protocol-label", default=None,
                    help="protocol label of tsnet_points_written_total to wait on (default: "
                         'the format\'s family; "*": all)')
@@ -753,8 +810,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--strict", action="store_true",
                    help="exit 3 when the bar applies and is missed")
     a = p.parse_args(argv)
-    if min(a.points, a.conns, a.series, a.runs) < 1 or a.tags < 0:
-        p.error("points, conns, series and runs must be >= 1, tags >= 0")
+    if min(a.points, a.conns, a.series, a.runs) < 1 or min(a.tags, a.export_runs) < 0:
+        p.error("points, conns, series and runs must be >= 1, tags and export runs >= 0")
     if a.poll_interval <= 0 or a.timeout <= 0:
         p.error("--poll-interval and --timeout must be > 0")
     if a.protocol_label is None:
@@ -803,6 +860,10 @@ def main(argv: list[str] | None = None) -> int:
     log(f"median {summ.get('median_points_per_sec')} points/s, server CPU "
         f"{summ.get('median_server_cpu_s')} s, peak RSS {summ.get('max_peak_rss_mib')} MiB; "
         f"bar (>= {BAR_PPS} points/s, RSS < {BAR_RSS_MIB} MiB): {verdict}")
+    if "export_bar" in summ:
+        log(f"export: median {summ['median_export_lines_per_sec']} lines/s (whole command, "
+            f"start-up included), peak RSS {summ['max_export_peak_rss_mib']} MiB; bar (>= "
+            f"{BAR_EXPORT_LPS} lines/s): {'PASS' if summ['export_bar']['pass'] else 'FAIL'}")
     if not summ["ok"]:
         return max(r.get("error_code", 1) for r in runs if not r["ok"])
     if a.strict and bar["applies"] and not bar["pass"]:

@@ -30,7 +30,8 @@ PINNED = [
     "OutboundService", "Target", "WebSocketResource", "client_tls_options", "parse_target",
     "BodyError", "BodyTooLarge", "request_body", "META_KINDS", "check_meta_kind", "check_tags",
     "series_sort_key", "FlowControlled", "StorageUnavailable", "CommandError", "LogBound",
-    "LineDeadline", "IBoundedReads", "TooManyPoints",
+    "LineDeadline", "IBoundedReads", "TooManyPoints", "IExportText", "IImportKinds", "IImporter",
+    "ImportStep", "IExpiringStorage",
 ]
 
 

@@ -18,7 +18,7 @@ from typing import Any
 
 from twisted.internet import defer, task
 
-from tsnet.errors import ConfigError, Conflict
+from tsnet.errors import ConfigError, Conflict, NotFound
 from tsnet.model import READ, WRITE, valid_solution_name
 from tsnet.records import SolutionRecord
 
@@ -109,13 +109,21 @@ def build_parser(plugins: Any = None) -> argparse.ArgumentParser:
     tc.add_argument("--rsa", action="store_true", help="an RSA 2048 key (default: EC P-256)")
     tc.add_argument("--force", action="store_true", help="replace the files if they exist")
 
-    sol = sub.add_parser("solution", help="create, list, delete solutions (tenants)")
+    sol = sub.add_parser("solution", help="create, list, update, delete solutions (tenants)")
     ssub = sol.add_subparsers(dest="action", required=True, metavar="ACTION")
     c = ssub.add_parser("create", help="create a solution")
     c.add_argument("name")
     c.add_argument("--description", default="")
     c.add_argument("--storage", default="default", help="a [storage:NAME] of the config")
+    c.add_argument("--retention", type=_retention, default=None, metavar="DURATION",
+                   help="how long its points and messages are kept (90d, 12h, 1w; none: "
+                        "as [tsnet] retention says)")
     ssub.add_parser("list", help="one JSON object per solution")
+    up = ssub.add_parser("update", help="change a solution's description or retention")
+    up.add_argument("name")
+    up.add_argument("--description", default=None)
+    up.add_argument("--retention", type=_retention, default=None, metavar="DURATION",
+                    help="90d, 12h, 1w..., or none (then [tsnet] retention applies)")
     d = ssub.add_parser("delete", help="delete a solution and its tokens")
     d.add_argument("name")
     d.add_argument("--force", action="store_true", help="also delete the data it holds")
@@ -149,6 +157,14 @@ def build_parser(plugins: Any = None) -> argparse.ArgumentParser:
 
     e = sub.add_parser("export", help="every stored item as one JSON object per line")
     e.add_argument("--solution", default=None)
+
+    im = sub.add_parser("import", help="load what export wrote, idempotently (also while the "
+                                       "server runs)")
+    im.add_argument("file", metavar="FILE", help="an export file, or - for standard input")
+    im.add_argument("--storage", default="default", metavar="NAME",
+                    help="the [storage:NAME] where solutions that do not exist are created "
+                         "(default: default)")
+    im.add_argument("--solution", default=None, help="import only this solution's lines")
 
     st = sub.add_parser("storage", help="upkeep of a [storage:*] section")
     stsub = st.add_subparsers(dest="action", required=True, metavar="ACTION")
@@ -243,6 +259,7 @@ async def solution_create(args: Any, storages: Any, reactor: Any) -> None:
                            f"(have: {', '.join(storages.backends)})")
     rec = SolutionRecord(name=args.name, description=args.description, storage=args.storage,
                          created_ns=_now_ns(reactor))
+    _set_retention(rec, args.retention)
     try:
         await storages.catalog.create_solution(rec)
     except Conflict:
@@ -251,8 +268,37 @@ async def solution_create(args: Any, storages: Any, reactor: Any) -> None:
 
 
 def _solution_json(rec: SolutionRecord) -> dict:
+    from tsnet.retention import ATTRIBUTE
+
     return {"name": rec.name, "description": rec.description, "storage": rec.storage,
-            "created": _iso(rec.created_ns)}
+            "created": _iso(rec.created_ns),
+            # its own retention (None: [tsnet] retention applies)
+            "retention": rec.attributes.get(ATTRIBUTE)}
+
+
+def _set_retention(rec: SolutionRecord, text: str | None) -> None:
+    from tsnet.retention import ATTRIBUTE
+
+    if text == "none":
+        rec.attributes.pop(ATTRIBUTE, None)
+    elif text is not None:
+        rec.attributes[ATTRIBUTE] = text
+
+
+async def solution_update(args: Any, storages: Any, reactor: Any) -> None:
+    rec = await storages.catalog.get_solution(args.name)
+    if rec is None:
+        raise CommandError(f"no solution {args.name!r}")
+    if args.description is None and args.retention is None:
+        raise CommandError("nothing to change: give --description or --retention")
+    if args.description is not None:
+        rec.description = args.description
+    _set_retention(rec, args.retention)
+    try:
+        await storages.catalog.update_solution(rec)
+    except NotFound:
+        raise CommandError(f"no solution {args.name!r}") from None
+    _out(_solution_json(rec))
 
 
 async def solution_list(args: Any, storages: Any, reactor: Any) -> None:
@@ -342,13 +388,20 @@ async def token_revoke(args: Any, storages: Any, reactor: Any) -> None:
 
 
 async def export(args: Any, storages: Any, reactor: Any) -> None:
+    from tsnet.export import store_line
+    from tsnet.export_text import line_text
+    from tsnet.interfaces import IExportText
+
     write = sys.stdout.write
-    dumps = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False).encode
 
     def emit(obj: dict) -> None:
-        write(dumps(obj) + "\n")
+        write(line_text(obj))
 
-    from tsnet.export import store_line
+    async def lines_of(backend: Any, solution: str | None) -> None:
+        if IExportText.providedBy(backend):  # rendered in bulk, no dict per line
+            await backend.export_text(solution, write)
+        else:
+            await backend.export(solution, emit)
 
     if args.solution is not None:
         rec = await storages.catalog.get_solution(args.solution)
@@ -356,14 +409,87 @@ async def export(args: Any, storages: Any, reactor: Any) -> None:
             raise CommandError(f"no solution {args.solution!r}")
         if rec.attributes.get("tsstore"):
             emit(store_line(rec.name, rec.attributes["tsstore"]))
-        await storages.backend(rec.storage).export(args.solution, emit)
+        await lines_of(storages.retained(rec.storage), args.solution)  # (retention applied)
         return
     # the catalog's store lines first, so each comes before its records
     for rec in sorted(await storages.catalog.list_solutions(), key=lambda r: r.name):
         if rec.attributes.get("tsstore"):
             emit(store_line(rec.name, rec.attributes["tsstore"]))
-    for backend in storages.backends.values():
-        await backend.export(None, emit)
+    for name in storages.backends:
+        await lines_of(storages.retained(name), None)
+
+
+#: refused lines named one by one; past that, only counted
+SHOWN_REFUSALS = 100
+
+
+async def import_(args: Any, storages: Any, reactor: Any) -> None:
+    """``tsnet import FILE|-``: see `tsnet.importer`.  Refused lines are named
+    on stderr (``tsnet: FILE:LINE: why``); the counts go to stdout as one JSON
+    object; the status is 1 when a line was refused or a write failed."""
+    import gc
+
+    from tsnet.errors import NotFound
+    from tsnet.importer import ImportAborted, Importer, family_importers
+    from tsnet.ingest import Ingest
+    from tsnet.metrics import Metrics
+    from tsnet.plugins import load_plugins
+    from tsnet.service import FULL_GC_SPACING
+
+    # a batch in flight is tens of thousands of young objects: as in the
+    # server, full collections over everything loaded so far are spaced out
+    gc.freeze()
+    young, middle, _ = gc.get_threshold()
+    gc.set_threshold(young, middle, FULL_GC_SPACING)
+    config = storages.config
+    name = "<stdin>" if args.file == "-" else args.file
+    shown = [0]
+
+    def report(lineno: int, message: str, refused: bool) -> None:
+        if not refused:
+            print(f"tsnet: {name}:{lineno}: note: {message}", file=sys.stderr)
+            return
+        shown[0] += 1
+        if shown[0] <= SHOWN_REFUSALS:
+            print(f"tsnet: {name}:{lineno}: {message}", file=sys.stderr)
+
+    try:
+        source = sys.stdin.buffer if args.file == "-" else open(args.file, "rb")
+    except OSError as e:
+        raise CommandError(f"{name}: {e.strerror}") from None
+    ingest = Ingest(storages, reactor, Metrics(), flush_interval=config.flush_interval,
+                    batch_size=config.batch_size, high_watermark=config.high_watermark,
+                    low_watermark=config.low_watermark, max_queue=config.max_queue,
+                    ack_timeout=config.storage_wait)
+    aborted = None
+    try:
+        try:
+            importer = Importer(
+                storages, ingest, storage=args.storage, only=args.solution,
+                families=family_importers(load_plugins(), storages, args.storage),
+                now_ns=lambda: _now_ns(reactor), report=report)
+        except NotFound as e:
+            raise CommandError(f"--storage: {e}") from None
+        except ValueError as e:  # (two plugins restore one kind)
+            raise CommandError(str(e)) from None
+        try:
+            await importer.run(source)
+        except ImportAborted as e:
+            aborted = str(e)
+    finally:
+        if source is not sys.stdin.buffer:
+            source.close()
+        await ingest.stop()
+    counts = importer.counts
+    if shown[0] > SHOWN_REFUSALS:
+        print(f"tsnet: {name}: {shown[0] - SHOWN_REFUSALS} more lines refused",
+              file=sys.stderr)
+    _out({"file": name, **counts.as_dict()})
+    if aborted is not None:
+        print(f"tsnet: {name}: {aborted}", file=sys.stderr)
+    if aborted is not None or counts.rejected:
+        sys.stdout.flush()
+        raise SystemExit(1)
 
 
 async def storage_rebalance(args: Any, storages: Any, reactor: Any) -> None:
@@ -379,11 +505,13 @@ async def storage_rebalance(args: Any, storages: Any, reactor: Any) -> None:
 COMMANDS = {
     ("solution", "create"): solution_create,
     ("solution", "list"): solution_list,
+    ("solution", "update"): solution_update,
     ("solution", "delete"): solution_delete,
     ("token", "create"): token_create,
     ("token", "list"): token_list,
     ("token", "update"): token_update,
     ("token", "revoke"): token_revoke,
     ("export", None): export,
+    ("import", None): import_,
     ("storage", "rebalance"): storage_rebalance,
 }

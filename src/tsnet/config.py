@@ -19,6 +19,7 @@ from typing import Any
 
 from tsnet.errors import ConfigError
 from tsnet.model import valid_solution_name
+from tsnet.retention import parse_retention
 
 _REQUIRED = object()
 
@@ -125,6 +126,12 @@ TSNET_KEYS: dict[str, Key] = {
                          "seconds a read request may run before its work is stopped"),
     "max_pattern_length": Key(positive_int, 4096,
                               "characters of a query's regexp or wildcard filter"),
+    "retention": Key(parse_retention, None,
+                     "how long points and messages are kept (90d, 12h, 1w; none: for "
+                     "ever), unless a solution or a metric says otherwise"),
+    "retention_interval": Key(non_negative_float, 60.0,
+                              "seconds between background removals of expired data "
+                              "(0: never; reads leave it out anyway)"),
 }
 
 #: keys of every [storage:*] section; each backend adds its own (`storage_keys`)
@@ -221,6 +228,8 @@ class Config:
     max_query_output: int = 1_000_000
     query_timeout: float = 30.0
     max_pattern_length: int = 4096
+    retention: int | None = None  # nanoseconds (`tsnet.retention`)
+    retention_interval: float = 60.0
     storages: dict[str, StorageConfig] = field(default_factory=dict)
     listeners: dict[str, Listener] = field(default_factory=dict)
     sections: dict[str, dict[str, Any]] = field(default_factory=dict)  # plugin sections

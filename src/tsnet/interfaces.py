@@ -195,7 +195,8 @@ class IStorage(Interface):
 
     def export(solution, emit):
         """Call ``emit(dict)`` for every stored item of the solution (every
-        solution when None), in the export format of DESIGN §7.  Deferred[None]."""
+        solution when None), in the export format of DESIGN §7.  Deferred[None].
+        (`IExportText` is the same as text, for ``tsnet export``.)"""
 
     def solution_has_data(solution):
         """Deferred[bool]."""
@@ -220,6 +221,35 @@ class IBoundedReads(Interface):
         `tsnet.errors.TooManyPoints` once more samples than that are to be
         returned (merged, in range), checked as it reads (a series, or a chunk
         of series, at a time), so it never holds much more than that."""
+
+
+class IExpiringStorage(Interface):
+    """An `IStorage` that removes expired data in the background (retention,
+    `tsnet.retention`).  Optional: on a backend without it expired data is
+    still left out of every read, and is only never removed.
+
+    Removal is in bounded steps, each a short transaction (or one script per
+    shard), so writes go on between them; a step only removes what is wholly
+    before its cutoff (a whole chunk or blob), so a point at or after the cutoff
+    is never touched and last-write-wins between the points kept still holds."""
+
+    def metric_retention(solution):
+        """Deferred[dict]: metric name -> the ``retention_days`` field of its
+        meta as stored (merged upserts), for the metrics whose meta has one;
+        without the cost of listing implicit meta."""
+
+    def expire_series(solution, cutoffs, cursor=None, max_series=256):
+        """One step over at most ``max_series`` series of the solution, from
+        ``cursor`` (None: the first step): remove the stored pieces (chunks,
+        blobs) of each series whose every point is before
+        ``cutoffs.series(metric)`` (a `tsnet.retention.Cutoffs`; None keeps the
+        series whole).  Deferred[(pieces removed, cursor)]; the cursor to pass
+        to the next step, None when every series was visited."""
+
+    def expire_messages(solution, cutoff_ns, cursor=None, limit=4096):
+        """One step: remove up to about ``limit`` of the solution's messages
+        whose time is before ``cutoff_ns``.  Deferred[(removed, cursor)], the
+        cursor None when nothing is left to remove."""
 
 
 class ICatalog(Interface):
@@ -261,15 +291,62 @@ class ICatalog(Interface):
         """Deferred[int]: a number that changes whenever a solution or token does."""
 
 
+class IExportText(Interface):
+    """An `IStorage` that renders its export as text itself (`tsnet.export_text`),
+    without a dict per line: what makes ``tsnet export`` stream millions of
+    lines a second.  Optional: ``tsnet export`` renders what `IStorage.export`
+    emits for a backend without it."""
+
+    def export_text(solution, write):
+        """Call ``write(str)`` with the export of the solution (every solution
+        when None) as text: whole lines, each exactly
+        `tsnet.export_text.line_text` of the line `IStorage.export` emits, in
+        the same order, a page at a time (about a MiB).  Deferred[None]."""
+
+
+class IImporter(Interface):
+    """Restores the export lines of some kinds (``tsnet import``)."""
+
+    def load(lines):
+        """``lines``: (line number, dict) of the importer's kinds, in file order,
+        consecutive in the file, at most a batch of them.  Deferred[(batches,
+        unchanged, refused)] (a `tsnet.import_lines.ImportStep`): the
+        ``(solution, Batch)`` pairs to write through ingest, the number of lines
+        stored as they are already (an import must be idempotent), and the
+        lines refused as ``(line number, message)``.  Catalog changes a line
+        needs (a store line creates its store) are made before it answers."""
+
+
+class IImportKinds(Interface):
+    """A protocol family that restores export lines of kinds of its own (ts-store:
+    ``store`` and ``record``).  Optional: ``tsnet import`` refuses a line of a
+    kind that neither the core nor an installed family restores."""
+
+    import_kinds = Attribute("frozenset of the ``kind`` values it restores.")
+
+    def importer(storages, storage):
+        """An `IImporter` for one import run: ``storages`` is the opened
+        `IStorages`, ``storage`` the ``[storage:NAME]`` where solutions the
+        import creates go."""
+
+
 class IStorages(Interface):
     """The storage backends of one server, and which solution lives in which
     (``core.storage``): the read side for protocols."""
 
     catalog = Attribute("The ICatalog (the default storage).")
-    backends = Attribute("dict: storage name -> IStorage.")
+    backends = Attribute("dict: storage name -> IStorage (the stores themselves: writes "
+                         "and upkeep; no retention applied).")
+    retention = Attribute("tsnet.retention.Retention: the rule of what is expired.")
 
     def backend_for(solution):
-        """The IStorage holding ``solution``; raises tsnet.errors.NotFound."""
+        """The IStorage holding ``solution``, as reads see it: its series and
+        message reads and its export leave out what retention expired
+        (`tsnet.retained`), the rest passes through; raises
+        tsnet.errors.NotFound."""
+
+    def retained(name):
+        """Storage ``name`` as reads see it (what `backend_for` hands out)."""
 
     def storage_name_for(solution):
         """The name of that storage; raises tsnet.errors.NotFound."""
@@ -286,8 +363,9 @@ class IStorages(Interface):
         `read_series` as IStorage has them)."""
 
     def series_reader(solution):
-        """The reader series queries of ``solution`` use: a view's, or the
-        backend; raises tsnet.errors.NotFound."""
+        """The reader series queries of ``solution`` use: a view's (over the
+        `backend_for` read side), or that read side; raises
+        tsnet.errors.NotFound."""
 
     def ensure_solution(name, description="", now_ns=0):
         """Deferred[SolutionRecord]: create the solution unless it exists."""

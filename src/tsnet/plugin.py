@@ -64,13 +64,18 @@ from tsnet.http.credentials import (
 from tsnet.http.replies import PLAIN_ERRORS, send_error
 from tsnet.http.site import DEFAULT_MAX_BODY
 from tsnet.http.websocket import WebSocketResource
+from tsnet.import_lines import ImportStep
 from tsnet.interfaces import (
     IAuthenticator,
     IBoundedReads,
     ICatalog,
     ICore,
+    IExpiringStorage,
+    IExportText,
     IFastPost,
     IHTTPErrors,
+    IImporter,
+    IImportKinds,
     IIngest,
     IMetrics,
     IPointSink,
@@ -201,8 +206,12 @@ __all__ = [
     "IBoundedReads",
     "ICatalog",
     "ICore",
+    "IExpiringStorage",
+    "IExportText",
     "IFastPost",
     "IHTTPErrors",
+    "IImportKinds",
+    "IImporter",
     "IIngest",
     "IMetrics",
     "IPointSink",
@@ -210,6 +219,7 @@ __all__ = [
     "IStorage",
     "IStorageBackend",
     "IStorages",
+    "ImportStep",
     "Key",
     "LineDeadline",
     "Listener",

@@ -16,6 +16,8 @@ from tsnet.config import Config, StorageConfig
 from tsnet.errors import ConfigError, NotFound
 from tsnet.interfaces import IStorages
 from tsnet.records import SolutionRecord
+from tsnet.retained import RetainedReader
+from tsnet.retention import Retention
 
 log = Logger(namespace="tsnet.storage")
 
@@ -38,6 +40,12 @@ class Storages:
         self.catalog = self.backends["default"]
         self._solutions: dict[str, SolutionRecord] = {}
         self._views: list[Any] = []
+        #: the retention rule ([tsnet] retention, each solution's, each metric's)
+        self.retention = Retention(config.retention, reactor, self.solution)
+        #: each storage as reads see it: retention applied (`backend_for`)
+        self._read_sides = {n: RetainedReader(b, b, self.retention,
+                                              lambda n=n: self.solutions_in(n))
+                            for n, b in self.backends.items()}
 
     @defer.inlineCallbacks
     def open(self) -> Any:
@@ -60,10 +68,25 @@ class Storages:
         self._solutions = {r.name: r for r in records}
 
     def backend(self, name: str) -> Any:
+        """The storage itself (writes, upkeep): no retention applied."""
         return self.backends[name]
+
+    def retained(self, name: str) -> Any:
+        """Storage ``name`` as reads see it: its reads and its export leave out
+        what retention expired (`tsnet.retained`)."""
+        return self._read_sides[name]
+
+    def solutions_in(self, name: str) -> list[str]:
+        """The solutions of the catalog that live in storage ``name``, sorted."""
+        return sorted(n for n, r in self._solutions.items() if r.storage == name)
 
     def solution(self, name: str) -> SolutionRecord | None:
         return self._solutions.get(name)
+
+    def solutions(self) -> list[SolutionRecord]:
+        """Every solution this node knows, by name (reloaded when the catalog
+        changes, within ``auth_refresh``): no catalog read per call."""
+        return [self._solutions[n] for n in sorted(self._solutions)]
 
     def storage_name_for(self, solution: str) -> str:
         rec = self._solutions.get(solution)
@@ -74,7 +97,8 @@ class Storages:
         return rec.storage
 
     def backend_for(self, solution: str) -> Any:
-        return self.backends[self.storage_name_for(solution)]
+        """The read side of the storage holding ``solution`` (`retained`)."""
+        return self._read_sides[self.storage_name_for(solution)]
 
     def add_series_view(self, view: Any) -> None:
         """Let a family show its own items as series to the read APIs (see
@@ -86,7 +110,7 @@ class Storages:
         """What series reads of ``solution`` go to: its backend, or a family's
         view over it (ts-store's records as ``<store>.<field>`` series).  It
         has `list_series` and `read_series` as `IStorage` does; raises NotFound."""
-        backend = self.backend_for(solution)
+        backend = self.backend_for(solution)  # (a view reads its own series through it)
         rec = self._solutions[solution]
         for view in self._views:
             reader = view(rec, backend)

@@ -32,9 +32,15 @@ from twisted.internet.threads import deferToThreadPool
 from twisted.logger import Logger
 from zope.interface import implementer
 
-from tsnet import export
+from tsnet import export, export_text
 from tsnet.errors import ConfigError, Conflict, NotFound, TooManyPoints
-from tsnet.interfaces import IBoundedReads, ICatalog, IStorage
+from tsnet.interfaces import (
+    IBoundedReads,
+    ICatalog,
+    IExpiringStorage,
+    IExportText,
+    IStorage,
+)
 from tsnet.model import INT64_MAX, Batch, Message, Meta, Property, Record, SeriesKey, WriteBatch
 from tsnet.records import Credential, SolutionRecord, TokenRecord
 from tsnet.storage import redis_codec as codec
@@ -70,6 +76,11 @@ READ_CHUNK = 1000
 FOLD_INLINE = 256 * 1024
 #: a series with this many blobs is compacted by the next `compact` step
 COMPACT_AT = 16
+#: blobs at the head of a list that one retention step looks at
+HEAD_BLOBS = 4
+#: a head blob partly expired is rewritten without those points once they are
+#: 1/REWRITE_SHARE of it or more (each point is rewritten a bounded number of times)
+REWRITE_SHARE = 4
 #: series ids remembered per solution (the write path's cache of key -> id)
 SERIES_CACHE = 200_000
 
@@ -115,7 +126,7 @@ def _solution_of(data: bytes) -> SolutionRecord:
                           d["attributes"])
 
 
-@implementer(IStorage, IBoundedReads, ICatalog)
+@implementer(IStorage, IBoundedReads, IExpiringStorage, IExportText, ICatalog)
 class RedisStorage:
     """`IStorage` and `ICatalog` over one or several Redis shards."""
 
@@ -512,7 +523,8 @@ class RedisStorage:
             return out
         return defer.ensureDeferred(read())
 
-    async def _meta(self, solution: str) -> dict[tuple[str, str], dict]:
+    async def _stored_meta(self, solution: str) -> dict[tuple[str, str], dict]:
+        """The meta list folded: what was written, without what series imply."""
         meta: dict[tuple[str, str], dict] = {}
         for blob in await self._solution_list(solution, "meta"):
             for kind, name, fields in codec.decode_meta(blob):
@@ -521,6 +533,10 @@ class RedisStorage:
                     meta.setdefault(k, {})
                 else:
                     meta[k] = merge_meta_fields(meta.get(k, {}), fields)
+        return meta
+
+    async def _meta(self, solution: str) -> dict[tuple[str, str], dict]:
+        meta = await self._stored_meta(solution)
         for key, _, _ in await self._index(solution, None):
             if key[1] is not None:  # a series with an entity registers both
                 meta.setdefault(("metric", key[0]), {})
@@ -593,7 +609,32 @@ class RedisStorage:
         of series at a time; see IStorage."""
         return defer.ensureDeferred(self._export(solution, emit))
 
-    async def _export(self, solution: str | None, emit: Callable[[dict], object]) -> None:
+    def export_text(self, solution: str | None, write: Callable[[str], object]
+                    ) -> defer.Deferred:
+        """`IExportText`: the same lines as `export`, rendered a series at a
+        time (`tsnet.export_text`), written a page at a time."""
+        pages = export_text.Pages()
+
+        def line(obj: dict) -> None:
+            page = pages.line(obj)
+            if page is not None:
+                write(page)
+
+        def series(name: str, key: SeriesKey, *samples: Any) -> None:
+            for page in pages.series(export_text.series_prefix(name, key), *samples):
+                write(page)
+
+        def rest(_: Any) -> None:
+            page = pages.take()
+            if page:
+                write(page)
+
+        return defer.ensureDeferred(self._export(solution, line, series)).addCallback(rest)
+
+    async def _export(self, solution: str | None, emit: Callable[[dict], object],
+                      series: Callable[..., object] | None = None) -> None:
+        """``emit`` every line, or with ``series``, hand it each series'
+        merged samples instead: ``series(solution, key, times, values, texts)``."""
         names = [solution] if solution is not None else await self._data_solutions()
         for name in names:
             entries = await self._index(name, None)
@@ -602,6 +643,9 @@ class RedisStorage:
                 for (key, _, _), blobs in zip(chunk, await self._lists(chunk, name),
                                               strict=True):
                     times, values, texts = codec.fold_samples(blobs)
+                    if series is not None:
+                        series(name, key, times, values, texts)
+                        continue
                     for line in export.series_lines(name, key, times, values, texts):
                         emit(line)
             props = await self._properties(name)
@@ -672,6 +716,110 @@ class RedisStorage:
             if not due:
                 self._compact.pop(name, None)
         return done
+
+    # -- retention (`IExpiringStorage`) --------------------------------------------
+
+    def metric_retention(self, solution: str) -> defer.Deferred:
+        """Deferred[dict]: metric -> ``retention_days`` as its meta stores it,
+        from the meta list alone (the series index is not read)."""
+        async def read() -> dict[str, Any]:
+            meta = await self._stored_meta(solution)
+            return {name: f["retention_days"] for (kind, name), f in meta.items()
+                    if kind == "metric" and f.get("retention_days") is not None}
+        return defer.ensureDeferred(read())
+
+    def expire_series(self, solution: str, cutoffs: Any, cursor: Any = None,
+                      max_series: int = 256) -> defer.Deferred:
+        """Deferred[(blobs removed, cursor)]: the head of each series' list, up
+        to `HEAD_BLOBS` blobs, loses the blobs whose every point is before the
+        series' cutoff, and the first one it keeps is rewritten without its
+        expired points once they are a `REWRITE_SHARE` of it or more (a
+        compacted series is one blob: it would never expire whole).  One
+        script per shard per step; the cursor is what is left to visit."""
+        return defer.ensureDeferred(self._expire_series(solution, cutoffs, cursor, max_series))
+
+    async def _expire_series(self, solution: str, cutoffs: Any, cursor: Any,
+                             max_series: int) -> tuple[int, Any]:
+        if not self._open:
+            return 0, None
+        if cursor is None:
+            cursor = [(index, f"{self._sp(solution)}d:{sid}", cut)
+                      for key, sid, shards in await self._index(solution, None)
+                      if (cut := cutoffs.series(key[0])) is not None for index in shards]
+        step, rest = cursor[:max_series], cursor[max_series:]
+        by_shard: dict[int, list[tuple[int, str, int]]] = {}
+        for item in step:
+            by_shard.setdefault(item[0], []).append(item)
+        removed = 0
+        again = []
+        for index, items in by_shard.items():
+            blobs, _, more = await self._trim_heads(index, [(k, c) for _, k, c in items],
+                                                    codec.samples_before, codec.samples_from)
+            removed += blobs
+            again.extend(items[i] for i in more)  # its list may hold more expired blobs
+        rest = again + rest
+        return removed, rest or None
+
+    def expire_messages(self, solution: str, cutoff_ns: int, cursor: Any = None,
+                        limit: int = 4096) -> defer.Deferred:
+        """Deferred[(messages removed, cursor)]: the message list's head blobs
+        (one per batch) as `expire_series` trims a series' list."""
+        async def expire() -> tuple[int, Any]:
+            if not self._open:
+                return 0, None
+            key = f"{self._sp(solution)}msgs"
+            removed, again = 0, False
+            for index in range(len(self._shards)):  # (a shard added since may hold a part)
+                _, n, more = await self._trim_heads(index, [(key, cutoff_ns)],
+                                                    codec.messages_before, codec.messages_from)
+                removed += n
+                again = again or bool(more)
+            return removed, (True if again else None)
+        return defer.ensureDeferred(expire())
+
+    async def _trim_heads(self, index: int, lists: list[tuple[str, int]],
+                          before: Callable[[bytes, int], tuple[int, int]],
+                          rewrite: Callable[[bytes, int], bytes]
+                          ) -> tuple[int, int, list[int]]:
+        """Trim the expired head of each ``(list key, cutoff)`` on one shard:
+        (blobs removed, items removed, the positions in ``lists`` whose whole
+        head was removed, so more may be expired behind it)."""
+        shard = self._shards[index]
+        keys = [k for k, _ in lists]
+        heads = await self._eval(shard, lua.READ_HEADS, (HEAD_BLOBS,), keys=keys)
+        trim_keys: list[str] = []
+        args: list[Any] = []
+        plan: list[tuple[int, int, int]] = []  # position, blobs dropped, items removed
+        for pos, ((key, cut), blobs) in enumerate(zip(lists, heads, strict=True)):
+            drop = items = 0
+            replace = b""
+            for blob in blobs:
+                n, old = before(blob, cut)
+                if old == n:
+                    drop += 1
+                    items += n
+                    continue
+                if old and old * REWRITE_SHARE >= n:
+                    replace = rewrite(blob, cut)
+                    items += old
+                break
+            m = drop + (1 if replace else 0)
+            if m:
+                trim_keys.append(key)
+                args.extend((m, _sha1(b"".join(blobs[:m])), replace))
+                plan.append((pos, drop, items))
+        if not trim_keys:
+            return 0, 0, []
+        done = await self._eval(shard, lua.TRIM_HEADS, args, keys=trim_keys, write=True)
+        blobs_removed = items_removed = 0
+        more = []
+        for (pos, drop, items), ok in zip(plan, done, strict=True):
+            if ok:
+                blobs_removed += drop
+                items_removed += items
+                if drop == len(heads[pos]) == HEAD_BLOBS:
+                    more.append(pos)
+        return blobs_removed, items_removed, more
 
     # -- catalog -------------------------------------------------------------------
 

@@ -24,6 +24,7 @@ from bisect import bisect_left, bisect_right
 from collections.abc import Sequence
 from typing import Any
 
+import numpy as np
 import orjson
 
 from tsnet.model import INT64_MAX, INT64_MIN, Message, Property, Record, SeriesKey, Value
@@ -194,6 +195,24 @@ def _increasing(times: list[int]) -> bool:
     return all(map(operator.lt, times, itertools.islice(times, 1, None)))
 
 
+def samples_before(blob: bytes, cut: int) -> tuple[int, int]:
+    """(points in a sample blob, how many of them are before ``cut``), without
+    decoding its values (retention decides from this what to drop)."""
+    n = _HEAD.unpack_from(blob)[0]
+    times = np.frombuffer(blob, dtype="<i8", count=n, offset=_HEAD.size)
+    return n, int(np.count_nonzero(times < cut))
+
+
+def samples_from(blob: bytes, cut: int) -> bytes:
+    """A sample blob without its points before ``cut``, the rest in the
+    order they were (so folding it gives what folding the whole one did, from
+    ``cut`` on)."""
+    times, values, texts = decode_samples(blob)
+    keep = [i for i, t in enumerate(times) if t >= cut]
+    return encode_samples([times[i] for i in keep], [values[i] for i in keep],
+                          [texts[i] for i in keep] if texts is not None else None)
+
+
 # -- other items ------------------------------------------------------------
 
 
@@ -235,6 +254,17 @@ def encode_messages(msgs: Sequence[Message]) -> bytes:
 
 def decode_messages(blob: bytes) -> list[Message]:
     return [Message(*fields) for fields in orjson.loads(blob)]
+
+
+def messages_before(blob: bytes, cut: int) -> tuple[int, int]:
+    """(messages in a message blob, how many of them are before ``cut``)."""
+    times = [fields[1] for fields in orjson.loads(blob)]
+    return len(times), sum(t < cut for t in times)
+
+
+def messages_from(blob: bytes, cut: int) -> bytes:
+    """A message blob without its messages before ``cut``."""
+    return orjson.dumps([f for f in orjson.loads(blob) if f[1] >= cut])
 
 
 def encode_meta(entries: Sequence[tuple[str, str, dict | None]]) -> bytes:

@@ -242,3 +242,37 @@ if redis.call('EXISTS', sp .. 'metrics', sp .. 'props', sp .. 'msgs', sp .. 'met
 end
 return 0
 """
+
+# -- retention ----------------------------------------------------------------
+
+#: KEYS: lists.  ARGV: n.  The first n elements of each list, in KEYS order.
+READ_HEADS = """
+local n = tonumber(ARGV[1])
+local out = {}
+for i, k in ipairs(KEYS) do
+  out[i] = redis.call('LRANGE', k, 0, n - 1)
+end
+return out
+"""
+
+#: KEYS: lists.  ARGV, three per list: m, SHA-1 of its first m elements joined,
+#: a blob or ''.  Removes those m elements (and puts the blob in their place)
+#: unless they changed since they were read (another node's removal or
+#: compaction got there first); appends at the tail meanwhile are untouched.
+#: Returns 1 or 0 per list.
+TRIM_HEADS = """
+local out = {}
+for i, k in ipairs(KEYS) do
+  local a = 3 * i - 2
+  local m = tonumber(ARGV[a])
+  local head = redis.call('LRANGE', k, 0, m - 1)
+  if #head == m and redis.sha1hex(table.concat(head)) == ARGV[a + 1] then
+    redis.call('LTRIM', k, m, -1)
+    if ARGV[a + 2] ~= '' then redis.call('LPUSH', k, ARGV[a + 2]) end
+    out[i] = 1
+  else
+    out[i] = 0
+  end
+end
+return out
+"""

@@ -29,6 +29,7 @@ catalog (`catalog_generation`) or deleted data (the series-id cache is dropped).
 
 from __future__ import annotations
 
+import bisect
 import hmac
 import itertools
 import json
@@ -46,9 +47,9 @@ from twisted.logger import Logger
 from twisted.python.threadpool import ThreadPool
 from zope.interface import implementer
 
-from tsnet import export
+from tsnet import export, export_text
 from tsnet.errors import BadBatch, Conflict, NotFound, TooManyPoints
-from tsnet.interfaces import IBoundedReads, ICatalog, IStorage
+from tsnet.interfaces import IBoundedReads, ICatalog, IExpiringStorage, IExportText, IStorage
 from tsnet.model import (
     INT64_MAX,
     Column,
@@ -212,6 +213,8 @@ COMPACT_FOLD_POINTS = 20_000
 #: seconds reads leave the pending log as it is after a fold failed (a full
 #: disk, another process's write lock) before they try folding it again
 FOLD_RETRY = 1.0
+#: points of one series an export merges at once (`SqliteEngine._series_groups`)
+EXPORT_GROUP = 1 << 18
 #: what a storage refuses the items themselves for (a constraint they break, a
 #: value SQLite cannot hold): a retry would fail forever
 _REFUSED = (sqlite3.IntegrityError, sqlite3.DataError, OverflowError)
@@ -1033,15 +1036,63 @@ class SqliteEngine:
             args.append(max_series)
         return [sid for (sid,) in self.db.execute(sql, args).fetchall()]
 
+    # -- retention (`tsnet.retention`, `IExpiringStorage`) ---------------------
+
+    def metric_retention(self, solution: str) -> dict[str, Any]:
+        """metric -> ``retention_days`` as its meta stores it, where it has one."""
+        rows = self.db.execute(
+            "SELECT name, fields FROM meta WHERE solution = ? AND kind = 'metric'"
+            " AND fields LIKE '%\"retention_days\"%'", (solution,))
+        out = {}
+        for name, fields in rows:
+            days = json.loads(fields).get("retention_days")
+            if days is not None:
+                out[name] = days
+        return out
+
+    def expire_series(self, solution: str, cutoffs: Any, after: int | None,
+                      max_series: int) -> tuple[int, int | None]:
+        """Delete the chunks of up to ``max_series`` series (by id, after
+        ``after``) whose newest point is before the series' cutoff, in one
+        transaction.  Returns (chunks deleted, the last series id looked at, or
+        None after the last series).  A chunk with a point at or after the
+        cutoff is kept whole, and so are the pending log's points (they become
+        chunks first), so every point kept reads back as before."""
+        rows = self.db.execute(
+            "SELECT id, metric FROM series WHERE solution = ? AND id > ? ORDER BY id LIMIT ?",
+            (solution, after or 0, max_series)).fetchall()
+        due = [(sid, cut) for sid, metric in rows
+               if (cut := cutoffs.series(metric)) is not None]
+        removed = 0
+        if due:
+            small = self._small
+            with self._transaction() as db:
+                for sid, cut in due:
+                    n = db.execute("DELETE FROM chunks WHERE series_id = ? AND max_time < ?",
+                                   (sid, cut)).rowcount
+                    if n and small is not None and sid in small:  # compaction's count
+                        small[sid] = db.execute(
+                            "SELECT count(*) FROM chunks WHERE series_id = ? AND count < ?",
+                            (sid, COMPACT_SMALL)).fetchone()[0]
+                    removed += n
+        return removed, (rows[-1][0] if len(rows) >= max_series else None)
+
+    def expire_messages(self, solution: str, cutoff_ns: int, limit: int) -> int:
+        """Delete up to ``limit`` of the solution's messages before ``cutoff_ns``."""
+        with self._transaction() as db:
+            return db.execute(
+                "DELETE FROM messages WHERE id IN (SELECT id FROM messages"
+                " WHERE solution = ? AND time_ns < ? LIMIT ?)",
+                (solution, cutoff_ns, limit)).rowcount
+
     # -- export --------------------------------------------------------------
 
-    def export_pages(self, solution: str | None = None, page_size: int = 5000) -> Iterator[list]:
-        """Export lines (DESIGN §7) in pages, from one consistent snapshot.
-
-        A second connection holds a read transaction for the whole export, so the
-        export is consistent while the main connection keeps committing between
-        pages.  Call ``next`` on it from the engine's thread only.
-        """
+    @contextmanager
+    def _export_snapshot(self, solution: str | None
+                         ) -> Iterator[tuple[sqlite3.Connection, dict, list[str]]]:
+        """A read transaction on a connection of its own for a whole export, the
+        pending log as it sees it, and the solutions to export.  The export is
+        consistent while the main connection keeps committing meanwhile."""
         self._fold_for_read()
         own = self.path != ":memory:"
         db = self._connect() if own else self.db
@@ -1051,7 +1102,15 @@ class SqliteEngine:
             # the log as this snapshot sees it: what another process logged since
             # the fold, or all of it when it could not be folded (a full disk)
             unfolded = self._unfolded(db)
-            solutions = [solution] if solution is not None else self.data_solutions(db)
+            yield db, unfolded, [solution] if solution is not None else self.data_solutions(db)
+        finally:
+            if own:
+                db.close()
+
+    def export_pages(self, solution: str | None = None, page_size: int = 5000) -> Iterator[list]:
+        """Export lines (DESIGN §7) in pages of dicts, from one consistent
+        snapshot.  Call ``next`` on it from the engine's thread only."""
+        with self._export_snapshot(solution) as (db, unfolded, solutions):
             page: list[dict] = []
             for sol in solutions:
                 for line in self._export_solution(db, sol, unfolded):
@@ -1061,9 +1120,26 @@ class SqliteEngine:
                         page = []
             if page:
                 yield page
-        finally:
-            if own:
-                db.close()
+
+    def export_text_pages(self, solution: str | None = None) -> Iterator[str]:
+        """The export as text (`tsnet.export_text`) in pages of whole lines,
+        from one consistent snapshot: the same lines as `export_pages`,
+        rendered a slice of a series at a time.  Call ``next`` on it from the
+        engine's thread only."""
+        pages = export_text.Pages()
+        with self._export_snapshot(solution) as (db, unfolded, solutions):
+            for sol in solutions:
+                for key, sid in self._export_series(db, sol):
+                    prefix = export_text.series_prefix(sol, key)
+                    for samples in self._series_groups(db, sid, unfolded):
+                        yield from pages.series(prefix, *samples)
+                for line in self._export_items(db, sol):
+                    page = pages.line(line)
+                    if page is not None:
+                        yield page
+            rest = pages.take()
+            if rest:
+                yield rest
 
     def iter_export(self, solution: str | None = None) -> Iterator[dict]:
         """Every export line, one by one (for the ``tsnet export`` command)."""
@@ -1072,6 +1148,16 @@ class SqliteEngine:
 
     def _export_solution(self, db: sqlite3.Connection, solution: str,
                          unfolded: dict[int, list[chunks.Samples]]) -> Iterator[dict]:
+        for key, sid in self._export_series(db, solution):
+            for times, values, texts in self._series_groups(db, sid, unfolded):
+                if not isinstance(times, list):  # (numpy arrays: see merge_encoded)
+                    times, values = times.tolist(), values.tolist()
+                yield from export.series_lines(solution, key, times, values, texts)
+        yield from self._export_items(db, solution)
+
+    @staticmethod
+    def _export_series(db: sqlite3.Connection, solution: str) -> list[tuple[SeriesKey, int]]:
+        """The solution's (series key, id) in export order."""
         series = [
             (_key_from_row(m, e, t), sid)
             for sid, m, e, t in db.execute(
@@ -1079,12 +1165,63 @@ class SqliteEngine:
             )
         ]
         series.sort(key=lambda item: rules.series_sort_key(item[0]))
-        for key, sid in series:
-            rows = db.execute(
-                "SELECT times, vals, texts FROM chunks WHERE series_id = ? ORDER BY id", (sid,)
-            )
-            parts = [chunks.decode_chunk(*r) for r in rows] + unfolded.get(sid, [])
-            yield from export.series_lines(solution, key, *chunks.merge(parts))
+        return series
+
+    @staticmethod
+    def _series_groups(db: sqlite3.Connection, sid: int,
+                       unfolded: dict[int, list[chunks.Samples]]) -> Iterator[tuple]:
+        """A series' merged samples in time order, a bounded group of chunks at
+        a time, so an export holds about `EXPORT_GROUP` points of a series
+        however long it is.  Chunks are grouped by time: a group is whole runs
+        of chunks that overlap one another (last-write-wins is settled inside
+        it, chunks in write order), so groups are disjoint in time.  The
+        pending log's points of the series (newer than every chunk) join the
+        group of their time, after its chunks."""
+        metas = db.execute("SELECT min_time, max_time, count FROM chunks WHERE series_id = ?"
+                           " ORDER BY min_time", (sid,)).fetchall()
+        starts: list[int] = []  # each group's first min_time (the first group: all before)
+        top: int | None = None
+        count = 0
+        for lo, hi, n in metas:
+            if top is not None and lo > top and count >= EXPORT_GROUP:
+                starts.append(lo)
+                count = 0
+            top = hi if top is None else max(top, hi)
+            count += n
+        logged = unfolded.get(sid, [])
+        by_group: list[list[chunks.Samples]] = [[] for _ in range(len(starts) + 1)]
+        for t, v, x in logged:
+            if not starts:
+                by_group[0].append((t, v, x))
+                continue
+            parts: dict[int, chunks.Samples] = {}
+            for i, ti in enumerate(t):
+                part = parts.get(g := bisect.bisect_right(starts, ti))
+                if part is None:
+                    part = parts[g] = ([], [], [] if x is not None else None)
+                part[0].append(ti)
+                part[1].append(v[i])
+                if x is not None:
+                    part[2].append(x[i])
+            for g, part in parts.items():
+                by_group[g].append(part)
+        bounds = [None, *starts, None]
+        for g, extra in enumerate(by_group):
+            where, args = _where(("series_id = ?", sid), ("min_time >= ?", bounds[g]),
+                                 ("min_time < ?", bounds[g + 1]))
+            rows = db.execute(f"SELECT times, vals, texts FROM chunks WHERE {where}"
+                              " ORDER BY id", args).fetchall()
+            if not extra:
+                if rows:
+                    yield chunks.merge_encoded(rows)
+                continue
+            merged = chunks.merge([chunks.decode_chunk(*r) for r in rows] + extra)
+            if merged[0]:
+                yield merged
+
+    def _export_items(self, db: sqlite3.Connection, solution: str) -> Iterator[dict]:
+        """The solution's export lines after its series: properties, messages,
+        meta, records."""
         for entity, ptype, pkey, tags, t in db.execute(
             "SELECT entity, type, pkey, tags, time_ns FROM properties WHERE solution = ?"
             " ORDER BY entity, type, pkey",
@@ -1331,7 +1468,7 @@ class _Faults:
             log.info("{what} of {path} works again", what=what, path=self.path)
 
 
-@implementer(IStorage, IBoundedReads, ICatalog)
+@implementer(IStorage, IBoundedReads, IExpiringStorage, IExportText, ICatalog)
 class SqliteStorage:
     """`SqliteEngine` behind Deferreds: every call runs in one dedicated thread,
     except small sample writes that can commit at once without waiting
@@ -1527,7 +1664,8 @@ class SqliteStorage:
         return self._run(self._engine.list_series, solution, metric)
 
     def count_points(self, solution: str | None = None) -> defer.Deferred:
-        return self._run(self._engine.count_points, solution)
+        # a count reads every chunk: on the reader, so it holds no commit
+        return self._read("count_points", solution)
 
     def read_properties(self, solution: str, entity: str | None = None,
                         type: str | None = None) -> defer.Deferred:
@@ -1569,6 +1707,30 @@ class SqliteStorage:
             if self._pool is not None:
                 await deferToThreadPool(self._reactor, self._pool, pages.close)
 
+    def export_text(self, solution: str | None, write: Callable[[str], object]
+                    ) -> defer.Deferred:
+        """`IExportText`: ``write`` (in the reactor thread) gets pages of about
+        1 MiB of text; the writer thread renders the next page meanwhile."""
+        return defer.ensureDeferred(self._export_text(solution, write))
+
+    async def _export_text(self, solution: str | None, write: Callable[[str], object]) -> None:
+        pages = self._engine.export_text_pages(solution)
+        ahead: defer.Deferred | None = None
+        try:
+            ahead = self._run(next, pages, None)
+            while True:
+                page = await ahead
+                ahead = None
+                if page is None:
+                    return
+                ahead = self._run(next, pages, None)
+                write(page)
+        finally:
+            if ahead is not None:  # (a write failed: let the page in the making end)
+                ahead.addErrback(lambda f: None)
+            if self._pool is not None:  # (runs after it: the pool has one thread)
+                await deferToThreadPool(self._reactor, self._pool, pages.close)
+
     def solution_has_data(self, solution: str) -> defer.Deferred:
         return self._run(self._engine.solution_has_data, solution)
 
@@ -1586,6 +1748,35 @@ class SqliteStorage:
 
         return self._run(self._engine.compact, solution, max_series, **kw).addCallbacks(
             done, self._background_failed, errbackArgs=("compaction",))
+
+    # IExpiringStorage
+
+    def metric_retention(self, solution: str) -> defer.Deferred:
+        return self._run(self._engine.metric_retention, solution)
+
+    def expire_series(self, solution: str, cutoffs: Any, cursor: Any = None,
+                      max_series: int = 256) -> defer.Deferred:
+        """Deferred[(chunks deleted, cursor)]: see `SqliteEngine.expire_series`.
+        While the file cannot be written (a full disk, another process's lock)
+        a step removes nothing and ends the pass (logged once)."""
+        return self._run(self._engine.expire_series, solution, cutoffs, cursor,
+                         max_series).addCallbacks(self._expired, self._expiry_failed)
+
+    def expire_messages(self, solution: str, cutoff_ns: int, cursor: Any = None,
+                        limit: int = 4096) -> defer.Deferred:
+        """Deferred[(messages deleted, cursor)]: the cursor is None once a step
+        found fewer than ``limit`` to delete."""
+        d = self._run(self._engine.expire_messages, solution, cutoff_ns, limit)
+        return d.addCallback(lambda n: (n, True if n >= limit else None)).addCallbacks(
+            self._expired, self._expiry_failed)
+
+    def _expired(self, result: tuple) -> tuple:
+        self._faults.worked("retention")
+        return result
+
+    def _expiry_failed(self, f: Any) -> tuple:
+        self._background_failed(f, "retention")
+        return 0, None
 
     # ICatalog
 

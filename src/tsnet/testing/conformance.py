@@ -700,6 +700,40 @@ class StorageConformance:
         assert len(lines) == 50 * 300
         assert lines[0]["tags"] == {"i": "0"} and lines[-1]["tags"] == {"i": "9"}
 
+    @pytest_twisted.ensureDeferred
+    async def test_export_text_is_the_export_as_text(self, storage: Any) -> None:
+        """IExportText (optional): byte for byte the lines `export` emits, as
+        ``tsnet export`` prints them, whatever the values (orjson's floats are
+        not Python's in the exponent range) and however long the series."""
+        from tsnet.export_text import SLICE, line_text
+        from tsnet.interfaces import IExportText
+
+        if not IExportText.providedBy(storage):
+            pytest.skip("this backend has no text export")
+        odd = [0.0, -0.0, 1e16, 1e-5, 1e-4, 9.999e15, 5e-324, -1.5e300, math.nan, math.inf,
+               -math.inf, 0.1, 123456.789]
+        ent = series_key("m", {"z": "1", "a": "é\"\\\n"}, entity="srv%1")
+        await storage.write(make_batch(
+            samples=[(CPU, T0 + i * MS, v) for i, v in enumerate(odd)]
+            + [(series_key("ints", {}), T0 + i, v) for i, v in enumerate((0, -1, INT64_MAX,
+                                                                         INT64_MIN, 7))]
+            + [(ent, T0, 1.5, "first"), (ent, T0 + 1, None, "text only"), (ent, T0 + 2, 3)],
+            properties=[Property("e", "t", {"k": "v"}, {"a": "1"}, T0)],
+            messages=[Message("e", T0, "hello", "type", tags={"x": "y"})],
+            meta=[Meta("metric", "cpu", {"label": "CPU", "max_value": 99.5})],
+            records=[Record(T0, b'{"a":1}')],
+        ))
+        await storage.write(make_batch(samples=[(CPU, T0 + 3 * MS, 42), (ent, T0 + 1, 2.0)]))
+        long = series_key("long", {})
+        await storage.write(make_batch(
+            "other", samples=[(long, T0 + i, i * 0.5) for i in range(SLICE + 10)]))
+        for solution in (None, S, "other", "nothing"):
+            texts: list[str] = []
+            await storage.export_text(solution, texts.append)
+            want = "".join(line_text(ln) for ln in await collect(storage, solution))
+            assert "".join(texts) == want
+            assert all(t.endswith("\n") for t in texts)
+
     # -- read-back: properties, messages, meta ---------------------------------
 
     @pytest_twisted.ensureDeferred

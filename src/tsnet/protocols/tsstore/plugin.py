@@ -12,8 +12,9 @@ from twisted.application.service import IService, Service
 from twisted.internet import defer
 from twisted.logger import Logger
 from twisted.web.resource import IResource
+from zope.interface import implementer
 
-from tsnet.plugin import Config, Key, Listener, ProtocolPlugin, positive_int
+from tsnet.plugin import Config, IImportKinds, Key, Listener, ProtocolPlugin, positive_int
 
 if TYPE_CHECKING:
     from tsnet.core import Core
@@ -109,6 +110,7 @@ class StoresService(Service):
         return defer.DeferredList(waits, consumeErrors=True)
 
 
+@implementer(IImportKinds)
 class TsstorePlugin(ProtocolPlugin):
     name = "tsstore"
     description = ("ts-store: stores over REST and WebSocket (/api/stores), a Unix socket,"
@@ -178,6 +180,14 @@ class TsstorePlugin(ProtocolPlugin):
         from tsnet.protocols.tsstore.commands import add_commands
 
         return add_commands(subparsers)
+
+    #: what ``tsnet import`` leaves to the family (`IImportKinds`)
+    import_kinds = frozenset(("store", "record"))
+
+    def importer(self, storages: Any, storage: str) -> Any:
+        from tsnet.protocols.tsstore.restore import StoreImporter
+
+        return StoreImporter(storages, storage)
 
     def makeFamilyService(self, core: Core) -> IService:
         return StoresService(self.stores_for(core))
