@@ -49,7 +49,8 @@ def test_defaults_and_relative_paths(tmp_path: Path, plugins: dict) -> None:
     assert cfg.storages["default"].path == str(tmp_path / "var" / "default.sqlite")
     t = cfg.listeners["t"]
     assert (t.auth, t.solution, t.kind) == ("none", "default", "stream")
-    assert t.options == {"close_on_error": False, "max_body": 8 * 1024 * 1024}
+    assert t.options == {"close_on_error": False, "max_body": 8 * 1024 * 1024,
+                         "console": True}
     assert cfg.listeners["u"].endpoint == f"unix:{tmp_path}/sock/t.sock:mode=660"
 
 

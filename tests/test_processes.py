@@ -115,8 +115,9 @@ def test_bad_config_exits_nonzero_before_listening(tmp_path: Path) -> None:
     # one line that names the problem, not twistd's usage text before it
     assert srv.text().strip().splitlines() == [
         f"tsnet: {cfg}: [listener:x] unknown key 'colour' (known keys: "
-        "auth, close_on_error, endpoint, idle_timeout, line_timeout, max_body, max_connections, "
-        "max_connections_per_address, min_rate, protocol, request_timeout, solution)"]
+        "auth, close_on_error, console, endpoint, idle_timeout, line_timeout, max_body, "
+        "max_connections, max_connections_per_address, min_rate, protocol, request_timeout, "
+        "solution)"]
     p = tsnet(cfg, "check-config", check=False)
     assert p.returncode == 1 and "[listener:x] unknown key 'colour'" in p.stderr
     good = config(tmp_path)

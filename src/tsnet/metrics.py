@@ -23,7 +23,7 @@ from zope.interface import implementer
 
 from tsnet.errors import Forbidden, Unauthorized
 from tsnet.http.credentials import core_of, listener_of, request_secrets
-from tsnet.http.replies import PLAIN_ERRORS, send_error
+from tsnet.http.replies import PLAIN_ERRORS, send_body, send_error
 from tsnet.interfaces import IMetrics
 from tsnet.logbound import DEFAULT_PERIOD, LogBound
 from tsnet.model import READ
@@ -70,6 +70,9 @@ class Metrics:
         self.storage_retry_delay = Gauge(
             "tsnet_storage_retry_delay_seconds", "Seconds between the failing storage's "
             "write attempts now (0 when it writes).", ["storage"], registry=r)
+        self.listener_info = Gauge(
+            "tsnet_listener_info", "1 for each listener's bound endpoint (its real address: "
+            "port 0 resolved).", ["protocol", "listener", "endpoint"], registry=r)
         # labelled children by protocol: labels() costs microseconds, and the
         # HTTP path bumps these once per request
         self._received: dict[str, Any] = {}
@@ -108,6 +111,11 @@ class Metrics:
         """Whether ``storage`` is failing now, and its retry delay (ingest calls it)."""
         self.storage_failing.labels(storage).set(1 if failing else 0)
         self.storage_retry_delay.labels(storage).set(retry_delay if failing else 0)
+
+    def listener_bound(self, protocol: str, listener: str, endpoint: str) -> None:
+        """``listener`` listens on ``endpoint`` (``tcp:127.0.0.1:40213``; the service
+        tree calls it once each listener is bound)."""
+        self.listener_info.labels(protocol, listener, endpoint).set(1)
 
     def connection_opened(self, protocol: str, listener: str) -> None:
         self.connections.labels(protocol, listener).inc()
@@ -151,7 +159,7 @@ class MetricsResource(Resource):
              else defer.fail(Unauthorized("no token")))
         d.addCallbacks(lambda _: self._text(request), self._refused,
                        errbackArgs=(request,))
-        d.addCallback(self._send, request)
+        d.addCallback(lambda body: send_body(request, body))
         d.addErrback(lambda f: self._logs(request).failure(
             REPLY_FAILURES, "answering /metrics failed", f))
         return NOT_DONE_YET
@@ -173,11 +181,3 @@ class MetricsResource(Resource):
             return send_error(request, PLAIN_ERRORS, 500, "Internal Server Error")
         request.setHeader(b"www-authenticate", b'Bearer realm="metrics"')
         return send_error(request, PLAIN_ERRORS, 401, "Unauthorized", "a READ token is needed")
-
-    @staticmethod
-    def _send(body: bytes, request: Any) -> None:
-        if request.finished or request.channel is None:
-            return  # the client left
-        request.setHeader(b"content-length", b"%d" % len(body))
-        request.write(body)
-        request.finish()

@@ -1,9 +1,13 @@
 """The root service: open storage, then auth, then listeners; stop in reverse.
 
-Start-up is asynchronous (storage opens in its own thread), so listeners are
-bound only once everything they write into is ready.  A listener that cannot
-bind stops the server with exit status 1: a half-started server that looks
-healthy is worse than none.
+Listeners bind first, in ``privilegedStartService`` (twistd calls it after it
+daemonised, before it sheds privileges and starts the application), and do not
+accept yet; start-up then goes on asynchronously (storage opens in its own
+thread), and listeners accept only once everything they write into is ready.
+A listener that cannot bind, or a storage that cannot open, stops the server
+with exit status 1, before it serves anything, and tells the shell that
+started a daemon (`tsnet.startup`): a half-started server that looks healthy
+is worse than none.
 """
 
 from __future__ import annotations
@@ -15,10 +19,15 @@ from typing import Any
 from twisted.application.service import MultiService, Service
 from twisted.internet import defer
 from twisted.logger import Logger
+from twisted.python.failure import Failure
 
 from tsnet.compaction import Compactor
 from tsnet.config import Config
 from tsnet.core import build_core
+from tsnet.errors import ListenError
+from tsnet.expiry import Expirer
+from tsnet.listeners import describe_address
+from tsnet.startup import StartupReport
 
 log = Logger(namespace="tsnet.service")
 
@@ -35,7 +44,7 @@ class TsnetService(MultiService):
     """The whole server; children are the listener services, in config order."""
 
     def __init__(self, config: Config, plugins: Mapping[str, Any], reactor: Any,
-                 freeze_gc: bool = False) -> None:
+                 freeze_gc: bool = False, report: StartupReport | None = None) -> None:
         super().__init__()
         #: once started, move what start-up made (modules, config, plugins) out of
         #: the collector's sight: a full collection then walks only what requests
@@ -47,7 +56,14 @@ class TsnetService(MultiService):
         self.core = build_core(config, plugins, reactor)
         self.started: defer.Deferred = defer.Deferred()
         self.compactor: Compactor | None = None
+        self.expirer: Expirer | None = None  # retention's background removal
         self.failed = False  # start-up failed: the stop that follows is no clean one
+        #: how the start went, for twistd's waiting parent and its pidfile
+        self.report = report or StartupReport()
+        #: listeners bound by `privilegedStartService` (closed at stop even if
+        #: the start failed before they were started), and the first failure
+        self._bound_early: list[Any] = []
+        self._bind_failure: Failure | None = None
         used = {name: None for ln in config.listeners.values()
                 for name in [ln.protocol, *(ln.options.get("apis") or ())] if name in plugins}
         #: the families' own services (`IProtocolPlugin.makeFamilyService`)
@@ -57,9 +73,31 @@ class TsnetService(MultiService):
             svc = plugins[ln.protocol].makeService(ln, self.core)
             svc.setServiceParent(self)
 
+    def privilegedStartService(self) -> None:
+        """Take twistd's status pipe over, and bind every listener that can
+        (`tsnet.listeners._PausedListener`), not accepting yet."""
+        self.report.take_over()
+        try:
+            super().privilegedStartService()  # (each child's: listeners bind)
+        except Exception:
+            self._bind_failure = Failure()
+        for svc in self:
+            bind = getattr(svc, "bind", None)
+            if bind is None:
+                continue
+            self._bound_early.append(svc)
+            failed: list[Failure] = []
+            bind().addErrback(lambda f, failed=failed: failed.append(f) or f)
+            if failed:
+                bind().addErrback(lambda _: None)  # the start fails with it, below
+                self._bind_failure = self._bind_failure or failed[0]
+
     def startService(self) -> None:
         Service.startService(self)  # children start once storage and auth are ready
-        d = defer.ensureDeferred(self._start())
+        if self._bind_failure is not None:  # before storage opens
+            d = defer.fail(self._bind_failure)
+        else:
+            d = defer.ensureDeferred(self._start())
         d.addCallbacks(self.started.callback, self._start_failed)
 
     async def _start(self) -> None:
@@ -76,9 +114,11 @@ class TsnetService(MultiService):
             svc.startService()
             listening = getattr(svc, "whenListening", None)
             if listening is not None:
-                await listening()
+                self._bound(svc, await listening())
         self.compactor = Compactor(core.storages, self.reactor, core.config.compact_interval)
         self.compactor.startService()
+        self.expirer = Expirer(core.storages, self.reactor, core.config.retention_interval)
+        self.expirer.startService()
         if self.freeze_gc:
             import gc
 
@@ -88,10 +128,23 @@ class TsnetService(MultiService):
             gc.set_threshold(young, middle, FULL_GC_SPACING)
         log.info("tsnet running: {n} listeners, data in {data_dir}", n=len(self.services),
                  data_dir=core.config.data_dir)
+        self.report.succeeded()
+
+    def _bound(self, svc: Any, port: Any) -> None:
+        """Tell the metrics (``tsnet_listener_info``) where a listener listens."""
+        listener, host = getattr(svc, "listener", None), getattr(port, "getHost", None)
+        if listener is not None and host is not None:
+            self.core.metrics.listener_bound(listener.protocol, listener.name,
+                                             describe_address(host(), listener.endpoint))
 
     def _start_failed(self, f: Any) -> None:
         self.failed = True
-        log.critical("tsnet cannot start: {reason}", reason=f.getErrorMessage(), failure=f)
+        reason = f.getErrorMessage()
+        if f.check(ListenError):  # the message says it all: no traceback
+            log.critical("tsnet cannot start: {reason}", reason=reason)
+        else:
+            log.critical("tsnet cannot start: {reason}", reason=reason, failure=f)
+        self.report.failed(reason)
         self.started.errback(f)
         self.reactor.addSystemEventTrigger("after", "shutdown", os._exit, 1)
         if self.reactor.running:
@@ -104,7 +157,7 @@ class TsnetService(MultiService):
         """Stop accepting, commit everything read, close storage."""
         Service.stopService(self)
         for svc in reversed(list(self)):
-            if svc.running:
+            if svc.running or svc in self._bound_early:
                 try:
                     yield svc.stopService()
                 except Exception:
@@ -118,6 +171,8 @@ class TsnetService(MultiService):
                     log.failure("stopping {name} failed", name=svc.name)
         if self.compactor is not None:
             yield self.compactor.stopService()
+        if self.expirer is not None:
+            yield self.expirer.stopService()
         queued = core.ingest.queued
         # bounded: a storage still failing storage_wait seconds in is given up on
         lost = yield core.ingest.stop()

@@ -48,6 +48,18 @@ def retry_after(error: Any) -> tuple[bytes, bytes]:
     return b"Retry-After", b"%d" % max(1, int(seconds))
 
 
+def send_body(request: Any, body: bytes) -> bool:
+    """Write ``body`` (status and content type already set) as the whole answer
+    of a request answered off ``render`` (``NOT_DONE_YET``); False when the
+    client already left."""
+    if request.finished or request.channel is None:
+        return False
+    request.setHeader(b"content-length", b"%d" % len(body))
+    request.write(body)
+    request.finish()
+    return True
+
+
 def send_error(request: Any, errors: Any, code: int, message: str,
                details: str | None = None) -> bytes:
     """Set the status and content type of ``request``; return the body to write."""

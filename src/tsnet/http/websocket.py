@@ -33,7 +33,7 @@ from twisted.web.server import NOT_DONE_YET
 
 from tsnet.errors import Forbidden, Unauthorized
 from tsnet.http.credentials import core_of, principal_for
-from tsnet.http.replies import PLAIN_ERRORS, send_error
+from tsnet.http.replies import PLAIN_ERRORS, send_body, send_error
 from tsnet.logbound import LogBound
 
 log = Logger(namespace="tsnet.http.websocket")
@@ -138,12 +138,7 @@ class WebSocketResource(Resource):
         """Write ``body`` (status and content type already set) as the whole
         answer of a request answered off `render_GET`; False when the client
         already left."""
-        if request.finished or request.channel is None:
-            return False
-        request.setHeader(b"content-length", b"%d" % len(body))
-        request.write(body)
-        request.finish()
-        return True
+        return send_body(request, body)
 
     @classmethod
     def send_refusal(cls, request: Any, body: bytes) -> None:

@@ -1,6 +1,7 @@
 """The protocol families and storage backends that ship with tsnet; third
 parties declare theirs alike, in their own ``tsnet/plugins/`` folder."""
 
+from tsnet.console.plugin import ConsolePlugin
 from tsnet.http.plugin import HttpPlugin, MetricsPlugin
 from tsnet.protocols.atsd.plugin import AtsdPlugin
 from tsnet.protocols.opentsdb.plugin import OpenTSDBPlugin
@@ -13,5 +14,6 @@ atsd = AtsdPlugin()
 tsstore = TsstorePlugin()
 http = HttpPlugin()
 metrics = MetricsPlugin()
+console = ConsolePlugin()
 sqlite = SqliteBackend()
 redis = RedisBackend()
