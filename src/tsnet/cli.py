@@ -88,7 +88,8 @@ def _iso(ns: int) -> str:
 def build_parser(plugins: Any = None) -> argparse.ArgumentParser:
     """The parser; each plugin's `IProtocolPlugin.addCommands` adds its own."""
     p = argparse.ArgumentParser(
-        prog="tsnet", description="Manage a tsnet server: config, solutions, tokens, export.")
+        prog="tsnet", description="Manage a tsnet server: config, TLS certificates, "
+                                  "solutions, tokens, export and import.")
     p.add_argument("--config", "-c", default=os.environ.get("TSNET_CONFIG") or "etc/tsnet.ini",
                    help="the server's config file (default: $TSNET_CONFIG, else "
                         "etc/tsnet.ini in the current folder; now %(default)s)")
