@@ -172,6 +172,26 @@ async def test_a_wide_batch_is_logged_whole_and_folded_many_at_once(
 
 
 @pytest_twisted.ensureDeferred
+async def test_the_series_id_cache_is_bounded_and_stays_correct(
+        storage: SqliteStorage, db_path: str, monkeypatch: Any) -> None:
+    """Past SERIES_ID_CACHE ids the cache starts again; a series it forgot is
+    found in the series table, never created twice."""
+    from tsnet.storage import sqlite as sqlite_storage
+
+    monkeypatch.setattr(sqlite_storage, "SERIES_ID_CACHE", 10)
+    keys = [series_key("fleet", {"device": f"d{i:03}"}) for i in range(40)]
+    for round_, part in enumerate((keys[:25], keys[15:], keys[:40:3], keys)):
+        await storage.write(make_batch(samples=[(k, T0 + round_, round_) for k in part]))
+        assert len(storage._engine._ids[S]) <= 10 + len(part)
+    assert _raw(db_path, "SELECT count(*), count(DISTINCT skey) FROM series") == [(40, 40)]
+    rows = {k: (t, v) for k, t, v, _ in await storage.read_series(S, "fleet", None, None)}
+    for i, k in enumerate(keys):
+        rounds = [r for r, part in enumerate((keys[:25], keys[15:], keys[:40:3], keys))
+                  if k in part]
+        assert rows[k] == ([T0 + r for r in rounds], rounds), i
+
+
+@pytest_twisted.ensureDeferred
 async def test_json_rows_of_the_first_form_still_fold(storage: SqliteStorage,
                                                       db_path: str) -> None:
     old = json.dumps([[S, "cpu", None, [["host", "a"]], [T0, T0 + 1], [1, 2.5], None]])

@@ -194,6 +194,11 @@ CHECKPOINT_INTERVAL = 0.5
 #: a batch of at most this many points is logged whole (one row), not as chunks
 #: (an engine made with 0 logs none, wide or not: every batch is chunks at once)
 PENDING_MAX_POINTS = 2000
+#: series ids a solution's write path remembers (key -> id); past it the cache
+#: starts again.  About 430 bytes a series: at 1,000,000 series (2 points each)
+#: an unbounded cache took the server's peak RSS from 785 to 1405 MiB, and the
+#: misses this bound adds did not lower the rate (30 k -> 33 k points/s)
+SERIES_ID_CACHE = 200_000
 #: a batch with fewer points per series than this on average is logged whole too
 WIDE_POINTS = 8
 #: pending points that are folded into chunks at once, without waiting for a read
@@ -644,6 +649,8 @@ class SqliteEngine:
                     keys: Iterable[SeriesKey]) -> dict[SeriesKey, int]:
         """The solution's series ids (known ones cached), ``keys`` created if new."""
         ids = self._ids.setdefault(solution, {})
+        if len(ids) > SERIES_ID_CACHE:
+            ids.clear()  # (the series table is the truth: a miss costs a lookup)
         for key in keys:
             if key not in ids:
                 ids[key] = self._series_id(db, solution, key)
