@@ -730,6 +730,60 @@ def git_state() -> dict:
     return {"commit": head, "src_modified": bool(dirty) if dirty is not None else None}
 
 
+def series_counts(text: str) -> list[int]:
+    """``--series``: one count, or several comma-separated for a sweep."""
+    try:
+        counts = [int(part) for part in text.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a count or a list of counts: {text!r}") from None
+    if len(set(counts)) != len(counts):
+        raise argparse.ArgumentTypeError(f"a count is named twice: {text!r}")
+    return counts
+
+
+def report(summ: dict) -> None:
+    """The one-line verdict of a series count's runs."""
+    bar = summ["bar"]
+    verdict = ("PASS" if bar["pass"] else "FAIL") if bar["applies"] else \
+        "n/a (only the default telnet run, unprofiled, is held to it)"
+    log(f"{summ['series']} series: median {summ.get('median_points_per_sec')} points/s, "
+        f"server CPU {summ.get('median_server_cpu_s')} s, peak RSS "
+        f"{summ.get('max_peak_rss_mib')} MiB; bar (>= {BAR_PPS} points/s, RSS < "
+        f"{BAR_RSS_MIB} MiB): {verdict}")
+    if "export_bar" in summ:
+        log(f"export: median {summ['median_export_lines_per_sec']} lines/s (whole command, "
+            f"start-up included), peak RSS {summ['max_export_peak_rss_mib']} MiB; bar (>= "
+            f"{BAR_EXPORT_LPS} lines/s): {'PASS' if summ['export_bar']['pass'] else 'FAIL'}")
+
+
+def sweep_table(summaries: list[dict]) -> list[dict]:
+    """One row per series count: the medians, and the rate against the first count's."""
+    first = summaries[0].get("median_points_per_sec")
+    rows = []
+    for s in summaries:
+        pps = s.get("median_points_per_sec")
+        rows.append({"series": s["series"], "points_per_sec": pps,
+                     "server_cpu_us_per_point": s.get("median_server_cpu_us_per_point"),
+                     "peak_rss_mib": s.get("max_peak_rss_mib"),
+                     "rate_vs_first": round(pps / first, 3) if pps and first else None})
+    return rows
+
+
+def render_sweep(rows: list[dict]) -> str:
+    """The sweep as a text table (README shows one)."""
+    def cell(v: object, fmt: str) -> str:
+        return "-" if v is None else format(v, fmt)
+
+    lines = [f"{'series':>10}  {'points/s':>10}  {'CPU us/point':>12}  {'peak RSS MiB':>12}"
+             f"  {'rate vs first':>13}"]
+    for r in rows:
+        lines.append(f"{r['series']:>10,}  {cell(r['points_per_sec'], ',.0f'):>10}  "
+                     f"{cell(r['server_cpu_us_per_point'], '.2f'):>12}  "
+                     f"{cell(r['peak_rss_mib'], '.1f'):>12}  "
+                     f"{cell(r['rate_vs_first'], '.3f'):>13}")
+    return "\n".join(lines)
+
+
 def summarize(a: argparse.Namespace, runs: list[dict], git: dict) -> dict:
     ok = [r for r in runs if r["ok"]]
     summ: dict = {"summary": True, "format": a.format, "storage": a.storage,
@@ -773,7 +827,10 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--points", type=int, default=2_000_000, help="points per run (N)")
     p.add_argument("--conns", type=int, default=4, help="client connections")
-    p.add_argument("--series", type=int, default=1000, help="distinct series")
+    p.add_argument("--series", type=series_counts, default=[1000], metavar="N[,N...]",
+                   help="distinct series; several (1000,10000,100000,1000000) sweep them: "
+                        "the runs of each count interleave, and a table compares rate, CPU "
+                        "per point and RSS against the series count")
     p.add_argument("--tags", type=int, default=2, help="tags per point")
     p.add_argument("--format", choices=FORMATS, default="opentsdb-telnet")
     p.add_argument("--storage", choices=("sqlite", "redis"), default="sqlite",
@@ -810,7 +867,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--strict", action="store_true",
                    help="exit 3 when the bar applies and is missed")
     a = p.parse_args(argv)
-    if min(a.points, a.conns, a.series, a.runs) < 1 or min(a.tags, a.export_runs) < 0:
+    if min(a.points, a.conns, *a.series, a.runs) < 1 or min(a.tags, a.export_runs) < 0:
         p.error("points, conns, series and runs must be >= 1, tags and export runs >= 0")
     if a.poll_interval <= 0 or a.timeout <= 0:
         p.error("--poll-interval and --timeout must be > 0")
@@ -837,36 +894,51 @@ def main(argv: list[str] | None = None) -> int:
         return 2
 
     git = git_state()
-    runs = []
+    counts = a.series
+    by_count: dict[int, list[dict]] = {n: [] for n in counts}
+    stop = False
     for i in range(1, a.runs + 1):
-        log(f"run {i}/{a.runs}: {a.format} on {a.storage}, {a.points} points, {a.conns} conns, "
-            f"{a.series} series, {a.tags} tags")
-        rec = one_run(a, i)
-        runs.append(rec)
-        print(json.dumps(rec), flush=True)
-        if rec["ok"]:
-            log(f"run {i}: {rec['points_per_sec']:.0f} points/s ({rec['e2e_seconds']:.2f} s), "
-                f"server CPU {rec['server_cpu_s']:.2f} s, peak RSS {rec['peak_rss_mib']} MiB")
-        else:
-            log(f"RUN {i} FAILED: {rec['error']}")
-            if rec.get("error_code") == 2:
-                break  # environment problem: the next runs would fail the same way
+        for n in counts:
+            one = argparse.Namespace(**{**vars(a), "series": n})
+            if len(counts) > 1:  # each count's profiles apart: x.txt -> x.s100000.txt
+                for opt in ("py_spy", "cprofile"):
+                    if getattr(a, opt):
+                        root, ext = os.path.splitext(getattr(a, opt))
+                        setattr(one, opt, f"{root}.s{n}{ext}")
+            log(f"run {i}/{a.runs}: {a.format} on {a.storage}, {a.points} points, "
+                f"{a.conns} conns, {n} series, {a.tags} tags")
+            rec = one_run(one, i)
+            by_count[n].append(rec)
+            print(json.dumps(rec), flush=True)
+            if rec["ok"]:
+                log(f"run {i}: {rec['points_per_sec']:.0f} points/s ({rec['e2e_seconds']:.2f} "
+                    f"s), server CPU {rec['server_cpu_s']:.2f} s, peak RSS "
+                    f"{rec['peak_rss_mib']} MiB")
+            else:
+                log(f"RUN {i} FAILED: {rec['error']}")
+                stop = rec.get("error_code") == 2  # environment: the next would fail alike
+            if stop:
+                break
+        if stop:
+            break
 
-    summ = summarize(a, runs, git)
-    print(json.dumps(summ), flush=True)
-    bar = summ["bar"]
-    verdict = ("PASS" if bar["pass"] else "FAIL") if bar["applies"] else \
-        "n/a (only the default telnet run, unprofiled, is held to it)"
-    log(f"median {summ.get('median_points_per_sec')} points/s, server CPU "
-        f"{summ.get('median_server_cpu_s')} s, peak RSS {summ.get('max_peak_rss_mib')} MiB; "
-        f"bar (>= {BAR_PPS} points/s, RSS < {BAR_RSS_MIB} MiB): {verdict}")
-    if "export_bar" in summ:
-        log(f"export: median {summ['median_export_lines_per_sec']} lines/s (whole command, "
-            f"start-up included), peak RSS {summ['max_export_peak_rss_mib']} MiB; bar (>= "
-            f"{BAR_EXPORT_LPS} lines/s): {'PASS' if summ['export_bar']['pass'] else 'FAIL'}")
+    summaries = []
+    for n in counts:
+        summ = summarize(argparse.Namespace(**{**vars(a), "series": n}), by_count[n], git)
+        summaries.append(summ)
+        print(json.dumps(summ), flush=True)
+        report(summ)
+    if len(counts) > 1:
+        sweep = sweep_table(summaries)
+        print(json.dumps({"sweep": True, "format": a.format, "storage": a.storage,
+                          "points": a.points, "runs": a.runs, "rows": sweep}), flush=True)
+        print(render_sweep(sweep), flush=True)
+    runs = [r for n in counts for r in by_count[n]]
+    summ = summaries[0] if len(summaries) == 1 else {
+        "ok": all(x["ok"] for x in summaries), "bar": {"applies": False}}
     if not summ["ok"]:
         return max(r.get("error_code", 1) for r in runs if not r["ok"])
-    if a.strict and bar["applies"] and not bar["pass"]:
+    if a.strict and summ["bar"]["applies"] and not summ["bar"]["pass"]:
         return 3
     return 0
 

@@ -342,8 +342,28 @@ def sink_calls(chunk: str, session: Session) -> None:
         assert call in chunk and call in source, call
 
 
+def sweep_table(chunk: str, session: Session) -> None:
+    """The bench's series sweep (a measurement, not an example): it must be
+    what bench/run.py prints for its rows."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("bench_run", ROOT / "bench" / "run.py")
+    assert spec is not None and spec.loader is not None
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    rows = []
+    for line in chunk.split("\n")[1:]:
+        series, pps, cpu, rss, ratio = line.split()
+        rows.append({"series": int(series.replace(",", "")),
+                     "points_per_sec": float(pps.replace(",", "")),
+                     "server_cpu_us_per_point": float(cpu), "peak_rss_mib": float(rss),
+                     "rate_vs_first": float(ratio)})
+    assert bench.render_sweep(rows) == chunk
+
+
 #: blocks that are neither shell nor config, by their first line
 OTHER: dict[str, Callable[[str, Session], None]] = {
+    "    series    points/s": sweep_table,
     "bytes -> framing -> parse": diagram,
     '{"kind":"series"': export_line,
     "[tsnet.tls#warn]": tls_log,
