@@ -508,3 +508,26 @@ def test_the_fast_path_holds_nothing_of_a_batch_it_is_done_with() -> None:
     # within a batch, a series' column is found again, not made again
     assert p.take_puts(lines, 0, second) == 6
     assert sorted(len(c) for c in second.values()) == [2, 2, 3]
+
+
+def test_a_single_line_parse_leaves_the_live_batch_columns_alone() -> None:
+    """`parse` tries the fast path on a dict of its own: the batch being filled
+    keeps its columns for every other series, and no generation is reused, so
+    a column is never taken from the wrong batch."""
+    p = PutParser()
+    lines = [f"put m 1356998400 {i} host=h{i % 3}" for i in range(6)]
+    for line in lines[:3]:
+        p.parse(line)
+    live: dict = {}
+    assert p.take_puts(lines, 0, live) == 6
+    columns = {k: c for k, c in live.items()}
+    generation = p._gen
+    key, t, v, _ = p.parse("put m 1356998460 9 host=h1")  # the fast path, apart
+    assert (key[2], t, v) == ((("host", "h1"),), 1356998460 * S, 9)
+    assert p._gen == generation  # the live batch's columns are still known
+    assert p.take_puts(lines, 0, live) == 6
+    assert all(live[k] is c and len(c) == 4 for k, c in columns.items())
+    fresh: dict = {}  # the next batch: its own columns, in the right places
+    assert p.take_puts(lines[3:], 0, fresh) == 3
+    assert {k[2][0][1]: c.values for k, c in fresh.items()} == {
+        "h0": [3], "h1": [4], "h2": [5]}

@@ -229,6 +229,7 @@ class PutParser:
         "_cached",
         "_cols",
         "_gen",
+        "_gens",
         "_last_ns",
         "_last_ts",
         "_live",
@@ -245,10 +246,11 @@ class PutParser:
         # the last timestamp text the fast path accepted, and its nanoseconds
         self._last_ts = " "  # never equal to a word, which has no space
         self._last_ns = 0
-        # the columns dict take_puts was last given, its generation, and the
-        # columns the fast path made or found in it (see _Known)
+        # the columns dict take_puts was last given, its generation (from _gens,
+        # which only grows: a generation is never given twice), and the columns
+        # the fast path made or found in it (see _Known)
         self._cols: dict | None = None
-        self._gen = 0
+        self._gen = self._gens = 0
         self._live: list[Column] = []
 
     def parse(
@@ -262,7 +264,12 @@ class PutParser:
         a line without client tags (the `iot` profile, where a token adds tags).
         """
         cols: dict[SeriesKey, Column] = {}
-        if self.take_puts([line], 0, cols):
+        live = self._cols, self._gen, self._live
+        taken = self.take_puts([line], 0, cols)
+        # (this throwaway dict does not end the live one's generation: its series
+        # keep their columns; the one series seen here got a generation of its own)
+        self._cols, self._gen, self._live = live
+        if taken:
             ((key, col),) = cols.items()
             return key, col.times[0], col.values[0], None
         result = self.parse_slow(line, allow_no_tags)
@@ -283,7 +290,8 @@ class PutParser:
         get = cols.get
         if cols is not self._cols:
             self._cols = cols
-            self._gen += 1
+            self._gens += 1
+            self._gen = self._gens
             self._live = []
         gen, live = self._gen, self._live
         n = len(lines)
