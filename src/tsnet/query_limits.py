@@ -202,20 +202,32 @@ class QueryRunner:
         return self._slots.run(run)
 
 
+async def read_at_most(reader: Any, solution: str, metric: str | None, start_ns: int | None,
+                       end_ns: int | None, max_points: int | None) -> list:
+    """``reader.read_series(...)`` of at most ``max_points`` points (None: any
+    number), else `TooManyPoints`: a reader with `IBoundedReads` stops early,
+    one without is checked once its read returns."""
+    if max_points is None:
+        return await reader.read_series(solution, metric, start_ns, end_ns)
+    if IBoundedReads.providedBy(reader):
+        return await reader.read_series(solution, metric, start_ns, end_ns,
+                                        max_points=max_points)
+    rows = await reader.read_series(solution, metric, start_ns, end_ns)
+    if sum(len(r[1]) for r in rows) > max_points:
+        raise TooManyPoints(max_points)
+    return rows
+
+
 async def read_series(reader: Any, budget: QueryBudget, solution: str, metric: str | None,
                       start_ns: int | None, end_ns: int | None) -> list:
-    """``reader.read_series(...)`` counted against the budget's points.  A reader
-    with `IBoundedReads` stops at the budget's remaining points, so a query over
-    too many never holds them all; another is counted once its read returns."""
-    if not IBoundedReads.providedBy(reader):
-        rows = await reader.read_series(solution, metric, start_ns, end_ns)
-    else:
-        left = budget.points_left()
-        try:
-            rows = await reader.read_series(solution, metric, start_ns, end_ns,
-                                            max_points=left)
-        except TooManyPoints:
-            budget.read(left + 1)  # raises max_query_points
-            raise
+    """``reader.read_series(...)`` counted against the budget's points (see
+    `read_at_most`): a query over too many never holds them all where the
+    reader can stop early."""
+    left = budget.points_left()
+    try:
+        rows = await read_at_most(reader, solution, metric, start_ns, end_ns, left)
+    except TooManyPoints:
+        budget.read(left + 1)  # raises max_query_points
+        raise
     budget.read(sum(len(r[1]) for r in rows))
     return rows

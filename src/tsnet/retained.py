@@ -24,8 +24,8 @@ from typing import Any
 from twisted.internet import defer
 from zope.interface import alsoProvides, implementer
 
-from tsnet.errors import TooManyPoints
 from tsnet.interfaces import IBoundedReads, IExportText
+from tsnet.query_limits import read_at_most
 from tsnet.retention import NS_PER_MS, Cutoffs, Retention, cutoff_of
 
 #: characters of text export handed to ``write`` at once
@@ -75,22 +75,10 @@ class RetainedReader:
             start_ns = lo
             if end_ns is not None and start_ns > end_ns:
                 return []
-        rows = await self._bounded_read(solution, metric, start_ns, end_ns, max_points)
+        rows = await read_at_most(self._reader, solution, metric, start_ns, end_ns,
+                                  max_points)
         if metric is None and cut.varies:
             rows = _drop_expired(rows, cut)
-        return rows
-
-    async def _bounded_read(self, solution: str, metric: str | None, start_ns: int | None,
-                            end_ns: int | None, max_points: int | None) -> list:
-        reader = self._reader
-        if max_points is None:
-            return await reader.read_series(solution, metric, start_ns, end_ns)
-        if IBoundedReads.providedBy(reader):
-            return await reader.read_series(solution, metric, start_ns, end_ns,
-                                            max_points=max_points)
-        rows = await reader.read_series(solution, metric, start_ns, end_ns)
-        if sum(len(r[1]) for r in rows) > max_points:
-            raise TooManyPoints(max_points)
         return rows
 
     # -- messages -------------------------------------------------------------
