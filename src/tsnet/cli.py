@@ -428,20 +428,16 @@ async def import_(args: Any, storages: Any, reactor: Any) -> None:
     """``tsnet import FILE|-``: see `tsnet.importer`.  Refused lines are named
     on stderr (``tsnet: FILE:LINE: why``); the counts go to stdout as one JSON
     object; the status is 1 when a line was refused or a write failed."""
-    import gc
-
+    from tsnet.core import build_ingest
     from tsnet.errors import NotFound
     from tsnet.importer import ImportAborted, Importer, family_importers
-    from tsnet.ingest import Ingest
     from tsnet.metrics import Metrics
     from tsnet.plugins import load_plugins
-    from tsnet.service import FULL_GC_SPACING
+    from tsnet.service import settle_gc
 
     # a batch in flight is tens of thousands of young objects: as in the
     # server, full collections over everything loaded so far are spaced out
-    gc.freeze()
-    young, middle, _ = gc.get_threshold()
-    gc.set_threshold(young, middle, FULL_GC_SPACING)
+    settle_gc()
     config = storages.config
     name = "<stdin>" if args.file == "-" else args.file
     shown = [0]
@@ -458,10 +454,7 @@ async def import_(args: Any, storages: Any, reactor: Any) -> None:
         source = sys.stdin.buffer if args.file == "-" else open(args.file, "rb")
     except OSError as e:
         raise CommandError(f"{name}: {e.strerror}") from None
-    ingest = Ingest(storages, reactor, Metrics(), flush_interval=config.flush_interval,
-                    batch_size=config.batch_size, high_watermark=config.high_watermark,
-                    low_watermark=config.low_watermark, max_queue=config.max_queue,
-                    ack_timeout=config.storage_wait)
+    ingest = build_ingest(config, storages, reactor, Metrics())
     aborted = None
     try:
         try:

@@ -45,16 +45,22 @@ class Core:
         return self.storages.catalog
 
 
-def build_core(config: Config, plugins: Mapping[str, Any], reactor: Any) -> Core:
-    """The shared services of one server, not yet started."""
-    storages = Storages(config, reactor)
-    metrics = Metrics()
-    ingest = Ingest(
+def build_ingest(config: Config, storages: Storages, reactor: Any, metrics: Metrics) -> Ingest:
+    """The write queue the ``[tsnet]`` keys describe (the server's, and
+    ``tsnet import``'s)."""
+    return Ingest(
         storages, reactor, metrics,
         flush_interval=config.flush_interval, batch_size=config.batch_size,
         high_watermark=config.high_watermark, low_watermark=config.low_watermark,
         max_queue=config.max_queue, ack_timeout=config.storage_wait,
     )
+
+
+def build_core(config: Config, plugins: Mapping[str, Any], reactor: Any) -> Core:
+    """The shared services of one server, not yet started."""
+    storages = Storages(config, reactor)
+    metrics = Metrics()
+    ingest = build_ingest(config, storages, reactor, metrics)
     metrics.watch_queue(ingest)
     auth = TokenAuthenticator(storages.catalog, reactor, refresh=config.auth_refresh)
     return Core(config=config, reactor=reactor, storages=storages, auth=auth, ingest=ingest,

@@ -40,6 +40,18 @@ log = Logger(namespace="tsnet.service")
 FULL_GC_SPACING = 1000
 
 
+def settle_gc() -> None:
+    """Move what exists now (modules, config, plugins) out of the collector's
+    sight, and space full collections out (`FULL_GC_SPACING`): for a process
+    about to hold a lot for long (the server once started, a big import)."""
+    import gc
+
+    gc.collect()
+    gc.freeze()
+    young, middle, _ = gc.get_threshold()
+    gc.set_threshold(young, middle, FULL_GC_SPACING)
+
+
 class TsnetService(MultiService):
     """The whole server; children are the listener services, in config order."""
 
@@ -120,12 +132,7 @@ class TsnetService(MultiService):
         self.expirer = Expirer(core.storages, self.reactor, core.config.retention_interval)
         self.expirer.startService()
         if self.freeze_gc:
-            import gc
-
-            gc.collect()
-            gc.freeze()
-            young, middle, _ = gc.get_threshold()
-            gc.set_threshold(young, middle, FULL_GC_SPACING)
+            settle_gc()
         log.info("tsnet running: {n} listeners, data in {data_dir}", n=len(self.services),
                  data_dir=core.config.data_dir)
         self.report.succeeded()
