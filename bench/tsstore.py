@@ -240,12 +240,24 @@ def check_export(cfg: str, workdir: str, want: set[int], timeout: float) -> dict
 
 # ------------------------------------------------------------------ the load generator
 
-def run_loadgen(args: list[str], workdir: str, name: str, timeout: float) -> tuple[dict, int]:
+def pin_process(pid: int, cpu: int) -> None:
+    """Run every thread of ``pid`` (started ones too) on ``cpu`` only."""
+    for tid in os.listdir(f"/proc/{pid}/task"):
+        try:
+            os.sched_setaffinity(int(tid), {cpu})
+        except ProcessLookupError:
+            pass  # (a thread that just ended)
+
+
+def run_loadgen(args: list[str], workdir: str, name: str, timeout: float,
+                cpu: int | None = None) -> tuple[dict, int]:
     out = os.path.join(workdir, f"{name}.out")
     err = os.path.join(workdir, f"{name}.err")
     cmd = [sys.executable, LOADGEN, *args]
+    pin = None if cpu is None else (lambda: os.sched_setaffinity(0, {cpu}))
     with open(out, "wb") as fo, open(err, "wb") as fe:
-        lg = subprocess.Popen(cmd, stdout=fo, stderr=fe, stdin=subprocess.DEVNULL)
+        lg = subprocess.Popen(cmd, stdout=fo, stderr=fe, stdin=subprocess.DEVNULL,
+                              preexec_fn=pin)
     try:
         lg.wait(timeout)
     except subprocess.TimeoutExpired:
@@ -411,11 +423,14 @@ def latency_phases(a: argparse.Namespace, rec: dict, pid: int, port: int, sock: 
     offset = 0
     per = a.count + a.warmup
     rec["peak_rss_mib"] = 0.0
+    rec["pinned_cpu"] = a.pin
+    if a.pin is not None:
+        pin_process(pid, a.pin)
     for name, target in LATENCY_TARGETS:
         args = ["pingpong", *loadgen_args(a, target, port, sock, key), "--count",
                 str(a.count), "--warmup", str(a.warmup), "--offset", str(offset)]
         win = Window(pid)
-        r, rc = run_loadgen(args, workdir, f"latency-{name}", a.timeout)
+        r, rc = run_loadgen(args, workdir, f"latency-{name}", a.timeout, a.pin)
         w = win.close()
         if rc != 0 or not r.get("ok"):
             raise BenchError(f"{name} round trips failed (exit {rc}): {r.get('acked')} of "
@@ -545,6 +560,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--inflight", type=int, default=100,
                    help="ws/unix: messages a connection keeps unanswered at most")
     p.add_argument("--count", type=int, default=2000, help="latency: timed round trips")
+    p.add_argument("--pin", type=int, default=None, metavar="CPU",
+                   help="latency: run the server (every thread) and the client on this one "
+                        "CPU, so that a round trip measures the two programs and not the "
+                        "wake-up of an idle CPU (on a VM that adds tens of microseconds at "
+                        "random, to the Unix socket and to REST alike)")
     p.add_argument("--warmup", type=int, default=200,
                    help="latency: untimed round trips before them")
     p.add_argument("--runs", type=int, default=3,
@@ -567,6 +587,9 @@ def main(argv: list[str] | None = None) -> int:
     a = p.parse_args(argv)
     if min(a.records, a.conns, a.inflight, a.count, a.runs) < 1 or a.warmup < 0:
         p.error("--records, --conns, --inflight, --count and --runs must be >= 1")
+    if a.pin is not None and a.pin not in os.sched_getaffinity(0):
+        p.error(f"--pin {a.pin}: this process may run on CPUs "
+                f"{sorted(os.sched_getaffinity(0))} only")
     modes = list(MODES) if a.mode == "all" else [a.mode]
     if not os.path.isfile("/proc/self/stat"):
         print("tsstore-bench: needs Linux /proc for CPU and RSS", file=sys.stderr)

@@ -18,6 +18,7 @@ from collections import deque
 from typing import TYPE_CHECKING, Any
 
 from twisted.internet import defer
+from twisted.internet.endpoints import serverFromString
 from twisted.internet.interfaces import IHalfCloseableProtocol
 from twisted.internet.protocol import Protocol
 from twisted.logger import Logger
@@ -37,6 +38,7 @@ from tsnet.plugin import (
 from tsnet.protocols.tsstore.gojson import GoJSONError, check_json, go_trim_space
 from tsnet.protocols.tsstore.schema import SchemaError, compact
 from tsnet.protocols.tsstore.stores import PROTOCOL, StoreError
+from tsnet.unix_socket import UnixReactor
 
 if TYPE_CHECKING:
     from tsnet.core import Core
@@ -357,7 +359,10 @@ class SocketService(StreamListenerService):
                 os.unlink(self.path)  # a stale socket: nothing listens on a file we bind
         except FileNotFoundError:
             pass
-        return super().listen()  # (Twisted applies the endpoint's mode=)
+        # (Twisted's parser applies the endpoint's mode=; the port's connections
+        # send each reply at once)
+        return serverFromString(UnixReactor(self.reactor), self.listener.endpoint).listen(
+            self.factory)
 
     def stopService(self) -> Any:
         d = super().stopService()
