@@ -284,7 +284,7 @@ def test_telnet_put_line_parses_or_put_error(line: str, allow: bool) -> None:
             parse(line, allow)
         except PutError:
             pass
-    p.take_puts([line, line], 0, {})
+    p.take_puts([line, line], 0, SampleSet())
     for word in line.split(" ")[2:4]:
         try:
             parse_timestamp_ms(word)

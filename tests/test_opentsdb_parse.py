@@ -10,7 +10,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from tsnet.model import INT64_MAX, INT64_MIN
+from tsnet.model import INT64_MAX, INT64_MIN, SampleSet
 from tsnet.protocols.opentsdb.telnet_parse import (
     HELP_COMMANDS,
     UNAUTHENTICATED_PUT,
@@ -486,48 +486,113 @@ def test_numbers_past_pythons_int_digit_limit(line, reply):
 
 
 def test_the_fast_path_holds_nothing_of_a_batch_it_is_done_with() -> None:
-    """Once `take_puts` is given the next batch's columns, the parser refers to
-    no column of the batch before, so a committed batch is freed at once (with
-    many series, a batch's columns stayed alive for as long as any of its series
-    was not seen again)."""
+    """Once `take_puts` is given the next batch, the parser refers to no column
+    of the batch before, so a committed batch is freed at once (with many
+    series, a batch's columns stayed alive for as long as any of its series was
+    not seen again)."""
     import gc
 
     p = PutParser()
     lines = [f"put m 1356998400 {i} host=h{i % 3}" for i in range(6)]
     for line in lines[:3]:
         p.parse(line)  # the slow path: the series are known from now on
-    first: dict = {}
+    first = SampleSet()
     assert p.take_puts(lines, 0, first) == 6
-    assert sorted(len(c) for c in first.values()) == [2, 2, 2]
-    columns = list(first.values())
-    second: dict = {}
+    assert sorted(len(c) for c in first.columns.values()) == [2, 2, 2]
+    columns = list(first.columns.values())
+    second = SampleSet()
     assert p.take_puts(lines[:1], 0, second) == 1  # only host=h0 comes again
     del first
     for col in columns:
         assert gc.get_referrers(col) == [columns]
     # within a batch, a series' column is found again, not made again
     assert p.take_puts(lines, 0, second) == 6
-    assert sorted(len(c) for c in second.values()) == [2, 2, 3]
+    assert sorted(len(c) for c in second.columns.values()) == [2, 2, 3]
 
 
 def test_a_single_line_parse_leaves_the_live_batch_columns_alone() -> None:
-    """`parse` tries the fast path on a dict of its own: the batch being filled
+    """`parse` tries the fast path on a batch of its own: the batch being filled
     keeps its columns for every other series, and no generation is reused, so
     a column is never taken from the wrong batch."""
     p = PutParser()
     lines = [f"put m 1356998400 {i} host=h{i % 3}" for i in range(6)]
     for line in lines[:3]:
         p.parse(line)
-    live: dict = {}
+    live = SampleSet()
     assert p.take_puts(lines, 0, live) == 6
-    columns = {k: c for k, c in live.items()}
-    generation = p._gen
+    columns = dict(live.columns)
+    generation = p._g
     key, t, v, _ = p.parse("put m 1356998460 9 host=h1")  # the fast path, apart
     assert (key[2], t, v) == ((("host", "h1"),), 1356998460 * S, 9)
-    assert p._gen == generation  # the live batch's columns are still known
+    assert p._g is generation  # the live batch's columns are still known
     assert p.take_puts(lines, 0, live) == 6
-    assert all(live[k] is c and len(c) == 4 for k, c in columns.items())
-    fresh: dict = {}  # the next batch: its own columns, in the right places
+    assert all(live.columns[k] is c and len(c) == 4 for k, c in columns.items())
+    fresh = SampleSet()  # the next batch: its own columns, in the right places
     assert p.take_puts(lines[3:], 0, fresh) == 3
-    assert {k[2][0][1]: c.values for k, c in fresh.items()} == {
+    assert {k[2][0][1]: c.values for k, c in fresh.columns.items()} == {
         "h0": [3], "h1": [4], "h2": [5]}
+
+
+def _wide_lines(series: int, rounds: int, t0: int = 1356998400) -> list[str]:
+    return [f"put m {t0 + r} {r * series + i} host=h{i}" for r in range(rounds)
+            for i in range(series)]
+
+
+def test_a_wide_batch_is_taken_as_rows_and_a_narrow_one_as_columns() -> None:
+    """After a batch with fewer than WIDE_RATIO points per series, the next
+    batch's points go in as rows, with the same points; a batch with many points
+    per series turns the one after it back to columns."""
+    from tsnet.protocols.opentsdb.telnet_parse import WIDE_JUDGED, WIDE_RATIO
+
+    p = PutParser(cache_limit=10 * WIDE_JUDGED)
+    wide = _wide_lines(2 * WIDE_JUDGED, 1)
+    for line in wide:
+        p.parse(line)
+    first = SampleSet()
+    assert p.take_puts(wide, 0, first) == len(wide)
+    assert not first.keys and len(first.columns) == len(wide)  # nothing judged yet
+    second = SampleSet()
+    assert p.take_puts(wide, 0, second) == len(wide)
+    assert not second.columns
+    assert second.keys == [p.parse(line)[0] for line in wide]
+    assert second.times == [1356998400 * S] * len(wide)
+    assert second.values == list(range(len(wide)))
+    narrow = _wide_lines(10, 2 * WIDE_RATIO * WIDE_JUDGED // 10)
+    for line in narrow[:10]:
+        p.parse(line)
+    third = SampleSet()  # still wide (judged on the batch before), then narrow
+    assert p.take_puts(narrow, 0, third) == len(narrow)
+    assert len(third.keys) == len(narrow)
+    fourth = SampleSet()
+    assert p.take_puts(narrow, 0, fourth) == len(narrow)
+    assert not fourth.keys and len(fourth.columns) == 10
+    assert sorted(map(len, fourth.columns.values())) == [len(narrow) // 10] * 10
+
+
+def test_a_batch_with_rows_stays_rows_and_add_follows_it() -> None:
+    """Storage puts rows after columns, so once a batch holds rows its points
+    never go to a column again: not when it comes back after another batch
+    judged narrow, and not through `add` (the slow path's lines)."""
+    from tsnet.protocols.opentsdb.telnet_parse import WIDE_JUDGED
+
+    p = PutParser(cache_limit=10 * WIDE_JUDGED)
+    wide = _wide_lines(2 * WIDE_JUDGED, 1)
+    for line in wide:
+        p.parse(line)
+    p.take_puts(wide, 0, SampleSet())
+    rows = SampleSet()
+    p.take_puts(wide[:5], 0, rows)
+    assert len(rows.keys) == 5 and not rows.columns
+    key = p.parse(wide[5])[0]
+    p.add(rows, key, 7 * S, 1.5)  # a slow path point of the same batch: a row too
+    assert (rows.keys[-1], rows.times[-1], rows.values[-1]) == (key, 7 * S, 1.5)
+    narrow = _wide_lines(1, 2 * WIDE_JUDGED)
+    p.parse(narrow[0])
+    other = SampleSet()
+    p.take_puts(narrow, 0, other)
+    p.take_puts(narrow, 0, SampleSet())  # judged narrow: columns from now on...
+    p.take_puts(wide[:3], 0, rows)  # ...but not into the batch that has rows
+    assert len(rows.keys) == 9 and not rows.columns
+    apart = SampleSet()
+    p.add(apart, key, 8 * S, 2)  # a batch the fast path never filled: a column
+    assert not apart.keys and apart.columns[key].values == [2]

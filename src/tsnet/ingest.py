@@ -788,15 +788,18 @@ class PointSink:
         return True
 
     def columns(self) -> dict[SeriesKey, Column]:
+        return self.samples().columns
+
+    def samples(self) -> SampleSet:
         if self._lent:
-            return self._samples.columns
+            return self._samples
         if not self._bind():
             if not self._own:
                 self._samples, self._own = SampleSet(), True
-            return self._samples.columns
+            return self._samples
         self._lent = True
         self._q.lent += 1  # type: ignore[union-attr]
-        return self._samples.columns
+        return self._samples
 
     def added(self, n: int) -> None:
         ing = self._ingest

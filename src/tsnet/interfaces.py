@@ -408,6 +408,13 @@ class IPointSink(Interface):
     def columns():
         """The dict to append into (may be the write queue's own columns)."""
 
+    def samples():
+        """The `tsnet.model.SampleSet` whose ``columns`` `columns` gives: a
+        parser may append rows (``keys``, ``times``, ``values``) to it instead,
+        for points of series it holds once or twice (`SampleSet` says when rows
+        cost less).  Rows come after the columns for storage: a series' points
+        must not go to its column after some went to rows."""
+
     def added(n):
         """Account for ``n`` points appended since `columns`: they are counted as
         received and committed within the flush interval, or retried until the

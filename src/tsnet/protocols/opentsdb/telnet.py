@@ -25,7 +25,7 @@ from zope.interface import implementer
 from tsnet.errors import Forbidden, StorageUnavailable, Unauthorized
 from tsnet.listeners import ConnectionTracker, FlowControlled, LineDeadline
 from tsnet.logbound import DEFAULT_PERIOD, LogBound
-from tsnet.model import WRITE, Batch, Column, Principal, SampleSet, anonymous
+from tsnet.model import WRITE, Batch, Principal, SampleSet, anonymous
 from tsnet.protocols.opentsdb import BUILD_TIMESTAMP, OPENTSDB_VERSION
 from tsnet.protocols.opentsdb.telnet_parse import (
     HELP_COMMANDS,
@@ -262,20 +262,20 @@ class TelnetProtocol(LineDeadline, FlowControlled, Protocol, TimeoutMixin):
                                       self._session_checked)
         token_auth = f.token_auth
         allow_no_tags = token_auth or bool(session and session.tags)
-        cols = sink = None
+        samples = sink = None
         if session is not None:
             sink = self._sink
             if sink is None or sink.principal is not session:
                 sink = self._sink = core.ingest.sink(session, PROTOCOL)
-            cols = sink.columns()
+            samples = sink.samples()
         direct = _Direct(sink)
         parse = f.parser.parse
         take = f.parser.take_puts
         close = False
 
         while i < n:
-            if cols is not None:
-                j = take(lines, i, cols)
+            if samples is not None:
+                j = take(lines, i, samples)
                 direct.n += j - i
                 i = j
                 if i == n:
@@ -292,7 +292,7 @@ class TelnetProtocol(LineDeadline, FlowControlled, Protocol, TimeoutMixin):
                         close = True
                         break
                     continue
-                target = cols
+                target = samples
                 if tok is not None and token_auth:
                     try:
                         p = core.auth.cached(tok, WRITE)
@@ -312,7 +312,7 @@ class TelnetProtocol(LineDeadline, FlowControlled, Protocol, TimeoutMixin):
                         out.append(no_tags_error(key[0]))
                         rejected += 1
                         continue
-                    target = sets.setdefault(p, SampleSet()).columns
+                    target = sets.setdefault(p, SampleSet())
                 elif target is None:
                     out.append(UNAUTHENTICATED_PUT)
                     rejected += 1
@@ -324,11 +324,7 @@ class TelnetProtocol(LineDeadline, FlowControlled, Protocol, TimeoutMixin):
                     continue
                 else:
                     direct.n += 1
-                col = target.get(key)
-                if col is None:
-                    col = target[key] = Column()
-                col.times.append(t)
-                col.values.append(v)
+                f.parser.add(target, key, t, v)
                 continue
             word = line.split(" ", 1)[0]
             if word == "auth":

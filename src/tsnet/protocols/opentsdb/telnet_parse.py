@@ -19,7 +19,7 @@ import math
 import re
 import struct
 
-from tsnet.model import INT64_MAX, Column, SeriesKey, parse_java_long, series_key
+from tsnet.model import INT64_MAX, Column, SampleSet, SeriesKey, parse_java_long, series_key
 
 #: Reply prefixes: OpenTSDB catches NumberFormatException ("invalid value") before
 #: its superclass IllegalArgumentException ("illegal argument").
@@ -44,6 +44,11 @@ IOT_HELP_COMMANDS: tuple[str, ...] = (*HELP_COMMANDS, "auth")
 
 #: The reply to a put without authentication in the `iot` profile (spec §6.6).
 UNAUTHENTICATED_PUT = ILLEGAL + "Unauthenticated command: put"
+
+#: A batch with fewer points per series than this is filled with rows (`_Generation`)
+WIDE_RATIO = 4
+#: the fewest points of a batch that say whether the next one is wide
+WIDE_JUDGED = 1000
 
 _NAME_ASCII = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_./")
 _ASCII_NAME = re.compile(r"[A-Za-z0-9._/-]+")
@@ -200,12 +205,12 @@ def _add_tag(tags: dict[str, str], word: str) -> None:
 class _Known:
     """A series the slow path accepted, and where its points went last.
 
-    ``gen`` is the parser's generation of the columns dict that received the
-    series' last point, and ``slot`` that column's place in the parser's list of
-    the generation's columns: while the dict is still the one `take_puts` is
-    given, the column is reused without hashing the key.  Nothing here holds a
-    column or a dict of an earlier batch, so a committed batch is freed at once,
-    however many series remember it.
+    ``gen`` is the parser's generation (`_Generation`) that last received a point
+    of the series, and ``slot`` the place of that point's column in the
+    generation's list of columns: while the generation lasts, the column is
+    reused without hashing the key.  Nothing here holds a column or a dict of an
+    earlier batch, so a committed batch is freed at once, however many series
+    remember it.
     """
 
     __slots__ = ("gen", "key", "slot")
@@ -214,6 +219,34 @@ class _Known:
         self.key = key
         self.gen = -1
         self.slot = 0
+
+
+class _Generation:
+    """What the fast path appends into: one `SampleSet` (a batch of the write
+    queue), numbered, and how the points went into it.
+
+    A batch with about one point per series (a fleet: many series, each
+    sending now and then) costs a `Column` per point if it is filled by
+    column, twice what the point costs as a row (``keys``, ``times``,
+    ``values``; storage groups rows by series in bulk).  So a generation is
+    ``wide`` when the one before it held fewer than `WIDE_RATIO` points per
+    series, and then its points go in as rows."""
+
+    __slots__ = ("cols", "live", "number", "points", "series", "wide")
+
+    def __init__(self, cols: dict | None, number: int, wide: bool) -> None:
+        self.cols = cols
+        self.number = number
+        self.wide = wide
+        self.live: list[Column] = []  # (columns: the columns made or found, by slot)
+        self.points = 0  # the fast path's points, and (rows) the series they hit
+        self.series = 0
+
+    def next_is_wide(self) -> bool:
+        series = self.series if self.wide else len(self.live)
+        if self.points < WIDE_JUDGED:
+            return self.wide  # too few points to tell
+        return self.points < WIDE_RATIO * series
 
 
 class PutParser:
@@ -227,12 +260,10 @@ class PutParser:
         "_cache",
         "_cache_limit",
         "_cached",
-        "_cols",
-        "_gen",
+        "_g",
         "_gens",
         "_last_ns",
         "_last_ts",
-        "_live",
         "max_tags",
     )
 
@@ -246,12 +277,10 @@ class PutParser:
         # the last timestamp text the fast path accepted, and its nanoseconds
         self._last_ts = " "  # never equal to a word, which has no space
         self._last_ns = 0
-        # the columns dict take_puts was last given, its generation (from _gens,
-        # which only grows: a generation is never given twice), and the columns
-        # the fast path made or found in it (see _Known)
-        self._cols: dict | None = None
-        self._gen = self._gens = 0
-        self._live: list[Column] = []
+        # the batch take_puts was last given (a generation number comes from
+        # _gens, which only grows: it is never given twice; see _Known)
+        self._gens = 0
+        self._g = _Generation(None, 0, False)
 
     def parse(
         self, line: str, allow_no_tags: bool = False
@@ -263,37 +292,45 @@ class PutParser:
         `PutError` with the exact OpenTSDB reply text.  ``allow_no_tags`` accepts
         a line without client tags (the `iot` profile, where a token adds tags).
         """
-        cols: dict[SeriesKey, Column] = {}
-        live = self._cols, self._gen, self._live
-        taken = self.take_puts([line], 0, cols)
-        # (this throwaway dict does not end the live one's generation: its series
+        one = SampleSet()
+        live = self._g
+        taken = self.take_puts([line], 0, one)
+        # (this throwaway batch does not end the live one's generation: its series
         # keep their columns; the one series seen here got a generation of its own)
-        self._cols, self._gen, self._live = live
+        self._g = live
         if taken:
-            ((key, col),) = cols.items()
+            if one.keys:
+                return one.keys[0], one.times[0], one.values[0], None
+            ((key, col),) = one.columns.items()
             return key, col.times[0], col.values[0], None
         result = self.parse_slow(line, allow_no_tags)
         if self._cache_limit > 0:
             self._remember(line, result)
         return result
 
-    def take_puts(self, lines: list[str], i: int, cols: dict[SeriesKey, Column]) -> int:
-        """The fast path: from ``lines[i]`` on, append to ``cols`` (series key ->
-        Column) every put line of a known series (with tags, without a token)
-        whose timestamp and value are plain, and stop at the first other line;
-        returns its index.  The results are `parse_slow`'s (tests prove it); what
-        is unusual is left to `parse`.  One call per run of lines, not per line:
-        this loop is most of the telnet protocol's time.
+    def take_puts(self, lines: list[str], i: int, samples: SampleSet) -> int:
+        """The fast path: from ``lines[i]`` on, append to ``samples`` every put
+        line of a known series (with tags, without a token) whose timestamp and
+        value are plain, and stop at the first other line; returns its index.
+        The points go in as columns, or as rows when the batch is wide (see
+        `_Generation`; `add` appends a point the same way).  The results are
+        `parse_slow`'s (tests prove it); what is unusual is left to `parse`.  One
+        call per run of lines, not per line: this loop is most of the telnet
+        protocol's time.
         """
         cache = self._cache
         last_ts, last_ns = self._last_ts, self._last_ns
+        cols = samples.columns
         get = cols.get
-        if cols is not self._cols:
-            self._cols = cols
+        g = self._g
+        if cols is not g.cols:
             self._gens += 1
-            self._gen = self._gens
-            self._live = []
-        gen, live = self._gen, self._live
+            # (a batch that has rows keeps taking rows: columns would come first)
+            g = self._g = _Generation(cols, self._gens, g.next_is_wide() or bool(samples.keys))
+        gen, live, wide = g.number, g.live, g.wide
+        keys, times, values = samples.keys, samples.times, samples.values
+        hits = 0
+        start = i
         n = len(lines)
         while i < n:
             parts = lines[i].split(" ", 4)
@@ -334,6 +371,15 @@ class PutParser:
                 v = int(value)  # up to 18 digits always fit in int64
             else:
                 break
+            i += 1
+            if wide:
+                if hit.gen != gen:  # (counted, to judge the next batch)
+                    hit.gen = gen
+                    hits += 1
+                keys.append(hit.key)
+                times.append(t)
+                values.append(v)
+                continue
             if hit.gen == gen:  # the column it last went to is still the live one
                 col = live[hit.slot]
             else:  # (hashing a nested tuple key per line would cost a tenth)
@@ -345,9 +391,25 @@ class PutParser:
                 live.append(col)
             col.times.append(t)
             col.values.append(v)
-            i += 1
         self._last_ts, self._last_ns = last_ts, last_ns
+        g.points += i - start
+        g.series += hits
         return i
+
+    def add(self, samples: SampleSet, key: SeriesKey, time_ns: int, value: int | float) -> None:
+        """Append one point as `take_puts` appends into ``samples`` now: as a
+        row while the fast path fills it with rows, else to its column (a slow
+        path line must not overtake or trail the fast path's points of a batch)."""
+        if samples.keys or (self._g.wide and samples.columns is self._g.cols):
+            samples.keys.append(key)
+            samples.times.append(time_ns)
+            samples.values.append(value)
+            return
+        col = samples.columns.get(key)
+        if col is None:
+            col = samples.columns[key] = Column()
+        col.times.append(time_ns)
+        col.values.append(value)
 
     def _remember(self, line: str, result: tuple[SeriesKey, int, int | float, str | None]) -> None:
         """Cache what parse_slow accepted: the series part of a line is validated
