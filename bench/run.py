@@ -10,6 +10,13 @@ family of examples/tsnet-lineproto), poll
 the point count, sample the server's CPU time and peak RSS, stop it with SIGTERM
 and check with ``tsnet export`` that storage holds exactly the points sent.
 
+With ``--soak SECONDS --rate R`` the load is paced instead (loadgen's --rate
+and --duration: R points a second for SECONDS), the bench samples the committed
+count every 50 ms and the SQLite file every 5 s, and each run's JSON gets a
+``soak`` object: the per-second committed rate, the longest stall, whether the
+pending log and the small chunks stay bounded (bench/soak.py).  Every run
+reports the bytes the server wrote to storage and the write amplification.
+
 Prints one JSON line per run and one summary line on stdout (progress goes to
 stderr).  Exit status: 0 every run passed its checks (with ``--strict``: and the
 bar was met), 1 a run failed (count mismatch, timeout, crash, ...), 2 usage or
@@ -35,6 +42,10 @@ import time
 import urllib.error
 import urllib.request
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+import soak  # bench/ is not a package: soak.py is found on sys.path
+
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DEFAULT_LOADGEN = os.path.join(REPO, "bench", "loadgen.py")
 BIN = os.path.dirname(sys.executable)
@@ -53,6 +64,12 @@ LINEPROTO = os.path.join(REPO, "examples", "tsnet-lineproto")
 HTTP_BATCH = 50
 ATSD_HTTP_BATCH = 1000
 FLUSH_INTERVAL = 0.5
+#: a soak's flush interval: telnet points wait for it before their commit, so
+#: with 0.5 s every gap between commits is 0.5 s and the 200 ms stall bar could
+#: only measure the timer; 0.1 s leaves the stalls that storage makes
+SOAK_FLUSH_INTERVAL = 0.1
+#: seconds between a soak's looks into the SQLite file
+SOAK_SAMPLE_INTERVAL = 5.0
 
 #: The bar (DESIGN §10), for the default telnet run.
 BAR_PPS = 300_000
@@ -150,7 +167,8 @@ def tsnet_cmd() -> list[str]:
     return script_cmd("tsnet", "tsnet.cli", "main")
 
 
-def write_config(workdir: str, fmt: str, storage: str = "backend = sqlite\n") -> str:
+def write_config(workdir: str, fmt: str, storage: str = "backend = sqlite\n",
+                 flush_interval: float = FLUSH_INTERVAL) -> str:
     # The telnet run mounts only /metrics on the http listener.  The HTTP run leaves
     # `apis` out, which mounts every installed API: /metrics and, once a plugin
     # provides it, OpenTSDB's /api/put.  The ATSD HTTP run mounts ATSD's API
@@ -164,7 +182,7 @@ def write_config(workdir: str, fmt: str, storage: str = "backend = sqlite\n") ->
         "; written by bench/run.py: every listener on 127.0.0.1, free ports\n"
         "[tsnet]\n"
         "data_dir = var\n"
-        f"flush_interval = {FLUSH_INTERVAL}\n"
+        f"flush_interval = {flush_interval}\n"
         "[storage:default]\n"
         f"{storage}"
         "[listener:opentsdb]\n"
@@ -246,6 +264,8 @@ class Server:
         self.cmd += ["tsnet", "--config", cfg]
         self.proc: subprocess.Popen | None = None
         self.ports: dict[str, int] = {}
+        #: the server's own rusage once `stop` reaped it (ru_oublock: its write_bytes)
+        self.rusage: resource.struct_rusage | None = None
 
     @property
     def pid(self) -> int:
@@ -289,12 +309,21 @@ class Server:
         if not self.alive():
             return self.returncode
         os.kill(self.pid, signal.SIGTERM)
-        try:
-            return self.proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            self.kill()
-            raise BenchError(f"server did not exit within {timeout:.0f} s of SIGTERM "
-                             "(killed)") from None
+        deadline = time.time() + timeout
+        while True:  # wait4, not wait: the rusage tells what it wrote until its end
+            try:
+                pid, status, ru = os.wait4(self.pid, os.WNOHANG)  # our own child, by PID
+            except ChildProcessError:  # reaped elsewhere: no rusage
+                return self.proc.wait(timeout)
+            if pid:
+                self.rusage = ru
+                self.proc.returncode = os.waitstatus_to_exitcode(status)
+                return self.proc.returncode
+            if time.time() > deadline:
+                self.kill()
+                raise BenchError(f"server did not exit within {timeout:.0f} s of SIGTERM "
+                                 "(killed)")
+            time.sleep(0.02)
 
     def kill(self) -> None:
         if self.alive():
@@ -468,8 +497,10 @@ class PySpy:
 # ------------------------------------------------------------------ one run
 
 def loadgen_cmd(a: argparse.Namespace, port: int) -> list[str]:
+    load = ["--rate", str(a.rate), "--duration", str(a.soak)] if a.soak else \
+        ["--points", str(a.points)]
     cmd = [sys.executable, a.loadgen, "--host", LOOPBACK, "--port", str(port),
-           "--format", a.format, "--points", str(a.points), "--conns", str(a.conns),
+           "--format", a.format, *load, "--conns", str(a.conns),
            "--series", str(a.series), "--tags", str(a.tags),
            "--duration-limit", str(a.timeout), "--drain-timeout", "60"]
     if a.format == "opentsdb-http":
@@ -480,8 +511,10 @@ def loadgen_cmd(a: argparse.Namespace, port: int) -> list[str]:
 
 
 def wait_committed(a: argparse.Namespace, server: Server, lg: subprocess.Popen,
-                   metrics_url: str, t_launch: float) -> dict:
-    """Poll /metrics until the committed count reaches --points; bounded by --timeout."""
+                   metrics_url: str, t_launch: float,
+                   samples: list[tuple[float, float]] | None = None) -> dict:
+    """Poll /metrics until the committed count reaches --points; bounded by --timeout.
+    Each answer's (time, committed count) goes into ``samples`` when given."""
     n = a.points
     deadline = t_launch + a.timeout
     written = -1.0
@@ -503,6 +536,8 @@ def wait_committed(a: argparse.Namespace, server: Server, lg: subprocess.Popen,
             _st, body = http(metrics_url, timeout=10)
             text = body.decode("utf-8", "replace")
             written = metric_sum(text, "tsnet_points_written_total", a.protocol_label)
+            if samples is not None:
+                samples.append((time.time(), written))
         except (OSError, ValueError):
             errors += 1
         polls += 1
@@ -543,6 +578,23 @@ def check_loadgen(r: dict, rc: int | None, n: int) -> None:
                          f"{r.get('points_rejected')} rejected): {r.get('errors')}")
 
 
+def io_record(io0: dict[str, int], io1: dict[str, int],
+              ru: resource.struct_rusage | None) -> dict:
+    """What the server wrote, from ``/proc/PID/io`` before the load (``io0``) and at
+    the commit (``io1``), and its rusage at exit: ``write_bytes`` runs from the
+    launch of loadgen to the server's exit (``ru_oublock`` is the same counter in
+    512-byte units), so the stop's last fold and checkpoint count; the ``_load``
+    figures stop at the commit.  None where the kernel did not say."""
+    def delta(key: str) -> int | None:
+        return io1[key] - io0[key] if key in io0 and key in io1 else None
+
+    end = ru.ru_oublock * 512 if ru is not None else None
+    return {"write_bytes": end - io0["write_bytes"] if end is not None and io0 else None,
+            "write_bytes_load": delta("write_bytes"), "wchar_load": delta("wchar"),
+            "cancelled_write_bytes_load": delta("cancelled_write_bytes"),
+            "read_bytes_load": delta("read_bytes")}
+
+
 def one_run(a: argparse.Namespace, run: int) -> dict:
     n = a.points
     rec: dict = {"run": run, "format": a.format, "points": n, "conns": a.conns,
@@ -552,6 +604,7 @@ def one_run(a: argparse.Namespace, run: int) -> dict:
     lg: subprocess.Popen | None = None
     spy: PySpy | None = None
     redis: RedisProcess | None = None
+    sampler: soak.DbSampler | None = None
     t_start = time.time()
     try:
         storage = "backend = sqlite\n"
@@ -560,7 +613,7 @@ def one_run(a: argparse.Namespace, run: int) -> dict:
             redis.wait_ready(a.startup_timeout)
             storage = f"backend = redis\nurl = {redis.url}\n"
         rec["storage"] = a.storage
-        cfg = write_config(workdir, a.format, storage)
+        cfg = write_config(workdir, a.format, storage, a.flush_interval)
         cprof = numbered(a.cprofile, run, a.runs) if a.cprofile else None
         server = Server(workdir, cfg, cprof)
         listener = TARGETS[a.format][0]
@@ -592,17 +645,27 @@ def one_run(a: argparse.Namespace, run: int) -> dict:
         sys0 = proc_cpu_split(pid)[1]
         m0 = machine_cpu()
         ru0 = resource.getrusage(resource.RUSAGE_CHILDREN)
+        io0 = soak.proc_io(pid)
+        samples: list[tuple[float, float]] | None = [] if a.soak else None
         t_launch = time.time()
+        if a.soak:
+            sampler = soak.DbSampler(os.path.join(workdir, "var", "default.sqlite"),
+                                     a.sample_interval, t_launch)
+            sampler.start()
         with open(lg_out, "wb") as fo, open(lg_err, "wb") as fe:
             lg = subprocess.Popen(cmd, stdout=fo, stderr=fe, stdin=subprocess.DEVNULL)
 
         try:
-            c = wait_committed(a, server, lg, metrics_url, t_launch)
+            c = wait_committed(a, server, lg, metrics_url, t_launch, samples)
         except BenchError:
             if lg.poll() not in (None, 0):  # loadgen's own failure explains it better
                 check_loadgen(read_loadgen(lg, lg_out, lg_err, 10), lg.returncode, n)
             raise
         cpu1 = proc_cpu(pid)
+        io1 = soak.proc_io(pid)
+        if sampler is not None:
+            sampler.stop()
+            sampler.look_once("committed")
         redis_cpu = proc_cpu(redis.proc.pid) - redis0 if redis is not None else 0.0
         if redis is not None:
             rec["redis_cpu_s"] = round(redis_cpu, 2)
@@ -620,7 +683,8 @@ def one_run(a: argparse.Namespace, run: int) -> dict:
         rec["loadgen"] = {k: r.get(k) for k in (
             "points_sent", "points_accepted", "points_rejected", "seconds", "points_per_sec",
             "send_seconds", "setup_seconds", "loadgen_cpu_seconds", "bytes", "requests",
-            "http_status", "all_drained", "server_said", "errors")}
+            "http_status", "all_drained", "server_said", "errors", "rate_requested",
+            "achieved_rate", "max_late_s", "end_late_s")}
         rec["loadgen"]["rc"] = lg.returncode
         check_loadgen(r, lg.returncode, n)
         t0 = r["t_first_byte"]
@@ -656,6 +720,13 @@ def one_run(a: argparse.Namespace, run: int) -> dict:
             raise BenchError(f"server did not stop cleanly (exit {rec['stop_rc']}); log "
                              f"tail:\n{tail(server.logf)}")
         rec["data_dir_mib"] = dir_mib(os.path.join(workdir, "var"))
+        rec["io"] = io_record(io0, io1, server.rusage)
+        rec["write_amplification"] = soak.amplification(rec["io"]["write_bytes"],
+                                                        r.get("bytes"), n)
+        if sampler is not None and samples is not None:
+            sampler.look_once("stopped")
+            rec["soak"] = soak.soak_report(samples, sampler.samples, t0, r["t_last_byte"],
+                                           c["t_commit"], t_launch, a.flush_interval)
         rec.update(count_export([*tsnet_cmd(), "--config", cfg, "export"], workdir,
                                 a.export_timeout))
         want_series = min(a.series, n)
@@ -691,6 +762,8 @@ def one_run(a: argparse.Namespace, run: int) -> dict:
                 lg.wait(10)
         if spy is not None:
             spy.stop()
+        if sampler is not None:
+            sampler.stop()
         if server is not None and server.alive():
             server.kill()
         if redis is not None:
@@ -750,6 +823,17 @@ def report(summ: dict) -> None:
         f"server CPU {summ.get('median_server_cpu_s')} s, peak RSS "
         f"{summ.get('max_peak_rss_mib')} MiB; bar (>= {BAR_PPS} points/s, RSS < "
         f"{BAR_RSS_MIB} MiB): {verdict}")
+    if "median_write_amplification_per_point_byte" in summ:
+        log(f"write amplification (bytes written to storage, loadgen's launch to the "
+            f"server's exit): median {summ['median_write_amplification_per_point_byte']} "
+            f"per 16-byte point, {summ['median_write_amplification_per_wire_byte']} per "
+            "wire byte")
+    if "soak" in summ:
+        sk = summ["soak"]
+        log(f"soak ({sk['seconds']:g} s at {sk['rate']:g} points/s, flush_interval "
+            f"{sk['flush_interval']} s): longest stall {sk['max_longest_stall_s']} s; bar "
+            f"(no stall over {soak.STALL_BAR_S} s, pending log and small chunks bounded): "
+            f"{'PASS' if sk['pass'] else 'FAIL'}")
     if "export_bar" in summ:
         log(f"export: median {summ['median_export_lines_per_sec']} lines/s (whole command, "
             f"start-up included), peak RSS {summ['max_export_peak_rss_mib']} MiB; bar (>= "
@@ -803,6 +887,11 @@ def summarize(a: argparse.Namespace, runs: list[dict], git: dict) -> dict:
             "max_peak_rss_mib": max(r["peak_rss_mib"] for r in ok),
             "median_other_cpu_s": round(statistics.median(r["other_cpu_s"] for r in ok), 2),
         })
+        for key in ("per_point_byte", "per_wire_byte"):
+            amps = [r["write_amplification"][key] for r in ok
+                    if r["write_amplification"][key] is not None]
+            summ[f"median_write_amplification_{key}"] = \
+                round(statistics.median(amps), 3) if amps else None
     timed = [t["lines_per_sec"] for r in ok for t in r.get("export_timed", ())]
     if timed:
         summ["median_export_lines_per_sec"] = round(statistics.median(timed), 1)
@@ -813,11 +902,17 @@ def summarize(a: argparse.Namespace, runs: list[dict], git: dict) -> dict:
         summ["export_bar"] = {"lines_per_sec_min": BAR_EXPORT_LPS,
                               "pass": summ["median_export_lines_per_sec"] >= BAR_EXPORT_LPS}
     applies = all(getattr(a, k) == v for k, v in BAR_PARAMS.items()) and not (
-        a.py_spy or a.cprofile)
+        a.py_spy or a.cprofile or a.soak)
     met = (summ["ok"] and summ["median_points_per_sec"] >= BAR_PPS
            and summ["max_peak_rss_mib"] < BAR_RSS_MIB)
     summ["bar"] = {"points_per_sec_min": BAR_PPS, "peak_rss_mib_below": BAR_RSS_MIB,
                    "applies": applies, "pass": met if applies else None, "would_pass": met}
+    if a.soak:
+        soaks = [r["soak"] for r in ok]
+        stalls = [s["longest_stall_s"] for s in soaks if s["longest_stall_s"] is not None]
+        summ["soak"] = {"seconds": a.soak, "rate": a.rate, "flush_interval": a.flush_interval,
+                        "max_longest_stall_s": max(stalls, default=None),
+                        "pass": summ["ok"] and all(s["bar"]["pass"] for s in soaks)}
     if not summ["ok"]:
         summ["errors"] = [r.get("error", "")[:300] for r in runs if not r["ok"]]
     return summ
@@ -825,7 +920,20 @@ def summarize(a: argparse.Namespace, runs: list[dict], git: dict) -> dict:
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--points", type=int, default=2_000_000, help="points per run (N)")
+    p.add_argument("--points", type=int, default=None,
+                   help="points per run (N, default 2000000; --soak: RATE * SECONDS)")
+    p.add_argument("--soak", type=float, default=None, metavar="SECONDS",
+                   help="paced load for SECONDS at --rate (loadgen --rate --duration), "
+                        "sampled over time: per-second committed rate, stalls, the pending "
+                        "log and small chunks in the SQLite file (SQLite storage only)")
+    p.add_argument("--rate", type=float, default=None, metavar="R",
+                   help="--soak: points per second over all connections")
+    p.add_argument("--flush-interval", type=float, default=None,
+                   help=f"the server's flush_interval (default {FLUSH_INTERVAL}; --soak: "
+                        f"{SOAK_FLUSH_INTERVAL})")
+    p.add_argument("--sample-interval", type=float, default=SOAK_SAMPLE_INTERVAL,
+                   help="--soak: seconds between looks into the SQLite file "
+                        f"(default {SOAK_SAMPLE_INTERVAL})")
     p.add_argument("--conns", type=int, default=4, help="client connections")
     p.add_argument("--series", type=series_counts, default=[1000], metavar="N[,N...]",
                    help="distinct series; several (1000,10000,100000,1000000) sweep them: "
@@ -838,19 +946,21 @@ def main(argv: list[str] | None = None) -> int:
                         "per run (its CPU is reported as redis_cpu_s)")
     p.add_argument("--redis-server", default="redis-server",
                    help="the redis-server binary for --storage redis")
-    p.add_argument("--runs", type=int, default=3, help="fresh-server runs (median reported)")
+    p.add_argument("--runs", type=int, default=None,
+                   help="fresh-server runs (median reported; default 3, --soak: 1)")
     p.add_argument("--loadgen", default=DEFAULT_LOADGEN,
                    help="path of the load generator (default: bench/loadgen.py, the bench's "
                         "own; ../shared/bench/loadgen.py is the one that measures the peers)")
     p.add_argument("--timeout", type=float, default=300.0,
-                   help="seconds from launching loadgen until every point must be committed")
+                   help="seconds from launching loadgen until every point must be committed "
+                        "(--soak: from the soak's end)")
     p.add_argument("--poll-interval", type=float, default=0.05, help="seconds between polls")
     p.add_argument("--startup-timeout", type=float, default=60.0)
     p.add_argument("--stop-timeout", type=float, default=120.0)
     p.add_argument("--export-timeout", type=float, default=600.0)
-    p.add_argument("--export-runs", type=int, default=3,
+    p.add_argument("--export-runs", type=int, default=None,
                    help="timed `tsnet export` runs into a file after each run's check "
-                        "(export lines/s, median reported; 0: none)")
+                        "(export lines/s, median reported; 0: none; default 3, --soak: 0)")
     p.add_argument("--protocol-label", default=None,
                    help="protocol label of tsnet_points_written_total to wait on (default: "
                         'the format\'s family; "*": all)')
@@ -865,8 +975,28 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--keep", action="store_true", help="keep every run's temp dir")
     p.add_argument("--keep-failed", action="store_true", help="keep a failed run's temp dir")
     p.add_argument("--strict", action="store_true",
-                   help="exit 3 when the bar applies and is missed")
+                   help="exit 3 when the bar applies and is missed (--soak: the soak's bar)")
     a = p.parse_args(argv)
+    if (a.soak is None) != (a.rate is None):
+        p.error("--soak and --rate go together")
+    if a.soak is not None:
+        if min(a.soak, a.rate, a.sample_interval) <= 0:
+            p.error("--soak, --rate and --sample-interval must be > 0")
+        if a.points is not None:
+            p.error("--points is RATE * SECONDS with --soak: drop --points")
+        if a.storage != "sqlite":
+            p.error("--soak looks into the SQLite file: it needs --storage sqlite")
+        a.points = int(a.rate * a.soak)  # what loadgen makes of --rate and --duration
+        a.timeout += a.soak
+    defaults = {"points": 2_000_000, "runs": 3, "export_runs": 3,
+                "flush_interval": FLUSH_INTERVAL}
+    if a.soak is not None:
+        defaults.update(runs=1, export_runs=0, flush_interval=SOAK_FLUSH_INTERVAL)
+    for key, value in defaults.items():
+        if getattr(a, key) is None:
+            setattr(a, key, value)
+    if a.flush_interval <= 0:
+        p.error("--flush-interval must be > 0")
     if min(a.points, a.conns, *a.series, a.runs) < 1 or min(a.tags, a.export_runs) < 0:
         p.error("points, conns, series and runs must be >= 1, tags and export runs >= 0")
     if a.poll_interval <= 0 or a.timeout <= 0:
@@ -905,15 +1035,21 @@ def main(argv: list[str] | None = None) -> int:
                     if getattr(a, opt):
                         root, ext = os.path.splitext(getattr(a, opt))
                         setattr(one, opt, f"{root}.s{n}{ext}")
-            log(f"run {i}/{a.runs}: {a.format} on {a.storage}, {a.points} points, "
+            paced = f" ({a.rate:g} points/s for {a.soak:g} s)" if a.soak else ""
+            log(f"run {i}/{a.runs}: {a.format} on {a.storage}, {a.points} points{paced}, "
                 f"{a.conns} conns, {n} series, {a.tags} tags")
             rec = one_run(one, i)
             by_count[n].append(rec)
             print(json.dumps(rec), flush=True)
             if rec["ok"]:
+                amp = rec["write_amplification"]
                 log(f"run {i}: {rec['points_per_sec']:.0f} points/s ({rec['e2e_seconds']:.2f} "
                     f"s), server CPU {rec['server_cpu_s']:.2f} s, peak RSS "
-                    f"{rec['peak_rss_mib']} MiB")
+                    f"{rec['peak_rss_mib']} MiB, wrote {mib((amp['bytes_written'] or 0) >> 10)}"
+                    f" MiB: {amp['per_point_byte']} per 16-byte point, "
+                    f"{amp['per_wire_byte']} per wire byte")
+                for line in soak.render(rec) if "soak" in rec else ():
+                    log(line)
             else:
                 log(f"RUN {i} FAILED: {rec['error']}")
                 stop = rec.get("error_code") == 2  # environment: the next would fail alike
@@ -939,6 +1075,8 @@ def main(argv: list[str] | None = None) -> int:
     if not summ["ok"]:
         return max(r.get("error_code", 1) for r in runs if not r["ok"])
     if a.strict and summ["bar"]["applies"] and not summ["bar"]["pass"]:
+        return 3
+    if a.strict and a.soak and not all(x["soak"]["pass"] for x in summaries):
         return 3
     return 0
 

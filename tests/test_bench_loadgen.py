@@ -193,3 +193,94 @@ def test_refuses_non_loopback(host: str) -> None:
     assert rc == 64
     assert out is None
     assert "refusing --host" in err
+
+
+class Sink:
+    """A line server on 127.0.0.1 that keeps what each connection sent, with the
+    time each piece came in, and closes a connection once its client half-closed."""
+
+    def __init__(self) -> None:
+        self.lsock = socket.create_server(("127.0.0.1", 0))
+        self.lsock.settimeout(30)
+        self.port = self.lsock.getsockname()[1]
+        self.pieces: list[tuple[float, bytes]] = []
+        self.lock = threading.Lock()
+        self.threads: list[threading.Thread] = []
+
+    def serve(self, conns: int) -> None:
+        def one(c: socket.socket) -> None:
+            with c:
+                c.settimeout(30)
+                while data := c.recv(1 << 16):
+                    with self.lock:
+                        self.pieces.append((time.time(), data))
+
+        with self.lsock:
+            for _ in range(conns):
+                c, _addr = self.lsock.accept()
+                t = threading.Thread(target=one, args=(c,), daemon=True)
+                t.start()
+                self.threads.append(t)
+        for t in self.threads:
+            t.join(30)
+
+
+def test_paced_lines_keep_the_rate_and_never_repeat_a_point() -> None:
+    """--rate 3000 --duration 3 over 3 connections: 9000 points, sent over the 3
+    seconds (not in one burst), each (series, time) once, time stamps going on."""
+    sink = Sink()
+    t = threading.Thread(target=sink.serve, args=(3,), daemon=True)
+    t.start()
+    base = 1_600_000_000
+    rc, out, err = loadgen("--port", str(sink.port), "--format", "opentsdb-telnet",
+                           "--rate", "3000", "--duration", "3", "--conns", "3",
+                           "--series", "70", "--ts-base", str(base), "--drain-timeout", "10")
+    t.join(30)
+    assert rc == 0, (out, err)
+    assert out is not None and out["errors"] == []
+    assert out["points_sent"] == out["points_requested"] == 9000
+    assert out["rate_requested"] == 3000 and out["duration_requested"] == 3
+    assert 2700 <= out["achieved_rate"] <= 3150
+    assert 2.9 <= out["send_seconds"] <= 3.4
+    assert 0 <= out["max_late_s"] < 0.5 and out["end_late_s"] < 0.4
+    assert out["pregen"] is False
+    lines = b"".join(d for _t, d in sink.pieces).decode().splitlines()
+    assert len(lines) == 9000
+    points = set()
+    for ln in lines:
+        _put, metric, ts, _value, *tags = ln.split()
+        points.add((metric, tuple(tags), int(ts)))
+    assert len(points) == 9000
+    assert len({p[:2] for p in points}) == 70
+    assert min(p[2] for p in points) == base and max(p[2] for p in points) == base + 8999 // 70
+    # paced: about half the bytes were in by half time
+    t0 = out["t_first_byte"]
+    half = sum(len(d) for ts, d in sink.pieces if ts <= t0 + 1.5)
+    total = sum(len(d) for _t, d in sink.pieces)
+    assert 0.35 * total <= half <= 0.65 * total
+
+
+def test_paced_http_sends_whole_batches_on_time(server: TsnetProcess) -> None:
+    listener, protocol = TARGETS["opentsdb-http"]
+    before = counter(server, "tsnet_points_written_total", protocol)
+    rc, out, err = loadgen("--port", str(server.ports[listener]), "--format", "opentsdb-http",
+                           "--rate", "1000", "--duration", "2", "--conns", "2", "--batch", "50",
+                           "--ts-base", str(TS_BASE["opentsdb-http"] + 50_000))
+    assert rc == 0, (out, err)
+    assert out is not None and out["errors"] == []
+    assert out["points_sent"] == out["points_accepted"] == 2000
+    assert out["requests"] == 40  # whole batches of 50
+    assert 850 <= out["achieved_rate"] <= 1050
+    assert settled(server, protocol, before + 2000) == before + 2000
+
+
+@pytest.mark.parametrize("args,why", [
+    (["--rate", "100"], "--rate and --duration go together"),
+    (["--duration", "3"], "--rate and --duration go together"),
+    (["--rate", "100", "--duration", "3", "--points", "300"], "drop --points"),
+    (["--rate", "0", "--duration", "3"], "must be > 0"),
+])
+def test_bad_pacing_is_a_usage_error(args: list[str], why: str) -> None:
+    rc, out, err = loadgen("--port", "9", "--format", "opentsdb-telnet", *args, timeout=30)
+    assert rc == 64 and out is None
+    assert why in err
