@@ -31,7 +31,7 @@ PINNED = [
     "BodyError", "BodyTooLarge", "request_body", "META_KINDS", "check_meta_kind", "check_tags",
     "series_sort_key", "FlowControlled", "StorageUnavailable", "CommandError", "LogBound",
     "LineDeadline", "IBoundedReads", "TooManyPoints", "IExportText", "IImportKinds", "IImporter",
-    "ImportStep", "IExpiringStorage",
+    "ImportStep", "IExpiringStorage", "ISeriesByKey", "ITagIndex",
 ]
 
 

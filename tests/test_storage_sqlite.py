@@ -446,3 +446,94 @@ async def test_a_long_read_holds_no_commit(factory: Callable[[], SqliteStorage])
         assert values == [1.0]
     finally:
         await storage.close()
+
+
+_names = st.text(alphabet=st.characters(blacklist_categories=()), max_size=12)  # (surrogates too)
+
+
+@given(_names, _names, st.none() | _names, st.dictionaries(_names, _names, max_size=4))
+def test_a_series_row_is_the_same_text_whichever_encoder_wrote_it(
+        solution: str, metric: str, entity: str | None, tags: dict[str, str]) -> None:
+    """Series rows of plain names are written by orjson (a fleet's first batch
+    creates 100 k of them), the others by json.dumps, and both must give the
+    text json.dumps always gave: the unique key finds a series by it."""
+    import json
+
+    from tsnet.storage.sqlite import _series_skey, _tags_text
+
+    key = series_key(metric, tags, entity)
+    old = json.dumps([solution, metric, entity, [list(p) for p in key[2]]],
+                     separators=(",", ":"), sort_keys=True)
+    assert _series_skey(solution, key) == (old, key)
+    assert _tags_text(key) == json.dumps(dict(key[2]), separators=(",", ":"),
+                                                   sort_keys=True)
+
+
+def test_many_new_series_in_one_batch_get_ids_rows_index_and_meta(tmp_path: Path) -> None:
+    """A batch of many unknown series is created in bulk: every series once,
+    with ids of its own, its tag index rows and (ATSD) implicit meta, and a
+    later batch finds them all by key after the cache forgot them."""
+    e = SqliteEngine(str(tmp_path / "x.db"))
+    e.open()
+    keys = [series_key("m", {"host": f"h{i}", "dc": "d" + "é" * (i % 2)},
+                       "ent" if i % 3 == 0 else None) for i in range(3000)]
+    wb = make_batch(S)
+    samples = wb.for_solution(S).samples
+    samples.keys, samples.times, samples.values = keys, [T0] * 3000, list(range(3000))
+    samples.recount()
+    e.write(wb)
+    db = e.db
+    ids = dict(zip(keys, map(e._ids[S].__getitem__, keys), strict=True))
+    assert len(set(ids.values())) == 3000
+    rows = {r[0]: r[1:] for r in db.execute("SELECT id, metric, entity, tags FROM series")}
+    assert len(rows) == 3000
+    for key, sid in ids.items():
+        assert rows[sid][:2] == (key[0], key[1])
+    (tagged,) = db.execute("SELECT count(DISTINCT series_id) FROM series_tags").fetchone()
+    assert tagged == 3000
+    assert {r[0] for r in db.execute("SELECT name FROM meta WHERE kind = 'entity'")} == {"ent"}
+    e._ids.clear()
+    again = make_batch(S)
+    more = again.for_solution(S).samples
+    more.keys, more.times, more.values = keys, [T0 + 1] * 3000, list(range(3000))
+    more.recount()
+    e.write(again)
+    assert db.execute("SELECT count(*) FROM series").fetchone() == (3000,)
+    assert {k: e._ids[S][k] for k in keys} == ids
+    e.close()
+
+
+def test_small_chunk_counts_are_a_byte_a_series_and_ready_in_order() -> None:
+    from tsnet.storage.sqlite import _SmallChunks
+
+    small = _SmallChunks(3, [(5, 2), (1, 7)])
+    assert small.take(None) == [1]
+    small.add(9)
+    small.add(5)  # 5 reaches 3: ready after 1
+    for _ in range(300):
+        small.add(2)  # saturates, stays ready once
+    assert small.take(None) == [1, 5, 2] and small.take(2) == [1, 5]
+    assert (small.count(2), small.count(9), small.count(10**6)) == (255, 1, 0)
+    small.set(5, 0)
+    assert small.take(None) == [1, 2] and len(small.counts) < 20
+
+
+def test_compaction_takes_the_series_that_filled_up_first(tmp_path: Path) -> None:
+    """Background compaction (no solution given) takes its series from the
+    ready list, oldest first, instead of scanning every series' count."""
+    SEC = 10**9
+    e = SqliteEngine(str(tmp_path / "x.db"), pending_max_points=0)
+    e.open()
+    late, early = series_key("m", {"h": "late"}), series_key("m", {"h": "early"})
+    for i in range(8):
+        e.write(make_batch(S, [(early, T0 + i * SEC, i)]))
+    e.compact(None, max_series=1)  # counts are made from the table once, here
+    for i in range(8):
+        e.write(make_batch(S, [(late, T0 + i * SEC, i)]))
+        e.write(make_batch(S, [(early, T0 + (20 + i) * SEC, i)]))
+    ids = e._ids[S]
+    assert e._small.take(None) == [ids[late], ids[early]]
+    assert e.compact(None, max_series=1) == 1
+    rows = dict(e.db.execute("SELECT series_id, count(*) FROM chunks GROUP BY series_id"))
+    assert rows == {ids[late]: 1, ids[early]: 9}
+    e.close()

@@ -223,6 +223,46 @@ class IBoundedReads(Interface):
         of series, at a time), so it never holds much more than that."""
 
 
+class ISeriesByKey(Interface):
+    """An `IStorage` that reads given series by key, touching no other series'
+    samples.  Optional: a query that selects some series of a metric reads
+    just those from a backend with it (from one without, it reads the whole
+    metric and selects afterwards).  A key names one series, so a backend
+    that keeps a series where its key hashes (Redis) needs no index for it."""
+
+    def read_series_of(solution, keys, start_ns, end_ns, max_points=None):
+        """As `IStorage.read_series` and `IBoundedReads.read_series`, for the
+        series ``keys`` names (SeriesKeys as `list_series` returns them, of
+        any metrics; a key that is not stored, or has no point in range, is
+        left out; a key given twice is read once), in `read_series` order."""
+
+
+class ITagIndex(Interface):
+    """An `IStorage` with an index of its series' tags, so the read APIs find
+    a few of many series, and list names, without listing every series.
+    Optional: without it they list the series (`list_series`) and filter.
+
+    Matching is on the tags an OpenTSDB read sees (`tsnet.model.series_tags`:
+    a series' tags, and its entity as the tag ``entity`` unless it has a tag of
+    that name) and exact (case and all).  Keep the index in the transaction
+    that creates the series it describes."""
+
+    def list_series_where(solution, metric, tags):
+        """Deferred[list[SeriesKey]]: the series of ``metric`` that have every
+        key of ``tags`` (a dict: tag key -> frozenset of the values it may
+        have; an empty set matches nothing) with one of its values, in
+        `list_series` order; ``tags`` empty: every series of the metric.  It
+        is there to cost what the series that match one of the keys cost,
+        not what the metric's do."""
+
+    def suggest_names(solution, kind, prefix, limit):
+        """Deferred[list[str]]: the distinct names of ``kind`` -- ``"metrics"``
+        (of the solution's series), ``"tagk"`` or ``"tagv"`` (of any key; the
+        tags as written, no entity) -- that start with ``prefix``, sorted by
+        code point, the first ``limit`` (an int >= 0) of them: what OpenTSDB's
+        ``/api/suggest`` answers.  Any other kind fails with ValueError."""
+
+
 class IExpiringStorage(Interface):
     """An `IStorage` that removes expired data in the background (retention,
     `tsnet.retention`).  Optional: on a backend without it expired data is

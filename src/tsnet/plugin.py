@@ -80,9 +80,11 @@ from tsnet.interfaces import (
     IMetrics,
     IPointSink,
     IProtocolPlugin,
+    ISeriesByKey,
     IStorage,
     IStorageBackend,
     IStorages,
+    ITagIndex,
 )
 from tsnet.listeners import (
     ConnectionTracker,
@@ -216,9 +218,11 @@ __all__ = [
     "IMetrics",
     "IPointSink",
     "IProtocolPlugin",
+    "ISeriesByKey",
     "IStorage",
     "IStorageBackend",
     "IStorages",
+    "ITagIndex",
     "ImportStep",
     "Key",
     "LineDeadline",

@@ -564,6 +564,21 @@ def literal_filters(tags: Iterable[tuple[str, str]]) -> list[TagFilter]:
     return [make_filter("literal_or", k, v, False) for k, v in tags]
 
 
+def literal_tags(filters: Iterable[TagFilter]) -> dict[str, frozenset[str]]:
+    """What a tag index can look up for ``filters`` (`ITagIndex.list_series_where`):
+    tag key -> the values a selected series may have there, from the
+    case-sensitive ``literal_or`` filters (``k=v``, ``k=a|b``, a READ token's
+    tags), those of one key intersected.  The other types are left to the
+    filters themselves, which still run on what the index finds: this only
+    narrows which series are read."""
+    out: dict[str, frozenset[str]] = {}
+    for f in filters:
+        if f.type == "literal_or":
+            values = frozenset(_java_pipe_split(f.filter))
+            out[f.tagk] = out[f.tagk] & values if f.tagk in out else values
+    return out
+
+
 def _tag_pair(text: str) -> tuple[str, str]:
     """OpenTSDB ``Tags.parse`` of one ``k=v``."""
     kv = text.split("=")

@@ -22,6 +22,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 from twisted.internet import defer
@@ -202,19 +203,38 @@ class QueryRunner:
         return self._slots.run(run)
 
 
+async def _at_most(read: Callable[..., Any], bounded: bool, max_points: int | None) -> list:
+    """``read()`` of at most ``max_points`` points (None: any number), else
+    `TooManyPoints`: a ``bounded`` read is handed the limit and stops early,
+    another is checked once it returns."""
+    if max_points is None:
+        return await read()
+    if bounded:
+        return await read(max_points=max_points)
+    rows = await read()
+    if sum(len(r[1]) for r in rows) > max_points:
+        raise TooManyPoints(max_points)
+    return rows
+
+
 async def read_at_most(reader: Any, solution: str, metric: str | None, start_ns: int | None,
                        end_ns: int | None, max_points: int | None) -> list:
     """``reader.read_series(...)`` of at most ``max_points`` points (None: any
     number), else `TooManyPoints`: a reader with `IBoundedReads` stops early,
     one without is checked once its read returns."""
-    if max_points is None:
-        return await reader.read_series(solution, metric, start_ns, end_ns)
-    if IBoundedReads.providedBy(reader):
-        return await reader.read_series(solution, metric, start_ns, end_ns,
-                                        max_points=max_points)
-    rows = await reader.read_series(solution, metric, start_ns, end_ns)
-    if sum(len(r[1]) for r in rows) > max_points:
-        raise TooManyPoints(max_points)
+    return await _at_most(partial(reader.read_series, solution, metric, start_ns, end_ns),
+                          IBoundedReads.providedBy(reader), max_points)
+
+
+async def _spent(budget: QueryBudget, read: Callable[[int], Any]) -> list:
+    """``read(points left)`` counted against the budget's points."""
+    left = budget.points_left()
+    try:
+        rows = await read(left)
+    except TooManyPoints:
+        budget.read(left + 1)  # raises max_query_points
+        raise
+    budget.read(sum(len(r[1]) for r in rows))
     return rows
 
 
@@ -223,11 +243,13 @@ async def read_series(reader: Any, budget: QueryBudget, solution: str, metric: s
     """``reader.read_series(...)`` counted against the budget's points (see
     `read_at_most`): a query over too many never holds them all where the
     reader can stop early."""
-    left = budget.points_left()
-    try:
-        rows = await read_at_most(reader, solution, metric, start_ns, end_ns, left)
-    except TooManyPoints:
-        budget.read(left + 1)  # raises max_query_points
-        raise
-    budget.read(sum(len(r[1]) for r in rows))
-    return rows
+    return await _spent(budget, partial(read_at_most, reader, solution, metric, start_ns,
+                                        end_ns))
+
+
+async def read_series_of(reader: Any, budget: QueryBudget, solution: str, keys: list,
+                         start_ns: int | None, end_ns: int | None) -> list:
+    """``reader.read_series_of(...)`` (`ISeriesByKey`, bounded by contract)
+    counted against the budget's points, as `read_series` is."""
+    return await _spent(budget, lambda left: reader.read_series_of(
+        solution, keys, start_ns, end_ns, max_points=left))

@@ -24,7 +24,7 @@ from typing import Any
 from twisted.internet import defer
 from zope.interface import alsoProvides, implementer
 
-from tsnet.interfaces import IBoundedReads, IExportText
+from tsnet.interfaces import IBoundedReads, IExportText, ISeriesByKey, ITagIndex
 from tsnet.query_limits import read_at_most
 from tsnet.retention import NS_PER_MS, Cutoffs, Retention, cutoff_of
 
@@ -45,8 +45,11 @@ class RetainedReader:
         self._retention = retention
         #: the solutions of the catalog that live in ``backend`` (for the export)
         self._solutions = solutions
-        if IExportText.providedBy(reader):
-            alsoProvides(self, IExportText)
+        # what the reader offers beside IStorage, retention applied where it
+        # reads points (a tag index lists series and names: nothing to hide)
+        for optional in (IExportText, ISeriesByKey, ITagIndex):
+            if optional.providedBy(reader):
+                alsoProvides(self, optional)
 
     def __getattr__(self, name: str) -> Any:
         # everything retention has nothing to hide in: the reader's own (not
@@ -80,6 +83,30 @@ class RetainedReader:
         if metric is None and cut.varies:
             rows = _drop_expired(rows, cut)
         return rows
+
+    def read_series_of(self, solution: str, keys: list, start_ns: int | None = None,
+                       end_ns: int | None = None, max_points: int | None = None
+                       ) -> defer.Deferred:
+        """As `ISeriesByKey.read_series_of` (provided when the reader provides
+        it), without expired points: from the lowest cutoff of the keys'
+        metrics, each series then from its own."""
+        return defer.ensureDeferred(
+            self._read_series_of(solution, keys, start_ns, end_ns, max_points))
+
+    async def _read_series_of(self, solution: str, keys: list, start_ns: int | None,
+                              end_ns: int | None, max_points: int | None) -> list:
+        keys = list(keys)
+        cut = await self._retention.cutoffs(solution, self._backend)
+        if cut:
+            cuts = [cut.series(m) for m in {k[0] for k in keys}]
+            lo = None if not cuts or None in cuts else min(cuts)
+            if lo is not None and (start_ns is None or start_ns < lo):
+                start_ns = lo
+                if end_ns is not None and start_ns > end_ns:
+                    return []
+        rows = await self._reader.read_series_of(solution, keys, start_ns, end_ns,
+                                                 max_points=max_points)
+        return _drop_expired(rows, cut) if cut.varies else rows
 
     # -- messages -------------------------------------------------------------
 

@@ -39,6 +39,7 @@ from tsnet.interfaces import (
     ICatalog,
     IExpiringStorage,
     IExportText,
+    ISeriesByKey,
     IStorage,
 )
 from tsnet.model import INT64_MAX, Batch, Message, Meta, Property, Record, SeriesKey, WriteBatch
@@ -126,7 +127,7 @@ def _solution_of(data: bytes) -> SolutionRecord:
                           d["attributes"])
 
 
-@implementer(IStorage, IBoundedReads, IExpiringStorage, IExportText, ICatalog)
+@implementer(IStorage, IBoundedReads, IExpiringStorage, IExportText, ICatalog, ISeriesByKey)
 class RedisStorage:
     """`IStorage` and `ICatalog` over one or several Redis shards."""
 
@@ -423,6 +424,32 @@ class RedisStorage:
     async def _read_series(self, solution: str, metric: str | None, start_ns: int | None,
                            end_ns: int | None, max_points: int | None = None) -> list:
         entries = await self._index(solution, metric)
+        return await self._read_entries(solution, entries, start_ns, end_ns, max_points)
+
+    def read_series_of(self, solution: str, keys: Iterable[SeriesKey],
+                       start_ns: int | None = None, end_ns: int | None = None,
+                       max_points: int | None = None) -> defer.Deferred:
+        """`ISeriesByKey`: each series' lists where its id hashes, with no
+        index read (on every shard, owner last, as a shard added before a
+        `rebalance` may have left a part of it on another)."""
+        return defer.ensureDeferred(
+            self._read_keys(solution, list(keys), start_ns, end_ns, max_points))
+
+    async def _read_keys(self, solution: str, keys: list[SeriesKey], start_ns: int | None,
+                         end_ns: int | None, max_points: int | None) -> list:
+        self._check_open()
+        everywhere = list(range(len(self._shards)))
+        found: dict[str, _Entry] = {}
+        for metric, entity, tags in keys:
+            key = (metric, entity, tuple(sorted(tags)))
+            sid = series_id(codec.series_key_bytes(key))
+            found[sid] = (key, sid, self._owner_last(series_route(solution, sid), everywhere))
+        entries = sorted(found.values(), key=lambda e: series_sort_key(e[0]))
+        return await self._read_entries(solution, entries, start_ns, end_ns, max_points)
+
+    async def _read_entries(self, solution: str, entries: list[_Entry], start_ns: int | None,
+                            end_ns: int | None, max_points: int | None) -> list:
+        """The samples of ``entries`` (in their order), a chunk of series at a time."""
         out = []
         left = INT64_MAX if max_points is None else max_points
         for lo in range(0, len(entries), READ_CHUNK):

@@ -41,6 +41,7 @@ from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
+import orjson
 from twisted.internet import defer, task
 from twisted.internet.threads import deferToThreadPool
 from twisted.logger import Logger
@@ -49,7 +50,15 @@ from zope.interface import implementer
 
 from tsnet import export, export_text
 from tsnet.errors import BadBatch, Conflict, NotFound, TooManyPoints
-from tsnet.interfaces import IBoundedReads, ICatalog, IExpiringStorage, IExportText, IStorage
+from tsnet.interfaces import (
+    IBoundedReads,
+    ICatalog,
+    IExpiringStorage,
+    IExportText,
+    ISeriesByKey,
+    IStorage,
+    ITagIndex,
+)
 from tsnet.model import (
     INT64_MAX,
     Column,
@@ -62,12 +71,13 @@ from tsnet.model import (
     WriteBatch,
 )
 from tsnet.records import Credential, SolutionRecord, TokenRecord
-from tsnet.storage import chunks, rules
+from tsnet.storage import chunks, rules, sqlite_tags
 from tsnet.storage import pending as pending_log
 
 log = Logger(namespace="tsnet.storage.sqlite")
 
-SCHEMA_VERSION = 1
+#: 2: the tag index (`tsnet.storage.sqlite_tags`; a file of 1 is migrated)
+SCHEMA_VERSION = sqlite_tags.VERSION
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS info (
@@ -203,6 +213,9 @@ SERIES_ID_CACHE = 200_000
 WIDE_POINTS = 8
 #: pending points that are folded into chunks at once, without waiting for a read
 PENDING_FOLD_POINTS = 500_000
+#: series keys one query looks up when a batch brings many unknown ones (under
+#: SQLite's default limit of 32766 parameters, and its older one of 999)
+LOOKUP_KEYS = 900
 
 #: points per chunk that compaction aims at, and small chunks that make it worth it
 COMPACT_TARGET = 4096
@@ -233,7 +246,27 @@ def _series_skey(solution: str, key: SeriesKey) -> tuple[str, SeriesKey]:
     """The unique text key of a series, and its canonical SeriesKey (tags sorted)."""
     metric, entity, tags = key
     canon = (metric, entity, tuple(sorted(tags)))
-    return _dumps([solution, metric, entity, [list(p) for p in canon[2]]]), canon
+    return _dumps_fast([solution, metric, entity, [list(p) for p in canon[2]]]), canon
+
+
+def _tags_text(canon: SeriesKey) -> str:
+    """The ``tags`` column of a series: its tags as a JSON object."""
+    return _dumps_fast(dict(canon[2]))
+
+
+def _dumps_fast(obj: Any) -> str:
+    """`_dumps`, by orjson when that gives the same text: when it escaped
+    nothing and wrote only ASCII (json.dumps escapes DEL and every non-ASCII
+    character, orjson neither).  A fleet's first batch creates 100 k series
+    rows, and json.dumps with options costs several microseconds each; the
+    texts a row holds must not depend on which one wrote them."""
+    try:
+        out = orjson.dumps(obj, option=orjson.OPT_SORT_KEYS)
+    except orjson.JSONEncodeError:  # (a lone surrogate, which json.dumps escapes)
+        return _dumps(obj)
+    if out.isascii() and b"\\" not in out and b"\x7f" not in out:
+        return out.decode()
+    return _dumps(obj)
 
 
 def _where(*filters: tuple[str, Any]) -> tuple[str, list[Any]]:
@@ -245,6 +278,54 @@ def _where(*filters: tuple[str, Any]) -> tuple[str, list[Any]]:
 
 def _key_from_row(metric: str, entity: str | None, tags: str) -> SeriesKey:
     return (metric, entity, tuple(sorted(json.loads(tags).items())))
+
+
+class _SmallChunks:
+    """How many small chunks each series has, and which series have enough of
+    them to be compacted, in the order they got there.
+
+    The counts sit in a byte per series id (ids are dense: `_series_id` and
+    `_many_series_ids` give max + 1), saturating at 255, so a million series
+    take a megabyte, not the hundred a dict took; and compaction takes its next
+    series from ``ready`` instead of scanning every count at every step (at
+    100,000 series, tens of milliseconds a step with the GIL held)."""
+
+    __slots__ = ("counts", "ready", "ready_at")
+
+    def __init__(self, ready_at: int, counts: Iterable[tuple[int, int]] = ()) -> None:
+        self.ready_at = ready_at
+        self.counts = bytearray()
+        self.ready: dict[int, None] = {}
+        for sid, n in counts:
+            self.set(sid, n)
+
+    def set(self, sid: int, n: int) -> None:
+        counts = self.counts
+        if sid >= len(counts):
+            counts.extend(bytes(sid + 1 - len(counts) + len(counts) // 2))
+        counts[sid] = min(n, 255)
+        if n >= self.ready_at:
+            self.ready[sid] = None
+        else:
+            self.ready.pop(sid, None)
+
+    def add(self, sid: int) -> None:
+        counts = self.counts
+        if sid >= len(counts):
+            self.set(sid, 1)
+            return
+        n = counts[sid] + 1
+        if n < 256:
+            counts[sid] = n
+        if n == self.ready_at:
+            self.ready[sid] = None
+
+    def count(self, sid: int) -> int:
+        return self.counts[sid] if sid < len(self.counts) else 0
+
+    def take(self, most: int | None) -> list[int]:
+        """Up to ``most`` ready series, oldest first (they stay ready until `set`)."""
+        return list(itertools.islice(self.ready, most))
 
 
 class SqliteEngine:
@@ -262,7 +343,7 @@ class SqliteEngine:
         # series id -> small chunks written since it was last compacted; None
         # until seeded by one scan, so compaction never scans the chunks table
         # again (a scan per step made it quadratic in the number of chunks)
-        self._small: dict[int, int] | None = None
+        self._small: _SmallChunks | None = None  # (None: counted when compaction asks)
         self._pending: int | None = None  # points in the pending log; None: not read yet
         self._pending_at_compact = -1  # the log's size when compact() last ran
         self._fold_again = 0.0  # monotonic time before which reads do not try to fold
@@ -307,6 +388,7 @@ class SqliteEngine:
             columns = {row[1] for row in db.execute("PRAGMA table_info(records)")}
             if "block" not in columns:  # a file from before ts-store's blocks
                 db.execute("ALTER TABLE records ADD COLUMN block INTEGER NOT NULL DEFAULT 0")
+            sqlite_tags.migrate(db)
             version = db.execute("SELECT value FROM info WHERE key='schema_version'").fetchone()
             if version[0] != SCHEMA_VERSION:
                 raise RuntimeError(f"{self.path}: unknown schema version {version[0]}")
@@ -651,10 +733,53 @@ class SqliteEngine:
         ids = self._ids.setdefault(solution, {})
         if len(ids) > SERIES_ID_CACHE:
             ids.clear()  # (the series table is the truth: a miss costs a lookup)
-        for key in keys:
-            if key not in ids:
-                ids[key] = self._series_id(db, solution, key)
+        missing = [key for key in dict.fromkeys(keys) if key not in ids]
+        if len(missing) == 1:
+            ids[missing[0]] = self._series_id(db, solution, missing[0])
+        elif missing:
+            ids.update(self._many_series_ids(db, solution, missing))
         return ids
+
+    def _many_series_ids(self, db: sqlite3.Connection, solution: str,
+                         keys: list[SeriesKey]) -> dict[SeriesKey, int]:
+        """`_series_id` for many keys at once: looked up `LOOKUP_KEYS` a query,
+        the new ones created by one insert with ids of our own (the write lock
+        is ours: nobody else adds rows meanwhile), indexed and registered in
+        bulk.  A fleet's first batch is mostly new series; one statement each
+        cost several times what the series' point did."""
+        by_skey: dict[str, tuple[list[SeriesKey], SeriesKey]] = {}
+        for key in keys:
+            skey, canon = _series_skey(solution, key)
+            same = by_skey.get(skey)
+            if same is None:
+                by_skey[skey] = ([key], canon)
+            else:  # (tags in another order: one series)
+                same[0].append(key)
+        out: dict[SeriesKey, int] = {}
+        skeys = list(by_skey)
+        for i in range(0, len(skeys), LOOKUP_KEYS):
+            part = skeys[i:i + LOOKUP_KEYS]
+            for skey, sid in db.execute(
+                    f"SELECT skey, id FROM series WHERE skey IN ({','.join('?' * len(part))})",
+                    part):
+                out.update(dict.fromkeys(by_skey.pop(skey)[0], sid))
+        if not by_skey:
+            return out
+        (top,) = db.execute("SELECT COALESCE(MAX(id), 0) FROM series").fetchone()
+        rows, made = [], []
+        for sid, (skey, (same, canon)) in enumerate(by_skey.items(), top + 1):
+            metric, entity, _ = canon
+            rows.append((sid, solution, metric, entity, _tags_text(canon), skey))
+            made.append((sid, canon))
+            out.update(dict.fromkeys(same, sid))
+        db.executemany("INSERT INTO series (id, solution, metric, entity, tags, skey)"
+                       " VALUES (?, ?, ?, ?, ?, ?)", rows)
+        sqlite_tags.index_many(db, solution, made)
+        meta = {m for _, canon in made for m in rules.implicit_meta_of_series(canon)}
+        db.executemany(
+            "INSERT OR IGNORE INTO meta (solution, kind, name, fields) VALUES (?, ?, ?, '{}')",
+            [(solution, kind, name) for kind, name in sorted(meta)])
+        return out
 
     def _write_chunks(self, db: sqlite3.Connection, by_id: dict[int, Column]) -> None:
         self._insert_chunks(db, [(sid, *chunks.encode_chunk(col.times, col.values, col.texts))
@@ -664,9 +789,10 @@ class SqliteEngine:
         """Rows of (series id, *`chunks.EncodedChunk`)."""
         small = self._small
         if small is not None:
+            add = small.add
             for row in rows:
                 if row[3] < COMPACT_SMALL:
-                    small[row[0]] = small.get(row[0], 0) + 1
+                    add(row[0])
         db.executemany(
             "INSERT INTO chunks (series_id, min_time, max_time, count, times, vals, texts)"
             " VALUES (?, ?, ?, ?, ?, ?, ?)",
@@ -700,8 +826,9 @@ class SqliteEngine:
             return row[0]
         cur = db.execute(
             "INSERT INTO series (solution, metric, entity, tags, skey) VALUES (?, ?, ?, ?, ?)",
-            (solution, metric, entity, _dumps(dict(tags)), skey),
+            (solution, metric, entity, _tags_text((metric, entity, tags)), skey),
         )
+        sqlite_tags.index_series(db, cur.lastrowid, solution, (metric, entity, tags))
         for kind, name in rules.implicit_meta_of_series((metric, entity, tags)):
             self._register(db, solution, kind, name)
         return cur.lastrowid
@@ -839,6 +966,25 @@ class SqliteEngine:
         keys.sort(key=rules.series_sort_key)
         return keys
 
+    def list_series_where(self, solution: str, metric: str,
+                          tags: dict[str, frozenset[str]]) -> list[SeriesKey]:
+        """See ITagIndex (`sqlite_tags.series_where`)."""
+        self._fold_for_read()
+        return sqlite_tags.series_where(self.db, solution, metric, tags)
+
+    def suggest_names(self, solution: str, kind: str, prefix: str, limit: int) -> list[str]:
+        """See ITagIndex (`sqlite_tags.suggest`); the log's series have their rows."""
+        return sqlite_tags.suggest(self.db, solution, kind, prefix, limit)
+
+    def read_series_of(self, solution: str, keys: Iterable[SeriesKey],
+                       start_ns: int | None = None, end_ns: int | None = None,
+                       max_points: int | None = None) -> list:
+        """See ISeriesByKey (`sqlite_tags.read_keys`)."""
+        self._fold_for_read()
+        skeys = dict(_series_skey(solution, key) for key in keys)
+        with self._snapshot() as (db, unfolded):
+            return sqlite_tags.read_keys(db, unfolded, skeys, start_ns, end_ns, max_points)
+
     def count_points(self, solution: str | None = None) -> int:
         """Distinct (series, time) pairs of one solution, or of all when None."""
         self._fold_for_read()
@@ -956,6 +1102,7 @@ class SqliteEngine:
             )
             for table in _DATA_TABLES:
                 db.execute(f"DELETE FROM {table} WHERE solution = ?", (solution,))
+            sqlite_tags.delete_solution(db, solution)
             self._bump(db, "data_generation")
         self._ids.pop(solution, None)
 
@@ -1013,7 +1160,7 @@ class SqliteEngine:
                 done += 1
         if self._small is not None:
             for sid in sids:
-                self._small.pop(sid, None)
+                self._small.set(sid, 0)
         return done
 
     def _compaction_candidates(
@@ -1023,12 +1170,11 @@ class SqliteEngine:
         """Series worth compacting.  The background (all solutions, default
         target) asks the in-memory counts; an explicit call scans."""
         if solution is None and target == COMPACT_TARGET and small == COMPACT_SMALL:
-            if self._small is None:
-                self._small = dict(self.db.execute(
+            if self._small is None or self._small.ready_at != min_chunks:
+                self._small = _SmallChunks(min_chunks, self.db.execute(
                     "SELECT series_id, count(*) FROM chunks WHERE count < ? GROUP BY series_id",
-                    (COMPACT_SMALL,)).fetchall())
-            found = [sid for sid, n in self._small.items() if n >= min_chunks]
-            return found[:max_series] if max_series is not None else found
+                    (COMPACT_SMALL,)))
+            return self._small.take(max_series)
         sql = "SELECT c.series_id FROM chunks c"
         args: list[Any] = []
         if solution is not None:
@@ -1077,10 +1223,10 @@ class SqliteEngine:
                 for sid, cut in due:
                     n = db.execute("DELETE FROM chunks WHERE series_id = ? AND max_time < ?",
                                    (sid, cut)).rowcount
-                    if n and small is not None and sid in small:  # compaction's count
-                        small[sid] = db.execute(
+                    if n and small is not None and small.count(sid):  # compaction's count
+                        small.set(sid, db.execute(
                             "SELECT count(*) FROM chunks WHERE series_id = ? AND count < ?",
-                            (sid, COMPACT_SMALL)).fetchone()[0]
+                            (sid, COMPACT_SMALL)).fetchone()[0])
                     removed += n
         return removed, (rows[-1][0] if len(rows) >= max_series else None)
 
@@ -1475,7 +1621,8 @@ class _Faults:
             log.info("{what} of {path} works again", what=what, path=self.path)
 
 
-@implementer(IStorage, IBoundedReads, IExpiringStorage, IExportText, ICatalog)
+@implementer(IStorage, IBoundedReads, IExpiringStorage, IExportText, ICatalog, ISeriesByKey,
+             ITagIndex)
 class SqliteStorage:
     """`SqliteEngine` behind Deferreds: every call runs in one dedicated thread,
     except small sample writes that can commit at once without waiting
@@ -1669,6 +1816,19 @@ class SqliteStorage:
 
     def list_series(self, solution: str, metric: str | None = None) -> defer.Deferred:
         return self._run(self._engine.list_series, solution, metric)
+
+    def list_series_where(self, solution: str, metric: str,
+                          tags: dict[str, frozenset[str]]) -> defer.Deferred:
+        return self._read("list_series_where", solution, metric, tags)
+
+    def suggest_names(self, solution: str, kind: str, prefix: str,
+                      limit: int) -> defer.Deferred:
+        return self._read("suggest_names", solution, kind, prefix, limit)
+
+    def read_series_of(self, solution: str, keys: Iterable[SeriesKey],
+                       start_ns: int | None = None, end_ns: int | None = None,
+                       max_points: int | None = None) -> defer.Deferred:
+        return self._read("read_series_of", solution, list(keys), start_ns, end_ns, max_points)
 
     def count_points(self, solution: str | None = None) -> defer.Deferred:
         # a count reads every chunk: on the reader, so it holds no commit

@@ -25,6 +25,7 @@ from typing import Any
 
 import pytest
 import pytest_twisted
+from zope.interface.verify import verifyObject
 
 from tsnet import export
 from tsnet.errors import Conflict, NotFound, TooManyPoints
@@ -117,6 +118,138 @@ class StorageConformance:
         assert caught.value.limit == 2999
         with pytest.raises(TooManyPoints):
             await storage.read_series(S, "cpu", None, None, max_points=0)
+
+    # -- reads by key and by tag (optional: ISeriesByKey, ITagIndex) -----------
+
+    @staticmethod
+    async def _tagged_series(storage: Any) -> list[SeriesKey]:
+        """Series of two metrics, with entities and a tag named ``entity``,
+        some in two batches (last write wins), and one in another solution."""
+        keys = [series_key("cpu", {"host": f"h{i}", "dc": f"d{i % 3}"}) for i in range(9)]
+        keys += [series_key("cpu", {"host": "h1"}),
+                 series_key("cpu", {"host": "h1"}, entity="srv1"),
+                 series_key("cpu", {"entity": "tag", "host": "h2"}, entity="srv2"),
+                 series_key("cpu", {}, entity="h1"),
+                 series_key("mem", {"host": "h1", "dc": "d1"}),
+                 series_key("cpu.idle", {"host": "H1"})]
+        await storage.write(make_batch(samples=[(k, T0 + t * MS, t) for k in keys
+                                                for t in range(20)]))
+        await storage.write(make_batch(samples=[(k, T0 + 5 * MS, -1) for k in keys[1::2]]))
+        await storage.write(make_batch("other", samples=[(keys[0], T0, 1)]))
+        return keys
+
+    @pytest_twisted.ensureDeferred
+    async def test_read_series_of_reads_the_series_it_names(self, storage: Any) -> None:
+        """ISeriesByKey (optional): what `read_series` has of those series, in
+        its order, bounded as it is; unknown and repeated keys change nothing."""
+        from tsnet.interfaces import ISeriesByKey
+
+        if not ISeriesByKey.providedBy(storage):
+            pytest.skip("this backend reads series by metric only")
+        verifyObject(ISeriesByKey, storage)
+        keys = await self._tagged_series(storage)
+        unknown = series_key("cpu", {"host": "nowhere"})
+        for lo, hi in ((None, None), (T0 + 3 * MS, T0 + 7 * MS), (T0 + 30 * MS, None)):
+            everything = await storage.read_series(S, None, lo, hi)
+            for wanted in ([], keys, [*keys[::-3], unknown, keys[1], keys[1]],
+                           [keys[-1], keys[-2], keys[10]]):
+                got = await storage.read_series_of(S, wanted, lo, hi)
+                assert typed_series(got) == typed_series(
+                    [r for r in everything if r[0] in wanted])
+        # tags in any order name the same series
+        [(key, times, values, _)] = await storage.read_series_of(
+            S, [("mem", None, (("host", "h1"), ("dc", "d1")))], None, None)
+        assert key == keys[-2] and len(times) == 20 and values[5] == -1
+        assert [r[0] for r in await storage.read_series_of("other", keys, None, None)] == [
+            keys[0]]
+        assert await storage.read_series_of("nothing", keys, None, None) == []
+        assert len(await storage.read_series_of(S, keys[:3], None, None, max_points=60)) == 3
+        with pytest.raises(TooManyPoints) as caught:
+            await storage.read_series_of(S, keys[:3], None, None, max_points=59)
+        assert caught.value.limit == 59
+
+    @pytest_twisted.ensureDeferred
+    async def test_list_series_where_matches_literal_tags(self, storage: Any) -> None:
+        """ITagIndex (optional): exactly the series of the metric whose
+        OpenTSDB tags (entity as ``entity``) hold every key with one of its
+        values, in `list_series` order; kept across a reopen."""
+        from tsnet.interfaces import ITagIndex
+        from tsnet.model import series_tags
+
+        if not ITagIndex.providedBy(storage):
+            pytest.skip("this backend has no tag index")
+        verifyObject(ITagIndex, storage)
+        await self._tagged_series(storage)
+        cases = [{}, {"host": frozenset({"h1"})}, {"host": frozenset({"h1", "h4", "x"})},
+                 {"host": frozenset({"h1"}), "dc": frozenset({"d1"})},
+                 {"dc": frozenset({"d0", "d2"}), "host": frozenset({"h0", "h2", "h3"})},
+                 {"entity": frozenset({"srv1", "srv2", "tag", "h1"})},
+                 {"entity": frozenset({"srv1"}), "host": frozenset({"h1"})},
+                 {"host": frozenset()}, {"nokey": frozenset({"h1"})},
+                 {"host": frozenset({"H1", "h1 "})}]
+        for metric in ("cpu", "mem", "cpu.idle", "none"):
+            every = await storage.list_series(S, metric)
+            for tags in cases:
+                want = [k for k in every if all(series_tags(k).get(t) in v
+                                                for t, v in tags.items())]
+                assert await storage.list_series_where(S, metric, tags) == want, (metric, tags)
+        assert await storage.list_series_where("other", "cpu", {"host": frozenset({"h0"})}) \
+            == [series_key("cpu", {"host": "h0", "dc": "d0"})]
+        assert await storage.list_series_where("other", "cpu", {"host": frozenset({"h1"})}) == []
+
+    @pytest_twisted.ensureDeferred
+    async def test_suggest_names_by_prefix(self, storage: Any) -> None:
+        """ITagIndex (optional): the sorted distinct metric names, tag keys or
+        tag values (as written: no entity) with a prefix, the first ``limit``."""
+        from tsnet.interfaces import ITagIndex
+
+        if not ITagIndex.providedBy(storage):
+            pytest.skip("this backend has no tag index")
+        keys = await self._tagged_series(storage)
+        await storage.write(make_batch(samples=[(series_key("ü", {"é": "ß\u2603"}), T0, 1)]))
+        every = await storage.list_series(S)
+        names = {"metrics": {k[0] for k in every}, "tagk": {t for k in every for t, _ in k[2]},
+                 "tagv": {v for k in every for _, v in k[2]}}
+        assert "srv1" not in names["tagv"]
+        for kind, have in names.items():
+            for prefix in ("", "h", "h1", "cpu", "cpu.", "d", "ü", "é", "ß", "zzz", "\U0010ffff"):
+                for limit in (0, 1, 2, 25):
+                    want = sorted(n for n in have if n.startswith(prefix))[:limit]
+                    got = await storage.suggest_names(S, kind, prefix, limit)
+                    assert got == want, (kind, prefix, limit)
+        assert await storage.suggest_names("other", "tagk", "", 25) == ["dc", "host"]
+        assert await storage.suggest_names("nothing", "metrics", "", 25) == []
+        with pytest.raises(ValueError):
+            await storage.suggest_names(S, "tags", "", 25)
+        # a solution's index goes with its data
+        await storage.delete_solution_data("other")
+        assert await storage.suggest_names("other", "tagv", "", 25) == []
+        assert await storage.list_series_where("other", "cpu", {"host": frozenset({"h0"})}) \
+            == []
+        assert await storage.suggest_names(S, "tagv", "h1", 25) == ["h1"]
+        assert len(await storage.list_series_where(S, "cpu", {"host": frozenset({"h1"})})) \
+            == len([k for k in keys if k[0] == "cpu" and ("host", "h1") in k[2]])
+
+    @pytest_twisted.ensureDeferred
+    async def test_tag_index_survives_a_reopen(self, storage_factory: Callable[[], Any]
+                                               ) -> None:
+        from tsnet.interfaces import ITagIndex
+
+        first = storage_factory()
+        await first.open()
+        try:
+            if not ITagIndex.providedBy(first):
+                pytest.skip("this backend has no tag index")
+            await first.write(make_batch(samples=[(CPU, T0, 1)]))
+        finally:
+            await first.close()
+        again = storage_factory()
+        await again.open()
+        try:
+            assert await again.list_series_where(S, "cpu", {"host": frozenset({"a"})}) == [CPU]
+            assert await again.suggest_names(S, "tagv", "", 5) == ["a"]
+        finally:
+            await again.close()
 
     # -- samples: values -----------------------------------------------------
 

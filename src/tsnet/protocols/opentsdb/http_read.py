@@ -43,6 +43,7 @@ from twisted.web.server import NOT_DONE_YET
 
 from tsnet.errors import Forbidden, NotFound, Unauthorized
 from tsnet.http.credentials import principal_for
+from tsnet.interfaces import ISeriesByKey, ITagIndex
 from tsnet.logbound import LogBound
 from tsnet.model import READ, series_tags
 from tsnet.protocols.opentsdb import BUILD_TIMESTAMP, OPENTSDB_VERSION
@@ -63,6 +64,7 @@ from tsnet.query import (
     filter_examples,
     get_aggregator,
     literal_filters,
+    literal_tags,
     make_filter,
     matches_all,
     parse_downsample,
@@ -73,7 +75,13 @@ from tsnet.query import (
     storable_time_ms,
     tags_to_filters,
 )
-from tsnet.query_limits import QueryBudget, QueryLimits, QueryRunner, read_series
+from tsnet.query_limits import (
+    QueryBudget,
+    QueryLimits,
+    QueryRunner,
+    read_series,
+    read_series_of,
+)
 
 if TYPE_CHECKING:
     from tsnet.core import Core
@@ -584,22 +592,42 @@ class QueryResource(_Endpoint):
         for sub in tsq.queries:
             if sub is None:
                 continue
-            keys = [] if backend is None else await backend.list_series(
-                principal.solution, sub.metric)
-            if not keys:
-                raise QueryError(f"No such name for 'metrics': '{shown(sub.metric)}'")
             effective = dataclasses.replace(sub, filters=[*sub.filters, *token_filters])
+            keys, whole = await _candidates(backend, principal.solution, effective)
             selected = await self.runner.call(budget, effective.select, keys, budget)
             if not selected:
                 continue
             budget.plan_buckets(effective.planned_buckets(start_ns, end_ns) * len(selected))
             lo, hi = effective.read_range(start_ns, end_ns)
-            rows = await read_series(backend, budget, principal.solution, sub.metric,
-                                     max(lo, -INT64_MAX), min(hi, INT64_MAX))
+            lo, hi = max(lo, -INT64_MAX), min(hi, INT64_MAX)
+            if ISeriesByKey.providedBy(backend) and not (whole and len(selected) == len(keys)):
+                rows = await read_series_of(backend, budget, principal.solution, selected,
+                                            lo, hi)
+            else:  # (every series of the metric, or a reader without keyed reads)
+                rows = await read_series(backend, budget, principal.solution, sub.metric,
+                                         lo, hi)
             results = await self.runner.call(budget, run_sub_query, effective, rows,
                                              start_ns, end_ns, unit, budget)
             runs.append((sub, results))
         return runs
+
+
+async def _candidates(backend: Any, solution: str, sub: SubQuery) -> tuple[list[Any], bool]:
+    """The series of ``sub``'s metric its filters are to select from, and
+    whether that is all of them: from the backend's tag index (`ITagIndex`)
+    the ones its literal filters allow, else every one.  A metric with no
+    series at all is OpenTSDB's unknown name (400)."""
+    literal = literal_tags(sub.filters) if ITagIndex.providedBy(backend) else {}
+    if literal:
+        keys = await backend.list_series_where(solution, sub.metric, literal)
+        if keys or await backend.suggest_names(solution, "metrics", sub.metric, 1) == [
+                sub.metric]:
+            return keys, False
+    elif backend is not None:
+        keys = await backend.list_series(solution, sub.metric)
+        if keys:
+            return keys, True
+    raise QueryError(f"No such name for 'metrics': '{shown(sub.metric)}'")
 
 
 # -- /api/suggest, /api/search/lookup ------------------------------------------------
@@ -669,6 +697,15 @@ class SuggestResource(_Endpoint):
             limit = int(max_text) if int(max_text) > 0 else DEFAULT_SUGGEST_MAX
         if kind not in ("metrics", "tagk", "tagv"):
             raise QueryError(f"Invalid 'type' parameter:{shown(kind)}")
+        if not principal.tags:  # (a token's tags narrow the names: listed below)
+            backend = await _backend(self.core, principal.solution)
+            if ITagIndex.providedBy(backend):
+                # one past what the reply may hold, so an answer over it is refused
+                wanted = min(limit, budget.limits.max_output - budget.output + 1)
+                found = await backend.suggest_names(principal.solution, kind, prefix,
+                                                    max(0, wanted))
+                budget.add_output(len(found), "names")
+                return found
         keys = await _visible_series(self.core, self.runner, principal, budget)
         return await self.runner.call(budget, suggest, keys, kind, prefix, limit, budget)
 
