@@ -68,6 +68,28 @@ def test_numpy_fold_equals_the_plain_fold(rows: list) -> None:
     assert sum(r[3] for r in fast) == sum(len(s) for s, *_ in rows)
 
 
+@settings(max_examples=200, deadline=None)
+@given(rows_st(), st.data())
+def test_folding_part_by_part_gives_the_whole_fold(rows: list, data: Any) -> None:
+    """Parts already folded out of a row are left out, a part's fold takes
+    only its series, and the parts together are the whole fold (numpy and
+    the plain path alike)."""
+    blobs = [pending.encode(s, t, v) for s, t, v, _ in rows]
+    masks = [data.draw(st.integers(0, pending.ALL_PARTS)) for _ in blobs]
+    want = sorted(pending._fold_lists(
+        [pending.encode(*_kept(pending.decode(b)[:3], m)) for b, m in zip(blobs, masks, strict=True)]))
+    assert sorted(pending.fold(blobs, masks)) == want
+    by_part = sorted(r for p in range(pending.PARTS) for r in pending.fold(blobs, masks, p))
+    assert by_part == want
+    for p in range(pending.PARTS):
+        assert all(r[0] % pending.PARTS == p for r in pending._fold_lists(blobs, masks, p))
+
+
+def _kept(row: tuple, mask: int) -> tuple:
+    keep = [i for i, sid in enumerate(row[0]) if pending.in_part(sid, mask, None)]
+    return tuple([col[i] for i in keep] for col in row)
+
+
 def test_fold_keeps_log_order_within_a_series() -> None:
     a = pending.encode([7, 8, 7], [T0, T0, T0 + 1], [1, 2.5, 3])
     b = pending.encode([7], [T0], [None])
@@ -146,8 +168,10 @@ async def test_rows_and_columns_in_one_batch(storage: SqliteStorage) -> None:
 async def test_a_wide_batch_is_logged_whole_and_folded_many_at_once(
         storage: SqliteStorage, db_path: str, monkeypatch: Any) -> None:
     """A batch of few points per series (a fleet) would be a chunk row per
-    point: it goes to the pending log however big it is, and the log is folded
-    first when the batch would take it past PENDING_FOLD_POINTS."""
+    point: it goes to the pending log however big it is, and when a batch
+    would take the log past PENDING_FOLD_POINTS one part of the log is folded
+    first (the series whose id is a multiple of PARTS away), so a fold holds
+    the writer a part's time; reads see every point either way."""
     from tsnet.storage import sqlite as sqlite_storage
 
     monkeypatch.setattr(sqlite_storage, "PENDING_FOLD_POINTS", 3 * PENDING_MAX_POINTS)
@@ -157,18 +181,53 @@ async def test_a_wide_batch_is_logged_whole_and_folded_many_at_once(
         await storage.write(make_batch(samples=[(k, T0 + round_, round_) for k in keys]))
     assert _raw(db_path, "SELECT count(*), sum(points) FROM pending") == [(2, 2 * n)]
     assert _raw(db_path, "SELECT count(*) FROM chunks") == [(0,)]
-    # a third would pass the fold threshold: the log becomes one chunk per series
+    # a third would pass the fold threshold: part 0 of the log becomes chunks
     await storage.write(make_batch(samples=[(k, T0 + 2, 2) for k in keys]))
-    assert _raw(db_path, "SELECT count(*), sum(points) FROM pending") == [(1, n)]
-    assert _raw(db_path, "SELECT count(*), min(count), max(count) FROM chunks") == [(n, 2, 2)]
+    in_part0 = len(range(0, n + 1, pending.PARTS)) - 1  # ids 1..n: 16, 32, ...
+    assert _raw(db_path, "SELECT folded, points FROM pending ORDER BY id") == [
+        (1, n), (1, n), (0, n)]
+    assert _raw(db_path, "SELECT count(*), min(count), max(count), min(series_id % 16),"
+                         " max(series_id % 16) FROM chunks") == [(in_part0, 2, 2, 0, 0)]
+    rows = await storage.read_series(S, "fleet", None, None)  # (a read folds the rest)
+    assert len(rows) == n
+    assert all(r[1] == [T0, T0 + 1, T0 + 2] and r[2] == [0, 1, 2] for r in rows)
+    assert _raw(db_path, "SELECT count(*) FROM pending") == [(0,)]
     # a batch with many points per series is written as chunks, after the log
-    await storage.write(make_batch(samples=[(keys[0], T0 + t, t) for t in range(3, 3003)]))
+    await storage.write(make_batch(samples=[(k, T0 + 3, 3) for k in keys]))
+    await storage.write(make_batch(samples=[(keys[0], T0 + t, t) for t in range(4, 3004)]))
     assert _raw(db_path, "SELECT count(*) FROM pending") == [(0,)]
     rows = await storage.read_series(S, "fleet", None, None)
     assert len(rows) == n
-    assert rows[0][1] == [T0 + t for t in range(3003)]
-    assert rows[0][2] == [0, 1, 2, *range(3, 3003)]
-    assert all(r[1] == [T0, T0 + 1, T0 + 2] and r[2] == [0, 1, 2] for r in rows[1:])
+    assert rows[0][1] == [T0 + t for t in range(3004)]
+    assert rows[0][2] == [0, 1, 2, 3, *range(4, 3004)]
+    assert all(r[1] == [T0, T0 + 1, T0 + 2, T0 + 3] and r[2] == [0, 1, 2, 3] for r in rows[1:])
+
+
+@pytest_twisted.ensureDeferred
+async def test_parts_folded_in_turn_keep_last_write_wins_and_go_whole(
+        storage: SqliteStorage, db_path: str, monkeypatch: Any) -> None:
+    """A round of part folds while new batches keep coming: every row goes
+    once all its parts are out, no point is folded twice, and a later write at
+    the same time wins over an earlier one wherever the two were folded."""
+    from tsnet.storage import sqlite as sqlite_storage
+
+    monkeypatch.setattr(sqlite_storage, "PENDING_FOLD_POINTS", 1)  # fold a part each write
+    n = PENDING_MAX_POINTS + 100
+    keys = [series_key("fleet", {"device": f"d{i:05}"}) for i in range(n)]
+    for round_ in range(2 * pending.PARTS + 3):
+        # every batch rewrites time T0 (the last value must win) and adds its own time
+        await storage.write(make_batch(samples=[(k, t, round_) for k in keys
+                                                for t in (T0, T0 + 1 + round_)]))
+    left = _raw(db_path, "SELECT folded FROM pending")
+    assert len(left) <= pending.PARTS and pending.ALL_PARTS not in [m for (m,) in left]
+    (stored,) = _raw(db_path, "SELECT sum(count) FROM chunks")[0]
+    (logged,) = _raw(db_path, "SELECT sum(points) FROM pending")[0]
+    assert stored <= 2 * n * (2 * pending.PARTS + 3)  # no point in a chunk twice
+    assert stored + logged >= 2 * n * (2 * pending.PARTS + 3)  # and none lost
+    rows = await storage.read_series(S, "fleet", None, None)
+    last = 2 * pending.PARTS + 2
+    assert all(r[1][0] == T0 and r[2][0] == last and len(r[1]) == last + 2 for r in rows)
+    assert await storage.count_points(S) == n * (last + 2)
 
 
 @pytest_twisted.ensureDeferred
@@ -379,3 +438,30 @@ def test_reads_see_the_log_without_the_write_lock(db_path: str) -> None:
         other.close()
     assert _raw(db_path, "SELECT count(*) FROM pending") == [(1,)]  # not folded meanwhile
     eng.close()
+
+
+def test_a_log_from_before_parts_gets_its_column_and_folds(db_path: str) -> None:
+    """A file whose pending table has no ``folded`` column (tsnet before
+    folding by parts) gets it at open, its rows counted as nothing folded."""
+    from pathlib import Path
+
+    from tsnet.storage.sqlite import SqliteEngine
+
+    Path(db_path).parent.mkdir(parents=True, exist_ok=True)
+    e = SqliteEngine(db_path)
+    e.open()
+    keys = [series_key("fleet", {"device": f"d{i}"}) for i in range(3000)]
+    e.write(make_batch(samples=[(k, T0, 1) for k in keys]))
+    e.close()
+    db = sqlite3.connect(db_path)
+    db.executescript("CREATE TABLE old AS SELECT id, points, batch FROM pending;"
+                     " DROP TABLE pending; ALTER TABLE old RENAME TO pending;")
+    db.close()
+    assert "folded" not in {r[1] for r in _raw(db_path, "PRAGMA table_info(pending)")}
+    e = SqliteEngine(db_path)
+    e.open()
+    assert _raw(db_path, "SELECT folded, points FROM pending") == [(0, 3000)]
+    e._fold_part(e.db)
+    assert len(e.read_series(S, "fleet")) == 3000
+    assert e.count_points(S) == 3000
+    e.close()

@@ -15,6 +15,15 @@ array work (argsort, gathers, reductions per series), about 20 times cheaper
 than per-point Python; rows with texts (rare: ATSD samples) take the plain
 Python path.  Both keep each series' points in log order, so the last write
 wins as it would have had the batches been written as chunks.
+
+A log of a wide load holds a point or two of each of 100,000 series a row, so
+folding all of it at once writes 100,000 chunk rows in one transaction (a
+second with the writer held).  So the log can also be folded a *part* at a
+time: a point's part is its series id modulo `PARTS`, and a series' points
+are all in one part, so folding one part takes every pending point of its
+series, in log order, and last-write-wins still holds.  A row remembers the
+parts already folded out of it (a bit mask, ``folded``), which every later
+fold and read skips, and goes once every part is out.
 """
 
 from __future__ import annotations
@@ -29,6 +38,10 @@ from tsnet.model import Column, SeriesKey, Value
 from tsnet.storage import chunks
 
 MAGIC = b"TSP2"
+#: the parts a log is folded in (`fold` with ``part``), and a row's mask once
+#: every part is folded out of it
+PARTS = 16
+ALL_PARTS = (1 << PARTS) - 1
 _I64 = np.dtype("<i8")
 _F64 = np.dtype("<f8")
 _K_INT, _K_FLOAT = 1, 2  # chunks' kind bytes of a mixed value blob
@@ -83,13 +96,21 @@ def decode(blob: bytes) -> tuple[list[int], list[int], list[Value], list | None]
     return sids, times, values, texts
 
 
-def fold(blobs: list[bytes]) -> list[tuple]:
+def fold(blobs: list[bytes], masks: list[int] | None = None,
+         part: int | None = None) -> list[tuple]:
     """Rows, oldest first -> one chunk row ``(series id, *chunks.EncodedChunk)``
-    per series, its points in log order."""
+    per series, its points in log order.  ``masks`` (one a row) are the parts
+    folded out of each row already, whose points are left out; with ``part``
+    only that part's points are folded."""
+    masks = masks or [0] * len(blobs)
     if any(_has_texts(b) for b in blobs):
-        return _fold_lists(blobs)
-    parts = [_arrays(b) for b in blobs]
+        return _fold_lists(blobs, masks, part)
+    parts = [_only(_arrays(b), mask, part) for b, mask in zip(blobs, masks, strict=True)]
+    if not parts:
+        return []
     sids = np.concatenate([p[0] for p in parts])
+    if not len(sids):
+        return []
     order = np.argsort(sids, kind="stable")
     sids = sids[order]
     times = np.concatenate([p[1] for p in parts])[order]
@@ -205,11 +226,37 @@ def _arrays(blob: bytes) -> tuple[Any, Any, Any, Any, Any]:
     return sids, times, kinds, ints, floats
 
 
-def _fold_lists(blobs: list[bytes]) -> list[tuple]:
+def in_part(sid: int, mask: int, part: int | None) -> bool:
+    """Whether a point of series ``sid`` in a row whose folded parts are
+    ``mask`` is still to fold (in ``part``, when given)."""
+    p = sid % PARTS
+    return not mask >> p & 1 and (part is None or p == part)
+
+
+def _only(arrays: tuple, mask: int, part: int | None) -> tuple:
+    """`_arrays`' arrays, less the points `in_part` leaves out."""
+    if not mask and part is None:
+        return arrays
+    p = arrays[0] % PARTS
+    keep = (mask >> p & 1) == 0
+    if part is not None:
+        keep &= p == part
+    return tuple(a[keep] for a in arrays)
+
+
+def _fold_lists(blobs: list[bytes], masks: list[int] | None = None,
+                part: int | None = None) -> list[tuple]:
     """`fold` in plain Python, for rows with texts."""
     points = Points()
-    for blob in blobs:
-        points.add(*decode(blob))
+    for blob, mask in zip(blobs, masks or [0] * len(blobs), strict=True):
+        sids, times, values, texts = decode(blob)
+        if mask or part is not None:
+            keep = [i for i, sid in enumerate(sids) if in_part(sid, mask, part)]
+            sids = [sids[i] for i in keep]
+            times = [times[i] for i in keep]
+            values = [values[i] for i in keep]
+            texts = None if texts is None else [texts[i] for i in keep]
+        points.add(sids, times, values, texts)
     grouped = group_by_series(points.sids, points.times, points.values, points.texts)
     return [(sid, *chunks.encode_chunk(col.times, col.values, col.texts))
             for sid, col in grouped.items()]

@@ -144,7 +144,8 @@ CREATE TABLE IF NOT EXISTS meta (
 CREATE TABLE IF NOT EXISTS pending (
     id INTEGER PRIMARY KEY,
     points INTEGER NOT NULL,
-    batch TEXT NOT NULL
+    batch TEXT NOT NULL,
+    folded INTEGER NOT NULL DEFAULT 0
 );
 
 CREATE TABLE IF NOT EXISTS records (
@@ -224,10 +225,6 @@ COMPACT_MIN_CHUNKS = 8
 #: follow one another.  Below the target, so a merged chunk is not merged again
 #: and again as new small chunks arrive (each point is rewritten at most once)
 COMPACT_SMALL = 256
-#: compaction folds the pending log first only when it holds this many points or
-#: saw no write since the previous call; folding a few requests' worth at every
-#: step under load would make a tiny chunk per point (reads fold anyway)
-COMPACT_FOLD_POINTS = 20_000
 #: seconds reads leave the pending log as it is after a fold failed (a full
 #: disk, another process's write lock) before they try folding it again
 FOLD_RETRY = 1.0
@@ -345,6 +342,7 @@ class SqliteEngine:
         # again (a scan per step made it quadratic in the number of chunks)
         self._small: _SmallChunks | None = None  # (None: counted when compaction asks)
         self._pending: int | None = None  # points in the pending log; None: not read yet
+        self._next_part = 0  # the part of the log `_fold_part` folds next
         self._pending_at_compact = -1  # the log's size when compact() last ran
         self._fold_again = 0.0  # monotonic time before which reads do not try to fold
         self._fold_failing = False  # the last fold a read tried failed (logged once)
@@ -388,6 +386,9 @@ class SqliteEngine:
             columns = {row[1] for row in db.execute("PRAGMA table_info(records)")}
             if "block" not in columns:  # a file from before ts-store's blocks
                 db.execute("ALTER TABLE records ADD COLUMN block INTEGER NOT NULL DEFAULT 0")
+            if "folded" not in {row[1] for row in db.execute("PRAGMA table_info(pending)")}:
+                # a file from before folding by parts: no row has a part folded out
+                db.execute("ALTER TABLE pending ADD COLUMN folded INTEGER NOT NULL DEFAULT 0")
             sqlite_tags.migrate(db)
             version = db.execute("SELECT value FROM info WHERE key='schema_version'").fetchone()
             if version[0] != SCHEMA_VERSION:
@@ -488,9 +489,10 @@ class SqliteEngine:
                     # A small acked batch (an HTTP request), or a wide one (a fleet:
                     # few points per series), as chunks would be a tiny row per
                     # series; one row holding the batch commits cheaply, and is
-                    # folded into chunks later, many batches at once.
+                    # folded into chunks later, many batches at once, a part at
+                    # a time (a part's fold holds the writer a sixteenth as long).
                     if pending + points > PENDING_FOLD_POINTS:
-                        self._fold(db)
+                        self._fold_part(db)
                     self._log_pending(db, batch, points)
                     points = 0
                 elif points:
@@ -619,7 +621,8 @@ class SqliteEngine:
             return
         by_solution: dict[str, dict[SeriesKey, Column]] = {}
         blobs: list[bytes] = []
-        for (row,) in db.execute("SELECT batch FROM pending ORDER BY id").fetchall():
+        masks: list[int] = []
+        for row, mask in db.execute("SELECT batch, folded FROM pending ORDER BY id").fetchall():
             if isinstance(row, str):  # a row written before the binary form
                 for solution, key, t, v, x in pending_log.decode_json(row):
                     cols = by_solution.setdefault(solution, {})
@@ -631,12 +634,39 @@ class SqliteEngine:
                     col.extend(part)
             else:
                 blobs.append(row)
+                masks.append(mask)
         for solution, cols in by_solution.items():  # older than any binary row
             self._write_samples(db, solution, cols)
         if blobs:
-            self._insert_chunks(db, pending_log.fold(blobs))
+            self._insert_chunks(db, pending_log.fold(blobs, masks))
         db.execute("DELETE FROM pending")
         self._pending = 0
+
+    def _fold_part(self, db: sqlite3.Connection) -> None:
+        """Fold the next part of the pending log (`pending_log.PARTS`, in turn)
+        inside ``db``'s transaction: every pending point of the part's series,
+        oldest first, as chunks; the rows remember the part is out, and a row
+        with every part out goes.  (A log with rows of the first form folds
+        whole.)"""
+        part = self._next_part
+        self._next_part = (part + 1) % pending_log.PARTS
+        bit = 1 << part
+        ids, blobs, masks = [], [], []
+        for rid, row, mask in db.execute(
+                "SELECT id, batch, folded FROM pending WHERE folded & ? = 0 ORDER BY id", (bit,)):
+            if isinstance(row, str):
+                self._fold(db)
+                return
+            ids.append(rid)
+            blobs.append(row)
+            masks.append(mask)
+        if not ids:
+            return
+        self._insert_chunks(db, pending_log.fold(blobs, masks, part))
+        db.execute("UPDATE pending SET folded = folded | ? WHERE id <= ? AND folded & ? = 0",
+                   (bit, ids[-1], bit))
+        db.execute("DELETE FROM pending WHERE folded = ?", (pending_log.ALL_PARTS,))
+        self._pending = None  # (counted again from the rows left)
 
     def fold_pending(self) -> None:
         """Fold the pending log into chunks now (reads try this first)."""
@@ -699,8 +729,9 @@ class SqliteEngine:
         would write them; reads add them after the series' chunks (the log is
         newer than every chunk, so last-write-wins holds).  Empty after a fold."""
         blobs: list[bytes] = []
+        masks: list[int] = []
         out: dict[int, list[chunks.Samples]] = {}
-        for (row,) in db.execute("SELECT batch FROM pending ORDER BY id"):
+        for row, mask in db.execute("SELECT batch, folded FROM pending ORDER BY id"):
             if isinstance(row, str):  # a row written before the binary form: older
                 for solution, key, t, v, x in pending_log.decode_json(row):
                     found = db.execute("SELECT id FROM series WHERE skey = ?",
@@ -709,8 +740,9 @@ class SqliteEngine:
                         out.setdefault(found[0], []).append((t, v, x))
             else:
                 blobs.append(row)
+                masks.append(mask)
         if blobs:
-            for sid, _, _, _, t, v, x in pending_log.fold(blobs):
+            for sid, _, _, _, t, v, x in pending_log.fold(blobs, masks):
                 out.setdefault(sid, []).append(chunks.decode_chunk(t, v, x))
         return out
 
@@ -1127,8 +1159,12 @@ class SqliteEngine:
         writer thread returns to writes between calls.
         """
         pending = self._pending_points(self.db)
-        if pending >= COMPACT_FOLD_POINTS or pending == self._pending_at_compact:
-            self.fold_pending()  # a big log, or no write since the last call: idle
+        if pending == self._pending_at_compact:
+            # No write since the last call: idle, the log may go now.  Under load
+            # writes fold it (a part at a time, `PENDING_FOLD_POINTS`): folding it
+            # at every step made a chunk of a point or two per series of a wide
+            # load, and held the writer for a whole fold.
+            self.fold_pending()
         self._pending_at_compact = self._pending_points(self.db)
         done = 0
         small = min(small, target)
