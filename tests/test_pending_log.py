@@ -76,8 +76,9 @@ def test_folding_part_by_part_gives_the_whole_fold(rows: list, data: Any) -> Non
     the plain path alike)."""
     blobs = [pending.encode(s, t, v) for s, t, v, _ in rows]
     masks = [data.draw(st.integers(0, pending.ALL_PARTS)) for _ in blobs]
-    want = sorted(pending._fold_lists(
-        [pending.encode(*_kept(pending.decode(b)[:3], m)) for b, m in zip(blobs, masks, strict=True)]))
+    kept = [pending.encode(*_kept(pending.decode(b)[:3], m))
+            for b, m in zip(blobs, masks, strict=True)]
+    want = sorted(pending._fold_lists(kept))
     assert sorted(pending.fold(blobs, masks)) == want
     by_part = sorted(r for p in range(pending.PARTS) for r in pending.fold(blobs, masks, p))
     assert by_part == want
@@ -123,6 +124,11 @@ async def storage(db_path: str) -> Any:
     await s.open()
     yield s
     await s.close()
+
+
+#: each pending row's folded parts and points
+FOLDED = ("SELECT COALESCE(f.folded, 0), p.points FROM pending p"
+          " LEFT JOIN pending_folded f ON f.id = p.id ORDER BY p.id")
 
 
 def _raw(db_path: str, sql: str) -> list:
@@ -184,8 +190,7 @@ async def test_a_wide_batch_is_logged_whole_and_folded_many_at_once(
     # a third would pass the fold threshold: part 0 of the log becomes chunks
     await storage.write(make_batch(samples=[(k, T0 + 2, 2) for k in keys]))
     in_part0 = len(range(0, n + 1, pending.PARTS)) - 1  # ids 1..n: 16, 32, ...
-    assert _raw(db_path, "SELECT folded, points FROM pending ORDER BY id") == [
-        (1, n), (1, n), (0, n)]
+    assert _raw(db_path, FOLDED) == [(1, n), (1, n), (0, n)]
     assert _raw(db_path, "SELECT count(*), min(count), max(count), min(series_id % 16),"
                          " max(series_id % 16) FROM chunks") == [(in_part0, 2, 2, 0, 0)]
     rows = await storage.read_series(S, "fleet", None, None)  # (a read folds the rest)
@@ -218,8 +223,11 @@ async def test_parts_folded_in_turn_keep_last_write_wins_and_go_whole(
         # every batch rewrites time T0 (the last value must win) and adds its own time
         await storage.write(make_batch(samples=[(k, t, round_) for k in keys
                                                 for t in (T0, T0 + 1 + round_)]))
-    left = _raw(db_path, "SELECT folded FROM pending")
-    assert len(left) <= pending.PARTS and pending.ALL_PARTS not in [m for (m,) in left]
+    left = _raw(db_path, FOLDED)
+    assert len(left) <= pending.PARTS and pending.ALL_PARTS not in [m for m, _ in left]
+    # (the masks of rows that went went with them)
+    assert _raw(db_path, "SELECT count(*) FROM pending_folded WHERE id NOT IN"
+                         " (SELECT id FROM pending)") == [(0,)]
     (stored,) = _raw(db_path, "SELECT sum(count) FROM chunks")[0]
     (logged,) = _raw(db_path, "SELECT sum(points) FROM pending")[0]
     assert stored <= 2 * n * (2 * pending.PARTS + 3)  # no point in a chunk twice
@@ -440,9 +448,9 @@ def test_reads_see_the_log_without_the_write_lock(db_path: str) -> None:
     eng.close()
 
 
-def test_a_log_from_before_parts_gets_its_column_and_folds(db_path: str) -> None:
-    """A file whose pending table has no ``folded`` column (tsnet before
-    folding by parts) gets it at open, its rows counted as nothing folded."""
+def test_a_log_from_before_parts_folds_by_parts(db_path: str) -> None:
+    """A file from before folding by parts (no ``pending_folded`` table) gets
+    the table at open, its rows counted as nothing folded out yet."""
     from pathlib import Path
 
     from tsnet.storage.sqlite import SqliteEngine
@@ -454,14 +462,13 @@ def test_a_log_from_before_parts_gets_its_column_and_folds(db_path: str) -> None
     e.write(make_batch(samples=[(k, T0, 1) for k in keys]))
     e.close()
     db = sqlite3.connect(db_path)
-    db.executescript("CREATE TABLE old AS SELECT id, points, batch FROM pending;"
-                     " DROP TABLE pending; ALTER TABLE old RENAME TO pending;")
+    db.execute("DROP TABLE pending_folded")
     db.close()
-    assert "folded" not in {r[1] for r in _raw(db_path, "PRAGMA table_info(pending)")}
     e = SqliteEngine(db_path)
     e.open()
-    assert _raw(db_path, "SELECT folded, points FROM pending") == [(0, 3000)]
+    assert _raw(db_path, FOLDED) == [(0, 3000)]
     e._fold_part(e.db)
+    assert _raw(db_path, FOLDED) == [(1, 3000)]
     assert len(e.read_series(S, "fleet")) == 3000
     assert e.count_points(S) == 3000
     e.close()

@@ -144,8 +144,13 @@ CREATE TABLE IF NOT EXISTS meta (
 CREATE TABLE IF NOT EXISTS pending (
     id INTEGER PRIMARY KEY,
     points INTEGER NOT NULL,
-    batch TEXT NOT NULL,
-    folded INTEGER NOT NULL DEFAULT 0
+    batch TEXT NOT NULL
+);
+-- The parts folded out of a pending row so far (`_fold_part`): a table of its
+-- own, as updating a column of a pending row rewrites its whole batch.
+CREATE TABLE IF NOT EXISTS pending_folded (
+    id INTEGER PRIMARY KEY,
+    folded INTEGER NOT NULL
 );
 
 CREATE TABLE IF NOT EXISTS records (
@@ -233,6 +238,9 @@ EXPORT_GROUP = 1 << 18
 #: what a storage refuses the items themselves for (a constraint they break, a
 #: value SQLite cannot hold): a retry would fail forever
 _REFUSED = (sqlite3.IntegrityError, sqlite3.DataError, OverflowError)
+#: the pending log's rows, oldest first, with the parts folded out of each
+_PENDING_ROWS = ("SELECT p.batch, COALESCE(f.folded, 0) FROM pending p"
+                 " LEFT JOIN pending_folded f ON f.id = p.id ORDER BY p.id")
 
 
 def _dumps(obj: Any) -> str:
@@ -386,9 +394,6 @@ class SqliteEngine:
             columns = {row[1] for row in db.execute("PRAGMA table_info(records)")}
             if "block" not in columns:  # a file from before ts-store's blocks
                 db.execute("ALTER TABLE records ADD COLUMN block INTEGER NOT NULL DEFAULT 0")
-            if "folded" not in {row[1] for row in db.execute("PRAGMA table_info(pending)")}:
-                # a file from before folding by parts: no row has a part folded out
-                db.execute("ALTER TABLE pending ADD COLUMN folded INTEGER NOT NULL DEFAULT 0")
             sqlite_tags.migrate(db)
             version = db.execute("SELECT value FROM info WHERE key='schema_version'").fetchone()
             if version[0] != SCHEMA_VERSION:
@@ -622,7 +627,7 @@ class SqliteEngine:
         by_solution: dict[str, dict[SeriesKey, Column]] = {}
         blobs: list[bytes] = []
         masks: list[int] = []
-        for row, mask in db.execute("SELECT batch, folded FROM pending ORDER BY id").fetchall():
+        for row, mask in db.execute(_PENDING_ROWS).fetchall():
             if isinstance(row, str):  # a row written before the binary form
                 for solution, key, t, v, x in pending_log.decode_json(row):
                     cols = by_solution.setdefault(solution, {})
@@ -640,6 +645,7 @@ class SqliteEngine:
         if blobs:
             self._insert_chunks(db, pending_log.fold(blobs, masks))
         db.execute("DELETE FROM pending")
+        db.execute("DELETE FROM pending_folded")
         self._pending = 0
 
     def _fold_part(self, db: sqlite3.Connection) -> None:
@@ -653,19 +659,24 @@ class SqliteEngine:
         bit = 1 << part
         ids, blobs, masks = [], [], []
         for rid, row, mask in db.execute(
-                "SELECT id, batch, folded FROM pending WHERE folded & ? = 0 ORDER BY id", (bit,)):
+                "SELECT p.id, p.batch, COALESCE(f.folded, 0) FROM pending p"
+                " LEFT JOIN pending_folded f ON f.id = p.id"
+                " WHERE COALESCE(f.folded, 0) & ? = 0 ORDER BY p.id", (bit,)):
             if isinstance(row, str):
                 self._fold(db)
                 return
             ids.append(rid)
             blobs.append(row)
-            masks.append(mask)
+            masks.append(mask | bit)
         if not ids:
             return
-        self._insert_chunks(db, pending_log.fold(blobs, masks, part))
-        db.execute("UPDATE pending SET folded = folded | ? WHERE id <= ? AND folded & ? = 0",
-                   (bit, ids[-1], bit))
-        db.execute("DELETE FROM pending WHERE folded = ?", (pending_log.ALL_PARTS,))
+        self._insert_chunks(db, pending_log.fold(blobs, [m & ~bit for m in masks], part))
+        done = [(rid,) for rid, m in zip(ids, masks, strict=True) if m == pending_log.ALL_PARTS]
+        db.executemany("DELETE FROM pending WHERE id = ?", done)
+        db.executemany("DELETE FROM pending_folded WHERE id = ?", done)
+        db.executemany("INSERT OR REPLACE INTO pending_folded (id, folded) VALUES (?, ?)",
+                       [(rid, m) for rid, m in zip(ids, masks, strict=True)
+                        if m != pending_log.ALL_PARTS])
         self._pending = None  # (counted again from the rows left)
 
     def fold_pending(self) -> None:
@@ -731,7 +742,7 @@ class SqliteEngine:
         blobs: list[bytes] = []
         masks: list[int] = []
         out: dict[int, list[chunks.Samples]] = {}
-        for row, mask in db.execute("SELECT batch, folded FROM pending ORDER BY id"):
+        for row, mask in db.execute(_PENDING_ROWS):
             if isinstance(row, str):  # a row written before the binary form: older
                 for solution, key, t, v, x in pending_log.decode_json(row):
                     found = db.execute("SELECT id FROM series WHERE skey = ?",
