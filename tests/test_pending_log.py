@@ -191,6 +191,10 @@ async def test_a_wide_batch_is_logged_whole_and_folded_many_at_once(
     await storage.write(make_batch(samples=[(k, T0 + 2, 2) for k in keys]))
     in_part0 = len(range(0, n + 1, pending.PARTS)) - 1  # ids 1..n: 16, 32, ...
     assert _raw(db_path, FOLDED) == [(1, n), (1, n), (0, n)]
+    engine = storage._engine  # what is left to fold: the points not folded out
+    assert engine._pending_points(engine.db) == 3 * n - 2 * in_part0
+    engine._pending = None  # and counted again from the rows, about the same
+    assert engine._pending_points(engine.db) == 3 * n - 2 * (n // pending.PARTS)
     assert _raw(db_path, "SELECT count(*), min(count), max(count), min(series_id % 16),"
                          " max(series_id % 16) FROM chunks") == [(in_part0, 2, 2, 0, 0)]
     rows = await storage.read_series(S, "fleet", None, None)  # (a read folds the rest)

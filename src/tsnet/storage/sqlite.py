@@ -613,9 +613,14 @@ class SqliteEngine:
     # -- the pending log ---------------------------------------------------------
 
     def _pending_points(self, db: sqlite3.Connection) -> int:
+        """Points of the log still to fold (a partly folded row counts the
+        share of its parts still in it: points spread evenly over parts)."""
         if self._pending is None:
-            self._pending = db.execute("SELECT COALESCE(SUM(points), 0) FROM pending") \
-                .fetchone()[0]
+            (total,) = db.execute("SELECT COALESCE(SUM(points), 0) FROM pending").fetchone()
+            for points, mask in db.execute("SELECT p.points, f.folded FROM pending p"
+                                           " JOIN pending_folded f ON f.id = p.id"):
+                total -= points * mask.bit_count() // pending_log.PARTS
+            self._pending = total
         return self._pending
 
     def _fold(self, db: sqlite3.Connection) -> None:
@@ -670,14 +675,18 @@ class SqliteEngine:
             masks.append(mask | bit)
         if not ids:
             return
-        self._insert_chunks(db, pending_log.fold(blobs, [m & ~bit for m in masks], part))
+        rows = pending_log.fold(blobs, [m & ~bit for m in masks], part)
+        self._insert_chunks(db, rows)
         done = [(rid,) for rid, m in zip(ids, masks, strict=True) if m == pending_log.ALL_PARTS]
         db.executemany("DELETE FROM pending WHERE id = ?", done)
         db.executemany("DELETE FROM pending_folded WHERE id = ?", done)
         db.executemany("INSERT OR REPLACE INTO pending_folded (id, folded) VALUES (?, ?)",
                        [(rid, m) for rid, m in zip(ids, masks, strict=True)
                         if m != pending_log.ALL_PARTS])
-        self._pending = None  # (counted again from the rows left)
+        # What is left to fold: a part's fold takes a sixteenth of the log, so
+        # the next write folds again only once the log grew back past the bound
+        # (folding at every write made chunks of a point or two per series).
+        self._pending = max(0, self._pending_points(db) - sum(r[3] for r in rows))
 
     def fold_pending(self) -> None:
         """Fold the pending log into chunks now (reads try this first)."""
