@@ -230,6 +230,8 @@ COMPACT_MIN_CHUNKS = 8
 #: follow one another.  Below the target, so a merged chunk is not merged again
 #: and again as new small chunks arrive (each point is rewritten at most once)
 COMPACT_SMALL = 256
+#: seconds without a write to the pending log after which compaction folds it
+COMPACT_IDLE = 2.0
 #: seconds reads leave the pending log as it is after a fold failed (a full
 #: disk, another process's write lock) before they try folding it again
 FOLD_RETRY = 1.0
@@ -352,6 +354,7 @@ class SqliteEngine:
         self._pending: int | None = None  # points in the pending log; None: not read yet
         self._next_part = 0  # the part of the log `_fold_part` folds next
         self._pending_at_compact = -1  # the log's size when compact() last ran
+        self._last_log = 0.0  # monotonic time of the last write to the pending log
         self._fold_again = 0.0  # monotonic time before which reads do not try to fold
         self._fold_failing = False  # the last fold a read tried failed (logged once)
         #: held by whichever thread uses the engine: `SqliteStorage`'s writer thread
@@ -608,6 +611,7 @@ class SqliteEngine:
     def _log_pending(self, db: sqlite3.Connection, batch: WriteBatch, points: int) -> None:
         db.execute("INSERT INTO pending (points, batch) VALUES (?, ?)",
                    (points, self._encode_pending(db, batch)))
+        self._last_log = time.monotonic()
         self._pending = self._pending_points(db) + points
 
     # -- the pending log ---------------------------------------------------------
@@ -1179,11 +1183,13 @@ class SqliteEngine:
         writer thread returns to writes between calls.
         """
         pending = self._pending_points(self.db)
-        if pending == self._pending_at_compact:
-            # No write since the last call: idle, the log may go now.  Under load
-            # writes fold it (a part at a time, `PENDING_FOLD_POINTS`): folding it
-            # at every step made a chunk of a point or two per series of a wide
-            # load, and held the writer for a whole fold.
+        if pending == self._pending_at_compact and (
+                time.monotonic() - self._last_log >= COMPACT_IDLE):
+            # No write to the log for a while: idle, the log may go now.  Under
+            # load writes fold it (a part at a time, `PENDING_FOLD_POINTS`):
+            # folding it between compaction steps (20 ms apart, often with no
+            # write between them) made a chunk of a point or two per series of a
+            # wide load, and held the writer for a whole fold every few seconds.
             self.fold_pending()
         self._pending_at_compact = self._pending_points(self.db)
         done = 0
