@@ -33,7 +33,7 @@ from twisted.logger import Logger
 from zope.interface import implementer
 
 from tsnet import export, export_text
-from tsnet.errors import ConfigError, Conflict, NotFound, TooManyPoints
+from tsnet.errors import ConfigError, Conflict, NotFound
 from tsnet.interfaces import (
     IBoundedReads,
     ICatalog,
@@ -42,7 +42,7 @@ from tsnet.interfaces import (
     ISeriesByKey,
     IStorage,
 )
-from tsnet.model import INT64_MAX, Batch, Message, Meta, Property, Record, SeriesKey, WriteBatch
+from tsnet.model import Batch, Message, Meta, Property, Record, SeriesKey, WriteBatch
 from tsnet.records import Credential, SolutionRecord, TokenRecord
 from tsnet.storage import redis_codec as codec
 from tsnet.storage import redis_scripts as lua
@@ -56,6 +56,7 @@ from tsnet.storage.redis_keys import (
 from tsnet.storage.redis_shards import HashRing, RedisUnavailable, RedisURL, Shard, ShardOptions
 from tsnet.storage.rules import (
     META_KINDS,
+    ReadBudget,
     check_meta_kind,
     check_tags,
     entity_tags_meta,
@@ -450,8 +451,7 @@ class RedisStorage:
     async def _read_entries(self, solution: str, entries: list[_Entry], start_ns: int | None,
                             end_ns: int | None, max_points: int | None) -> list:
         """The samples of ``entries`` (in their order), a chunk of series at a time."""
-        out = []
-        left = INT64_MAX if max_points is None else max_points
+        budget = ReadBudget(max_points)
         for lo in range(0, len(entries), READ_CHUNK):
             chunk = entries[lo:lo + READ_CHUNK]
             lists = await self._lists(chunk, solution)
@@ -463,13 +463,9 @@ class RedisStorage:
                                                  _fold_lists, lists, start_ns, end_ns)
             else:
                 folded = _fold_lists(lists, start_ns, end_ns)
-            for (key, _, _), (times, values, texts) in zip(chunk, folded, strict=True):
-                left -= len(times)
-                if left < 0:
-                    raise TooManyPoints(max_points or 0)
-                if times:
-                    out.append((key, times, values, texts))
-        return out
+            for (key, _, _), samples in zip(chunk, folded, strict=True):
+                budget.take(key, *samples)
+        return budget.out
 
     def list_series(self, solution: str, metric: str | None = None) -> defer.Deferred:
         """Deferred[list[SeriesKey]] in read order, from the index alone."""

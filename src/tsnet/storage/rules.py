@@ -10,7 +10,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from tsnet.model import Batch, Meta, Property, SeriesKey
+from tsnet.errors import TooManyPoints
+from tsnet.model import INT64_MAX, Batch, Meta, Property, SeriesKey
 
 #: the property type that carries an entity's own tags (ATSD §4.2)
 ENTITY_TAGS = "$entity_tags"
@@ -113,3 +114,23 @@ def implicit_entities(batch: Batch) -> set[str]:
     """The entities a batch's properties and messages register implicitly
     (ATSD §4.2, §4.3): each becomes an entity record if it is not one yet."""
     return {p.entity for p in batch.properties} | {m.entity for m in batch.messages}
+
+
+class ReadBudget:
+    """The points a bounded read (`IBoundedReads`) may still return, and the
+    series it returns: `take` adds a series' samples, or raises
+    `TooManyPoints` once the read passes ``max_points`` (None: no bound)."""
+
+    __slots__ = ("left", "max_points", "out")
+
+    def __init__(self, max_points: int | None) -> None:
+        self.max_points = max_points
+        self.left = INT64_MAX if max_points is None else max_points
+        self.out: list[tuple[SeriesKey, list, list, Any]] = []
+
+    def take(self, key: SeriesKey, times: list, values: list, texts: Any) -> None:
+        self.left -= len(times)
+        if self.left < 0:
+            raise TooManyPoints(self.max_points or 0)
+        if times:
+            self.out.append((key, times, values, texts))

@@ -49,7 +49,7 @@ from twisted.python.threadpool import ThreadPool
 from zope.interface import implementer
 
 from tsnet import export, export_text
-from tsnet.errors import BadBatch, Conflict, NotFound, TooManyPoints
+from tsnet.errors import BadBatch, Conflict, NotFound
 from tsnet.interfaces import (
     IBoundedReads,
     ICatalog,
@@ -60,7 +60,6 @@ from tsnet.interfaces import (
     ITagIndex,
 )
 from tsnet.model import (
-    INT64_MAX,
     Column,
     Message,
     Meta,
@@ -979,17 +978,12 @@ class SqliteEngine:
         self._fold_for_read()
         where, args = _where(("s.solution = ?", solution), ("s.metric = ?", metric),
                              ("c.max_time >= ?", start_ns), ("c.min_time <= ?", end_ns))
-        out: list = []
-        left = INT64_MAX if max_points is None else max_points
+        budget = rules.ReadBudget(max_points)
+        out = budget.out
 
         def add(m: str, e: str | None, tags: str, parts: list[chunks.Samples]) -> None:
-            nonlocal left
-            times, values, texts = chunks.time_slice(chunks.merge(parts), start_ns, end_ns)
-            left -= len(times)
-            if left < 0:
-                raise TooManyPoints(max_points or 0)
-            if times:
-                out.append((_key_from_row(m, e, tags), times, values, texts))
+            budget.take(_key_from_row(m, e, tags),
+                        *chunks.time_slice(chunks.merge(parts), start_ns, end_ns))
 
         with self._snapshot() as (db, unfolded):
             rows = db.execute(

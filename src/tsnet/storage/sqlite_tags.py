@@ -38,7 +38,6 @@ from collections.abc import Iterable, Mapping
 
 from twisted.logger import Logger
 
-from tsnet.errors import TooManyPoints
 from tsnet.model import INT64_MAX, INT64_MIN, SeriesKey, series_tags
 from tsnet.storage import chunks, rules
 
@@ -186,8 +185,7 @@ def read_keys(db: sqlite3.Connection, unfolded: dict[int, list[chunks.Samples]],
     after them, as it is newer), merged last write winning."""
     lo = INT64_MIN if start_ns is None else start_ns
     hi = INT64_MAX if end_ns is None else end_ns
-    left = INT64_MAX if max_points is None else max_points
-    out = []
+    budget = rules.ReadBudget(max_points)
     for skey, key in sorted(skeys.items(), key=lambda item: rules.series_sort_key(item[1])):
         row = db.execute("SELECT id FROM series WHERE skey = ?", (skey,)).fetchone()
         if row is None:
@@ -196,10 +194,5 @@ def read_keys(db: sqlite3.Connection, unfolded: dict[int, list[chunks.Samples]],
             "SELECT times, vals, texts FROM chunks WHERE series_id = ? AND max_time >= ?"
             " AND min_time <= ? ORDER BY id", (row[0], lo, hi))]
         merged = chunks.merge(parts + unfolded.get(row[0], []))
-        times, values, texts = chunks.time_slice(merged, start_ns, end_ns)
-        left -= len(times)
-        if left < 0:
-            raise TooManyPoints(max_points or 0)
-        if times:
-            out.append((key, times, values, texts))
-    return out
+        budget.take(key, *chunks.time_slice(merged, start_ns, end_ns))
+    return budget.out
