@@ -665,6 +665,7 @@ class SqliteEngine:
         part = self._next_part
         self._next_part = (part + 1) % pending_log.PARTS
         bit = 1 << part
+        left = self._pending_points(db)  # (counted before this fold changes the rows)
         ids, blobs, masks = [], [], []
         for rid, row, mask in db.execute(
                 "SELECT p.id, p.batch, COALESCE(f.folded, 0) FROM pending p"
@@ -689,7 +690,7 @@ class SqliteEngine:
         # What is left to fold: a part's fold takes a sixteenth of the log, so
         # the next write folds again only once the log grew back past the bound
         # (folding at every write made chunks of a point or two per series).
-        self._pending = max(0, self._pending_points(db) - sum(r[3] for r in rows))
+        self._pending = max(0, left - sum(r[3] for r in rows))
 
     def fold_pending(self) -> None:
         """Fold the pending log into chunks now (reads try this first)."""
