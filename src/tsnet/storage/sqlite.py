@@ -290,8 +290,8 @@ class _SmallChunks:
     """How many small chunks each series has, and which series have enough of
     them to be compacted, in the order they got there.
 
-    The counts sit in a byte per series id (ids are dense: `_series_id` and
-    `_many_series_ids` give max + 1), saturating at 255, so a million series
+    The counts sit in a byte per series id (ids are dense: `_many_series_ids`
+    gives max + 1), saturating at 255, so a million series
     take a megabyte, not the hundred a dict took; and compaction takes its next
     series from ``ready`` instead of scanning every count at every step (at
     100,000 series, tens of milliseconds a step with the GIL held)."""
@@ -676,17 +676,17 @@ class SqliteEngine:
                 return
             ids.append(rid)
             blobs.append(row)
-            masks.append(mask | bit)
+            masks.append(mask)
         if not ids:
             return
-        rows = pending_log.fold(blobs, [m & ~bit for m in masks], part)
+        rows = pending_log.fold(blobs, masks, part)
         self._insert_chunks(db, rows)
-        done = [(rid,) for rid, m in zip(ids, masks, strict=True) if m == pending_log.ALL_PARTS]
+        now = [(rid, mask | bit) for rid, mask in zip(ids, masks, strict=True)]
+        done = [(rid,) for rid, mask in now if mask == pending_log.ALL_PARTS]
         db.executemany("DELETE FROM pending WHERE id = ?", done)
         db.executemany("DELETE FROM pending_folded WHERE id = ?", done)
         db.executemany("INSERT OR REPLACE INTO pending_folded (id, folded) VALUES (?, ?)",
-                       [(rid, m) for rid, m in zip(ids, masks, strict=True)
-                        if m != pending_log.ALL_PARTS])
+                       [(rid, mask) for rid, mask in now if mask != pending_log.ALL_PARTS])
         # What is left to fold: a part's fold takes a sixteenth of the log, so
         # the next write folds again only once the log grew back past the bound
         # (folding at every write made chunks of a point or two per series).
@@ -790,19 +790,17 @@ class SqliteEngine:
         if len(ids) > SERIES_ID_CACHE:
             ids.clear()  # (the series table is the truth: a miss costs a lookup)
         missing = [key for key in dict.fromkeys(keys) if key not in ids]
-        if len(missing) == 1:
-            ids[missing[0]] = self._series_id(db, solution, missing[0])
-        elif missing:
+        if missing:
             ids.update(self._many_series_ids(db, solution, missing))
         return ids
 
     def _many_series_ids(self, db: sqlite3.Connection, solution: str,
                          keys: list[SeriesKey]) -> dict[SeriesKey, int]:
-        """`_series_id` for many keys at once: looked up `LOOKUP_KEYS` a query,
-        the new ones created by one insert with ids of our own (the write lock
-        is ours: nobody else adds rows meanwhile), indexed and registered in
-        bulk.  A fleet's first batch is mostly new series; one statement each
-        cost several times what the series' point did."""
+        """The ids of ``keys`` (not cached), each series created if new: looked
+        up `LOOKUP_KEYS` a query, the new ones created by one insert with ids of
+        our own (the write lock is ours: nobody else adds rows meanwhile),
+        indexed and registered in bulk.  A fleet's first batch is mostly new
+        series; statements per series cost several times what its point did."""
         by_skey: dict[str, tuple[list[SeriesKey], SeriesKey]] = {}
         for key in keys:
             skey, canon = _series_skey(solution, key)
@@ -831,10 +829,9 @@ class SqliteEngine:
         db.executemany("INSERT INTO series (id, solution, metric, entity, tags, skey)"
                        " VALUES (?, ?, ?, ?, ?, ?)", rows)
         sqlite_tags.index_many(db, solution, made)
-        meta = {m for _, canon in made for m in rules.implicit_meta_of_series(canon)}
-        db.executemany(
-            "INSERT OR IGNORE INTO meta (solution, kind, name, fields) VALUES (?, ?, ?, '{}')",
-            [(solution, kind, name) for kind, name in sorted(meta)])
+        for kind, name in sorted({m for _, canon in made
+                                  for m in rules.implicit_meta_of_series(canon)}):
+            self._register(db, solution, kind, name)  # (a few names, however many series)
         return out
 
     def _write_chunks(self, db: sqlite3.Connection, by_id: dict[int, Column]) -> None:
@@ -874,20 +871,6 @@ class SqliteEngine:
                     found = list(map(ids.__getitem__, samples.keys))
                 points.add(found, samples.times, samples.values)
         return pending_log.encode(points.sids, points.times, points.values, points.texts)
-
-    def _series_id(self, db: sqlite3.Connection, solution: str, key: SeriesKey) -> int:
-        skey, (metric, entity, tags) = _series_skey(solution, key)
-        row = db.execute("SELECT id FROM series WHERE skey = ?", (skey,)).fetchone()
-        if row is not None:
-            return row[0]
-        cur = db.execute(
-            "INSERT INTO series (solution, metric, entity, tags, skey) VALUES (?, ?, ?, ?, ?)",
-            (solution, metric, entity, _tags_text((metric, entity, tags)), skey),
-        )
-        sqlite_tags.index_series(db, cur.lastrowid, solution, (metric, entity, tags))
-        for kind, name in rules.implicit_meta_of_series((metric, entity, tags)):
-            self._register(db, solution, kind, name)
-        return cur.lastrowid
 
     def _register(self, db: sqlite3.Connection, solution: str, kind: str, name: str) -> None:
         db.execute(

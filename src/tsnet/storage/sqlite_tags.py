@@ -5,10 +5,10 @@ and read given series without touching the others (`ISeriesByKey`).
 One table, ``series_tags``: a row per tag of each series (solution, tag key,
 tag value, metric, series id), that order its primary key, ``WITHOUT ROWID``
 (the key is the row).  It is filled in the transaction that creates a
-series (`index_series` from `SqliteEngine._series_id`, `index_many` for many
-at once) and emptied with the solution's data (`delete_solution`).  A file of
-schema 1 gets it from the ``series`` table's ``tags`` JSON when it is opened
-(`migrate`, in one transaction).
+series (`index_many`, from `SqliteEngine._many_series_ids`, for a batch's
+new series at once) and emptied with the solution's data
+(`delete_solution`).  A file of schema 1 gets it from the ``series``
+table's ``tags`` JSON when it is opened (`migrate`, in one transaction).
 
 What it answers, each by seeks of that key, never a scan of the solution:
 
@@ -95,11 +95,6 @@ def index_many(db: sqlite3.Connection, solution: str,
     if rows:
         rows.sort()
         db.executemany(_INSERT, rows)
-
-
-def index_series(db: sqlite3.Connection, sid: int, solution: str, key: SeriesKey) -> None:
-    """The index rows of one new series (``key`` canonical)."""
-    db.executemany(_INSERT, [(solution, k, v, key[0], sid) for k, v in key[2]])
 
 
 def delete_solution(db: sqlite3.Connection, solution: str) -> None:
