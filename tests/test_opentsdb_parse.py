@@ -569,6 +569,34 @@ def test_a_wide_batch_is_taken_as_rows_and_a_narrow_one_as_columns() -> None:
     assert sorted(map(len, fourth.columns.values())) == [len(narrow) // 10] * 10
 
 
+def test_a_batch_of_new_series_is_judged_too() -> None:
+    """A fleet's first batch is all new series: every line takes the slow path
+    (`add`), and the batch must still be judged, so the next one goes in as
+    rows; a slow-path batch of one series, many points, turns it back."""
+    from tsnet.protocols.opentsdb.telnet_parse import WIDE_JUDGED
+
+    p = PutParser(cache_limit=10 * WIDE_JUDGED)
+    wide = _wide_lines(2 * WIDE_JUDGED, 1)
+    first = SampleSet()
+    for line in wide:  # as the protocol does: the fast path first, then the slow one
+        assert p.take_puts([line], 0, first) == 0
+        key, t, v, _ = p.parse(line)
+        p.add(first, key, t, v)
+    assert len(first.columns) == len(wide) and not first.keys
+    second = SampleSet()
+    assert p.take_puts(wide, 0, second) == len(wide)
+    assert not second.columns and len(second.keys) == len(wide)
+    narrow = [f"put one {1356998400 + r} {r} host=x" for r in range(2 * WIDE_JUDGED)]
+    third = SampleSet()  # (rows: judged on the batch before)
+    for line in narrow:
+        if not p.take_puts([line], 0, third):
+            p.add(third, *p.parse(line)[:3])
+    assert len(third.keys) == len(narrow)
+    fourth = SampleSet()
+    assert p.take_puts(narrow, 0, fourth) == len(narrow)
+    assert not fourth.keys and list(map(len, fourth.columns.values())) == [len(narrow)]
+
+
 def test_a_batch_with_rows_stays_rows_and_add_follows_it() -> None:
     """Storage puts rows after columns, so once a batch holds rows its points
     never go to a column again: not when it comes back after another batch

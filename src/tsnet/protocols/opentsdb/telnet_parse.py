@@ -239,11 +239,14 @@ class _Generation:
         self.number = number
         self.wide = wide
         self.live: list[Column] = []  # (columns: the columns made or found, by slot)
-        self.points = 0  # the fast path's points, and (rows) the series they hit
+        # its points, and the series they hit: (rows) counted by the fast path,
+        # (columns) its live columns; plus those of `PutParser.add` (the slow
+        # path: a fleet's first batch is all new series, and must be judged too)
+        self.points = 0
         self.series = 0
 
     def next_is_wide(self) -> bool:
-        series = self.series if self.wide else len(self.live)
+        series = self.series if self.wide else len(self.live) + self.series
         if self.points < WIDE_JUDGED:
             return self.wide  # too few points to tell
         return self.points < WIDE_RATIO * series
@@ -399,15 +402,25 @@ class PutParser:
     def add(self, samples: SampleSet, key: SeriesKey, time_ns: int, value: int | float) -> None:
         """Append one point as `take_puts` appends into ``samples`` now: as a
         row while the fast path fills it with rows, else to its column (a slow
-        path line must not overtake or trail the fast path's points of a batch)."""
-        if samples.keys or (self._g.wide and samples.columns is self._g.cols):
+        path line must not overtake or trail the fast path's points of a batch).
+        The point counts in the judging of the live batch; as a row, as a series
+        of its own (the slow path's lines are mostly a new series each)."""
+        g = self._g
+        mine = samples.columns is g.cols
+        if mine:
+            g.points += 1
+        if samples.keys or (g.wide and mine):
             samples.keys.append(key)
             samples.times.append(time_ns)
             samples.values.append(value)
+            if mine:
+                g.series += 1
             return
         col = samples.columns.get(key)
         if col is None:
             col = samples.columns[key] = Column()
+            if mine:
+                g.series += 1
         col.times.append(time_ns)
         col.values.append(value)
 
