@@ -492,7 +492,7 @@ def test_many_new_series_in_one_batch_get_ids_rows_index_and_meta(tmp_path: Path
     (tagged,) = db.execute("SELECT count(DISTINCT series_id) FROM series_tags").fetchone()
     assert tagged == 3000
     assert {r[0] for r in db.execute("SELECT name FROM meta WHERE kind = 'entity'")} == {"ent"}
-    e._ids.clear()
+    e._drop_ids()
     again = make_batch(S)
     more = again.for_solution(S).samples
     more.keys, more.times, more.values = keys, [T0 + 1] * 3000, list(range(3000))
@@ -500,6 +500,46 @@ def test_many_new_series_in_one_batch_get_ids_rows_index_and_meta(tmp_path: Path
     e.write(again)
     assert db.execute("SELECT count(*) FROM series").fetchone() == (3000,)
     assert {k: e._ids[S][k] for k in keys} == ids
+    e.close()
+
+
+def _write_keys(e: SqliteEngine, keys: list, t: int) -> None:
+    wb = make_batch(S)
+    samples = wb.for_solution(S).samples
+    samples.keys, samples.times, samples.values = keys, [t] * len(keys), list(range(len(keys)))
+    samples.recount()
+    e.write(wb)
+
+
+def test_a_cache_that_holds_every_series_skips_lookups_and_stays_right(
+        tmp_path: Path) -> None:
+    """From an empty file every series is made here, so an uncached key is new
+    and needs no lookup; but a key with its tags in another order is an old
+    series, and a series another process made (the ``tsnet`` command) is
+    found, not made twice (the UNIQUE key would refuse the whole batch)."""
+    path = str(tmp_path / "x.db")
+    e = SqliteEngine(path)
+    e.open()
+    first = [("m", None, (("a", f"{i}"), ("b", "x"))) for i in range(50)]
+    _write_keys(e, first, T0)
+    assert e._top == 50  # every series cached: no lookup for the next new ones
+    turned = [("m", None, (("b", "x"), ("a", f"{i}"))) for i in range(50)]
+    _write_keys(e, [*turned, ("m", None, (("a", "new"),))], T0 + 1)
+    assert e.db.execute("SELECT count(*) FROM series").fetchone() == (51,)
+    assert [e._ids[S][k] for k in turned] == [e._ids[S][k] for k in first]
+    other = SqliteEngine(path)
+    other.open()
+    try:
+        _write_keys(other, [("m", None, (("a", "theirs"),))], T0 + 2)
+    finally:
+        other.close()
+    _write_keys(e, [("m", None, (("a", "theirs"),)), ("m", None, (("a", "mine"),))], T0 + 3)
+    rows = e.db.execute("SELECT tags, count(*) FROM series GROUP BY tags").fetchall()
+    assert len(rows) == 53 and {n for _, n in rows} == {1}
+    e.fold_pending()
+    [(sid,)] = e.db.execute("SELECT id FROM series WHERE tags = ?", ('{"a":"theirs"}',))
+    (count,) = e.db.execute("SELECT sum(count) FROM chunks WHERE series_id = ?", (sid,)).fetchone()
+    assert count == 2  # both processes' points, on the one series
     e.close()
 
 

@@ -345,6 +345,10 @@ class SqliteEngine:
         self._db: sqlite3.Connection | None = None
         # solution -> SeriesKey -> series id; dropped when data_generation moves.
         self._ids: dict[str, dict[SeriesKey, int]] = {}
+        # the series table's largest id while `_ids` holds every series (each
+        # under its canonical key too), so a key not in it is new; None when it
+        # may not (see `_many_series_ids`)
+        self._top: int | None = None
         self._data_generation: int | None = None
         # series id -> small chunks written since it was last compacted; None
         # until seeded by one scan, so compaction never scans the chunks table
@@ -450,7 +454,7 @@ class SqliteEngine:
             if db is not None:
                 db.close()
         self._db = self._now_db = None
-        self._ids.clear()
+        self._drop_ids()
 
     @property
     def db(self) -> sqlite3.Connection:
@@ -527,10 +531,15 @@ class SqliteEngine:
             self._forget()
             raise
 
+    def _drop_ids(self) -> None:
+        """Forget every cached series id (the series table is the truth)."""
+        self._ids.clear()
+        self._top = None
+
     def _forget(self) -> None:
         """After a rolled-back write: series rows created in it are gone, and
         the pending log is as it was, whatever the cache says."""
-        self._ids.clear()
+        self._drop_ids()
         self._pending = None
 
     def write_small_now(self, batch: WriteBatch) -> bool:
@@ -567,7 +576,7 @@ class SqliteEngine:
             except BaseException:
                 if db.in_transaction:
                     db.execute("ROLLBACK")
-                self._ids.clear()
+                self._drop_ids()
                 self._pending = None
                 raise
             return True
@@ -774,7 +783,7 @@ class SqliteEngine:
         """Drop the series-id cache if any process deleted data since we last looked."""
         gen = self._generation(db, "data_generation")
         if gen != self._data_generation:
-            self._ids.clear()
+            self._drop_ids()
             self._small = None
             self._data_generation = gen
 
@@ -789,6 +798,7 @@ class SqliteEngine:
         ids = self._ids.setdefault(solution, {})
         if len(ids) > SERIES_ID_CACHE:
             ids.clear()  # (the series table is the truth: a miss costs a lookup)
+            self._top = None
         missing = [key for key in dict.fromkeys(keys) if key not in ids]
         if missing:
             ids.update(self._many_series_ids(db, solution, missing))
@@ -800,7 +810,12 @@ class SqliteEngine:
         up `LOOKUP_KEYS` a query, the new ones created by one insert with ids of
         our own (the write lock is ours: nobody else adds rows meanwhile),
         indexed and registered in bulk.  A fleet's first batch is mostly new
-        series; statements per series cost several times what its point did."""
+        series; statements per series cost several times what its point did.
+
+        While the cache holds every series (`_top`: from an empty table, every
+        series since made here, and the table's largest id is still the one
+        we gave last, so no other process added one), a key not in it is new:
+        no lookup at all."""
         by_skey: dict[str, tuple[list[SeriesKey], SeriesKey]] = {}
         for key in keys:
             skey, canon = _series_skey(solution, key)
@@ -810,24 +825,36 @@ class SqliteEngine:
             else:  # (tags in another order: one series)
                 same[0].append(key)
         out: dict[SeriesKey, int] = {}
-        skeys = list(by_skey)
-        for i in range(0, len(skeys), LOOKUP_KEYS):
-            part = skeys[i:i + LOOKUP_KEYS]
-            for skey, sid in db.execute(
-                    f"SELECT skey, id FROM series WHERE skey IN ({','.join('?' * len(part))})",
-                    part):
-                out.update(dict.fromkeys(by_skey.pop(skey)[0], sid))
+        (top,) = db.execute("SELECT COALESCE(MAX(id), 0) FROM series").fetchone()
+        if self._top is None and not top and not any(self._ids.values()):
+            self._top = 0  # (an empty table, nothing cached: every series is ours)
+        if top == self._top:
+            cached = self._ids.get(solution, {})
+            for skey in [skey for skey, (_, canon) in by_skey.items() if canon in cached]:
+                same, canon = by_skey.pop(skey)  # (known under its canonical key)
+                out.update(dict.fromkeys(same, cached[canon]))
+        else:
+            self._top = None
+            skeys = list(by_skey)
+            for i in range(0, len(skeys), LOOKUP_KEYS):
+                part = skeys[i:i + LOOKUP_KEYS]
+                for skey, sid in db.execute(
+                        f"SELECT skey, id FROM series WHERE skey IN ({','.join('?' * len(part))})",
+                        part):
+                    out.update(dict.fromkeys(by_skey.pop(skey)[0], sid))
         if not by_skey:
             return out
-        (top,) = db.execute("SELECT COALESCE(MAX(id), 0) FROM series").fetchone()
         rows, made = [], []
         for sid, (skey, (same, canon)) in enumerate(by_skey.items(), top + 1):
             metric, entity, _ = canon
             rows.append((sid, solution, metric, entity, _tags_text(canon), skey))
             made.append((sid, canon))
             out.update(dict.fromkeys(same, sid))
+            out[canon] = sid
         db.executemany("INSERT INTO series (id, solution, metric, entity, tags, skey)"
                        " VALUES (?, ?, ?, ?, ?, ?)", rows)
+        if self._top == top:
+            self._top = top + len(rows)
         sqlite_tags.index_many(db, solution, made)
         for kind, name in sorted({m for _, canon in made
                                   for m in rules.implicit_meta_of_series(canon)}):
@@ -1139,6 +1166,7 @@ class SqliteEngine:
             sqlite_tags.delete_solution(db, solution)
             self._bump(db, "data_generation")
         self._ids.pop(solution, None)
+        self._top = None
 
     def compact(
         self,
