@@ -1,6 +1,8 @@
-"""The SQLite pending log: its row codec, the numpy fold against the plain one,
-rows from the first (JSON) form, row-form samples, and small writes committed
-on the reactor thread."""
+"""The SQLite pending log: its row codec (TSP3, and TSP2 rows as users' files
+hold them), the numpy fold against the plain one and against the points
+themselves, a part's fold reading only its part (from the file too), rows from
+the first (JSON) form, row-form samples, and small writes committed on the
+reactor thread."""
 
 from __future__ import annotations
 
@@ -18,7 +20,7 @@ from hypothesis import strategies as st
 from twisted.internet import defer
 
 from tsnet.model import INT64_MAX, INT64_MIN, Column, WriteBatch, series_key
-from tsnet.storage import pending
+from tsnet.storage import chunks, pending
 from tsnet.storage.sqlite import PENDING_MAX_POINTS, SqliteStorage
 from tsnet.testing.conformance import CPU, T0, S, make_batch, typed
 
@@ -35,7 +37,8 @@ def rows_st(draw: Any) -> list[tuple[list[int], list[int], list, list | None]]:
     out = []
     for _ in range(draw(st.integers(1, 5))):
         n = draw(st.integers(1, 25))
-        sids = draw(st.lists(st.integers(1, 6), min_size=n, max_size=n))
+        top = draw(st.sampled_from([6, 40]))  # (40: several series a part, every part)
+        sids = draw(st.lists(st.integers(1, top), min_size=n, max_size=n))
         times = draw(st.lists(st.integers(-10, 10).map(lambda t: T0 + t), min_size=n, max_size=n))
         kind = draw(st.sampled_from(["int", "float", "any"]))
         one = {"int": st.integers(INT64_MIN, INT64_MAX), "float": st.floats(), "any": values_st}
@@ -46,13 +49,46 @@ def rows_st(draw: Any) -> list[tuple[list[int], list[int], list, list | None]]:
     return out
 
 
+def encode_v2(sids: list[int], times: list[int], values: list,
+              texts: list | None = None) -> bytes:
+    """A row of the form before TSP3, as tsnet wrote it (users' files hold
+    them): ``TSP2``, N, the ids, times and values in log order, the texts."""
+    blob = b"".join((b"TSP2", chunks.encode_times([len(sids)]), chunks.encode_times(sids),
+                     chunks.encode_times(times), chunks.encode_values(values)))
+    text_blob = chunks.encode_texts(texts)
+    return blob if text_blob is None else blob + b"\n" + text_blob
+
+
+def by_part(row: tuple) -> tuple:
+    """A row's columns stably reordered by part: the order TSP3 keeps."""
+    order = sorted(range(len(row[0])), key=lambda i: row[0][i] % pending.PARTS)
+    return tuple(None if col is None else [col[i] for i in order] for col in row)
+
+
 @settings(max_examples=150, deadline=None)
 @given(rows_st())
 def test_codec_round_trip(rows: list) -> None:
+    """TSP3 keeps the points in part order, each series' in log order, with
+    an index entry (part, points, ints, floats) per part; TSP2 rows decode in
+    log order."""
     for sids, times, values, texts in rows:
-        s, t, v, x = pending.decode(pending.encode(sids, times, values, texts))
+        blob = pending.encode(sids, times, values, texts)
+        assert blob[:4] == b"TSP3"
+        s, t, v, x = pending.decode(blob)
+        ws, wt, wv, wx = by_part((sids, times, values, texts))
+        assert (s, t, typed(v)) == (ws, wt, typed(wv))
+        assert x == (wx if wx is not None and wx.count(None) != len(wx) else None)
+        parts = sorted({sid % pending.PARTS for sid in sids})
+        entries = [(p, sum(1 for i in range(len(s)) if s[i] % pending.PARTS == p),
+                    sum(1 for i in range(len(s)) if s[i] % pending.PARTS == p
+                        and type(v[i]) is int),
+                    sum(1 for i in range(len(s)) if s[i] % pending.PARTS == p
+                        and type(v[i]) is float)) for p in parts]
+        assert blob[12:20] == len(parts).to_bytes(8, "little")
+        assert blob[20:20 + 32 * len(parts)] == b"".join(
+            chunks.encode_times(list(e)) for e in entries)
+        s, t, v, x = pending.decode(encode_v2(sids, times, values, texts))
         assert (s, t, typed(v)) == (sids, times, typed(values))
-        assert x == (texts if texts is not None and texts.count(None) != len(texts) else None)
 
 
 @settings(max_examples=200, deadline=None)
@@ -61,6 +97,8 @@ def test_numpy_fold_equals_the_plain_fold(rows: list) -> None:
     """Byte for byte: the same chunks (NaN bits, -0.0, None, ints past 2**53),
     one per series, points in log order."""
     blobs = [pending.encode(s, t, v) for s, t, v, _ in rows]  # numpy takes rows without texts
+    blobs += [encode_v2(s, t, v) for s, t, v, _ in rows]  # (and TSP2 rows beside)
+    rows = rows + rows
     fast = sorted(pending.fold(blobs))
     plain = sorted(pending._fold_lists(blobs))
     assert fast == plain
@@ -84,6 +122,87 @@ def test_folding_part_by_part_gives_the_whole_fold(rows: list, data: Any) -> Non
     assert by_part == want
     for p in range(pending.PARTS):
         assert all(r[0] % pending.PARTS == p for r in pending._fold_lists(blobs, masks, p))
+
+
+def expected(rows: list, masks: list[int], part: int | None = None) -> list[tuple]:
+    """The chunk rows a fold must give, straight from the points: per series
+    (left out: parts in a row's mask, and other parts than ``part``), its
+    points in log order as one chunk."""
+    out: dict[int, tuple[list, list, list]] = {}
+    for (sids, times, values, texts), mask in zip(rows, masks, strict=True):
+        for i, sid in enumerate(sids):
+            p = sid % pending.PARTS
+            if not mask >> p & 1 and part in (None, p):
+                col = out.setdefault(sid, ([], [], []))
+                col[0].append(times[i])
+                col[1].append(values[i])
+                col[2].append(None if texts is None else texts[i])
+    return sorted((sid, *chunks.encode_chunk(*col)) for sid, col in out.items())
+
+
+@settings(max_examples=200, deadline=None)
+@given(rows_st(), st.data())
+def test_a_parts_fold_is_its_share_of_the_whole_fold(rows: list, data: Any) -> None:
+    """TSP3 and TSP2 rows side by side, every value kind, with texts or not,
+    parts already folded out or not: the whole fold is the points' own
+    chunks, and part p's fold (of whole rows, or of what `read_part` read of
+    them) is exactly the whole fold's series of part p."""
+    if not data.draw(st.booleans()):
+        rows = [(s, t, v, None) for s, t, v, _ in rows]  # (the numpy path)
+    blobs = [data.draw(st.sampled_from([pending.encode, encode_v2]))(*row) for row in rows]
+    masks = [data.draw(st.integers(0, pending.ALL_PARTS)) for _ in blobs]
+    whole = sorted(pending.fold(blobs, masks))
+    assert whole == expected(rows, masks)
+    for p in range(pending.PARTS):
+        share = [r for r in whole if r[0] % pending.PARTS == p]
+        assert sorted(pending.fold(blobs, masks, p)) == share
+        read = [pending.read_part(b, p) for b in blobs]
+        assert sorted(pending.fold(read, masks, p)) == share
+        assert all(len(r) <= len(b) for r, b in zip(read, blobs, strict=True))
+
+
+class CountingReads:
+    """A row read through slices (as `read_part` reads an `sqlite3.Blob`),
+    counting the bytes it hands out."""
+
+    def __init__(self, row: Any) -> None:
+        self.row, self.read = row, 0
+
+    def __len__(self) -> int:
+        return len(self.row)
+
+    def __getitem__(self, key: slice) -> bytes:
+        out = self.row[key]
+        self.read += len(out)
+        return out
+
+
+def test_a_part_is_read_from_the_file_alone(tmp_path: Path) -> None:
+    """From a row in an SQLite file (`sqlite3.Blob`), `read_part` reads the
+    header and the part's slices: with every part about as big, about a
+    sixteenth of the row; and what it read is what the bytes give.  A TSP2 row has no
+    index: it is read whole."""
+    sids = [1 + i % 1000 for i in range(8000)]
+    times = [T0 + i for i in range(8000)]
+    for values in ([i / 2 for i in range(8000)], [i if i % 3 else None for i in range(8000)]):
+        db = sqlite3.connect(tmp_path / "rows.sqlite")
+        db.execute("CREATE TABLE IF NOT EXISTS pending (id INTEGER PRIMARY KEY, batch BLOB)")
+        db.execute("DELETE FROM pending")
+        row, old = pending.encode(sids, times, values), encode_v2(sids, times, values)
+        db.executemany("INSERT INTO pending (id, batch) VALUES (?, ?)", [(1, row), (2, old)])
+        db.commit()
+        for p in (0, 7, 15):
+            with db.blobopen("pending", "batch", 1, readonly=True) as blob:
+                counted = CountingReads(blob)
+                got = pending.read_part(counted, p)
+            assert got == pending.read_part(row, p)
+            # (the header, index and type byte, then just what the part's row holds)
+            assert counted.read <= 20 + 32 * pending.PARTS + 1 + len(got) - 20 - 32
+            assert len(got) < len(row) / (pending.PARTS - 1)
+            assert pending.decode(got)[0] == [s for s in sids if s % pending.PARTS == p]
+            with db.blobopen("pending", "batch", 2, readonly=True) as blob:
+                assert pending.read_part(blob, p) == old
+        db.close()
 
 
 def _kept(row: tuple, mask: int) -> tuple:

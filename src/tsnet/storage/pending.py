@@ -6,9 +6,18 @@ point.  The SQLite backend logs it instead as one row of points tagged with
 their series ids, and *folds* the log into chunks later, many batches at once.
 
 Row layout (fixed, little-endian, so any later version reads it, unlike pickle
-or marshal): ``TSP2``, the point count N (int64), N series ids (int64), N
+or marshal): ``TSP3``, the point count N (int64), the count P (int64) of the
+parts the row has points of, and P index entries of four int64s (the part,
+then its points, int values and float values); then N series ids (int64), N
 times (int64 ns), the values as `chunks.encode_values` packs them, then only
-when some sample has a text, a newline and the texts as a JSON list.
+when some sample has a text, a newline and the texts as a JSON list.  The
+points are in part order (series id modulo `PARTS`, 16, which the form fixes),
+the entries too, and within a part in log order (a stable reorder: a series'
+points are all in its part, so each keeps its order).  Part p's points are
+then one slice of each array, found from the entries before it: its ids,
+times and (``q``, ``d``) values, or (``m``) kinds, ints and floats.
+``TSP2`` rows (the form before) are the same less P and the entries, points
+in log order; they still read and fold, as whole rows.
 
 Folding is a stable group-by over every point of the log.  With numpy it is
 array work (argsort, gathers, reductions per series), about 20 times cheaper
@@ -21,23 +30,28 @@ folding all of it at once writes 100,000 chunk rows in one transaction (a
 second with the writer held).  So the log can also be folded a *part* at a
 time: a point's part is its series id modulo `PARTS`, and a series' points
 are all in one part, so folding one part takes every pending point of its
-series, in log order, and last-write-wins still holds.  A row remembers the
-parts already folded out of it (a bit mask, ``folded``), which every later
-fold and read skips, and goes once every part is out.
+series, in log order, and last-write-wins still holds.  A part's fold of a
+``TSP3`` row decodes only the part's slices (`read_part` reads just those
+bytes of a row still in the file), not the other fifteen sixteenths.  A row
+remembers the parts already folded out of it (a bit mask, ``folded``), which
+every later fold and read skips, and goes once every part is out.
 """
 
 from __future__ import annotations
 
 import json
+import struct
 from collections.abc import Iterator
-from typing import Any
+from typing import Any, NamedTuple, Protocol
 
 import numpy as np
 
 from tsnet.model import Column, SeriesKey, Value
 from tsnet.storage import chunks
 
-MAGIC = b"TSP2"
+MAGIC = b"TSP3"
+#: the form before (no part index, points in log order): read, never written
+MAGIC_V2 = b"TSP2"
 #: the parts a log is folded in (`fold` with ``part``), and a row's mask once
 #: every part is folded out of it
 PARTS = 16
@@ -45,6 +59,33 @@ ALL_PARTS = (1 << PARTS) - 1
 _I64 = np.dtype("<i8")
 _F64 = np.dtype("<f8")
 _K_INT, _K_FLOAT = 1, 2  # chunks' kind bytes of a mixed value blob
+_HEAD = 20  # a TSP3 row's magic, N and P
+_ENTRY = struct.Struct("<4q")  # one index entry: part, points, int values, float values
+#: (points, ints, floats) before a part's slice, and in it
+_Span = tuple[int, int, int, int, int, int]
+_NOTHING: _Span = (0, 0, 0, 0, 0, 0)
+
+
+class Sliceable(Protocol):
+    """A row as `read_part` reads it: bytes, or an `sqlite3.Blob` open on a
+    row still in the file (slicing one reads just those bytes)."""
+
+    def __len__(self) -> int: ...
+
+    def __getitem__(self, key: slice, /) -> bytes: ...
+
+
+class _Layout(NamedTuple):
+    """Where a row's arrays are: N series ids at ``at``, N times after them,
+    the values (type byte ``tag``) after those, ending at ``end`` (the texts,
+    if any, follow a newline); ``index`` is a TSP3 row's entries (part,
+    points, ints, floats), None for a TSP2 row."""
+
+    n: int
+    at: int
+    tag: bytes
+    end: int
+    index: list[tuple[int, int, int, int]] | None
 
 
 class Points:
@@ -78,22 +119,72 @@ def encode(sids: list[int], times: list[int], values: list[Value],
     n = len(sids)
     if len(times) != n or len(values) != n or (texts is not None and len(texts) != n):
         raise ValueError("series ids, times, values and texts differ in length")
-    blob = b"".join((MAGIC, chunks.encode_times([n]), chunks.encode_times(sids),
-                     chunks.encode_times(times), chunks.encode_values(values)))
+    sid_blob, time_blob = chunks.encode_times(sids), chunks.encode_times(times)
+    value_blob = chunks.encode_values(values)  # (packed first: they check the values)
+    ids = np.frombuffer(sid_blob, _I64)
+    parts = (ids % PARTS).astype(np.uint8)
+    counts = np.bincount(parts, minlength=PARTS)
+    present = np.flatnonzero(counts)
+    if len(present) > 1:  # points in part order (uint8 keys: a stable radix sort)
+        order = np.argsort(parts, kind="stable")
+        parts = parts[order]
+        sid_blob = ids[order].tobytes()
+        time_blob = np.frombuffer(time_blob, _I64)[order].tobytes()
+        value_blob = _reorder_values(value_blob, n, order)
+        if texts is not None:
+            texts = list(map(texts.__getitem__, order.tolist()))
+    tag = value_blob[:1]
+    none = np.zeros(PARTS, np.int64)
+    if tag == b"q":
+        ints, floats = counts, none
+    elif tag == b"d":
+        ints, floats = none, counts
+    else:
+        kinds = np.frombuffer(value_blob, np.uint8, n, 1)
+        ints = np.bincount(parts[kinds == _K_INT], minlength=PARTS)
+        floats = np.bincount(parts[kinds == _K_FLOAT], minlength=PARTS)
+    index = np.stack((present, counts[present], ints[present], floats[present]), axis=1)
+    blob = b"".join((MAGIC, chunks.encode_times([n, len(present)]),
+                     index.astype(_I64).tobytes(), sid_blob, time_blob, value_blob))
     text_blob = chunks.encode_texts(texts)
     return blob if text_blob is None else blob + b"\n" + text_blob
 
 
 def decode(blob: bytes) -> tuple[list[int], list[int], list[Value], list | None]:
-    """(series ids, times, values, texts or None) of a row, as Python lists."""
-    n = _count(blob)
-    sids = chunks.decode_times(blob[12:12 + 8 * n])
-    times = chunks.decode_times(blob[12 + 8 * n:12 + 16 * n])
-    rest = blob[12 + 16 * n:]
-    vlen = _values_length(rest, n)
-    values = chunks.decode_values(rest[:vlen], n)
-    texts = chunks.decode_texts(rest[vlen + 1:]) if len(rest) > vlen else None
+    """(series ids, times, values, texts or None) of a row, as Python lists, in
+    the row's order (a TSP3 row's: by part, each series in log order)."""
+    lay = _layout(blob)
+    n, at = lay.n, lay.at
+    sids = chunks.decode_times(blob[at:at + 8 * n])
+    times = chunks.decode_times(blob[at + 8 * n:at + 16 * n])
+    values = chunks.decode_values(blob[at + 16 * n:lay.end], n)
+    texts = chunks.decode_texts(blob[lay.end + 1:]) if len(blob) > lay.end else None
     return sids, times, values, texts
+
+
+def read_part(row: Sliceable, part: int) -> bytes:
+    """The points of ``part`` in ``row`` as a row of their own, which `fold`
+    takes as it would the whole row; only the header and the part's slices
+    are read, so from an `sqlite3.Blob` a part costs a sixteenth of the row's
+    bytes.  A TSP2 row (no index) or one with texts comes whole."""
+    lay = _layout(row)
+    if lay.index is None or lay.end < len(row):
+        return row if isinstance(row, bytes) else row[0:len(row)]
+    start, i0, f0, count, n_int, n_float = _span(lay.index, part)
+    n, at = lay.n, lay.at
+    v = at + 16 * n + 1
+    pieces = [MAGIC, chunks.encode_times([count, 1 if count else 0]),
+              _ENTRY.pack(part, count, n_int, n_float) if count else b"",
+              row[at + 8 * start:at + 8 * (start + count)],
+              row[at + 8 * (n + start):at + 8 * (n + start + count)], lay.tag]
+    if lay.tag == b"m":
+        floats_at = v + n + 8 * sum(e[2] for e in lay.index)
+        pieces += (row[v + start:v + start + count],
+                   row[v + n + 8 * i0:v + n + 8 * (i0 + n_int)],
+                   row[floats_at + 8 * f0:floats_at + 8 * (f0 + n_float)])
+    else:
+        pieces.append(row[v + 8 * start:v + 8 * (start + count)])
+    return b"".join(pieces)
 
 
 def fold(blobs: list[bytes], masks: list[int] | None = None,
@@ -103,9 +194,11 @@ def fold(blobs: list[bytes], masks: list[int] | None = None,
     folded out of each row already, whose points are left out; with ``part``
     only that part's points are folded."""
     masks = masks or [0] * len(blobs)
-    if any(_has_texts(b) for b in blobs):
-        return _fold_lists(blobs, masks, part)
-    parts = [_only(_arrays(b), mask, part) for b, mask in zip(blobs, masks, strict=True)]
+    layouts = [_layout(b) for b in blobs]
+    if any(lay.end < len(b) for b, lay in zip(blobs, layouts, strict=True)):
+        return _fold_lists(blobs, masks, part)  # (rows with texts)
+    parts = [_points(b, lay, mask, part)
+             for b, lay, mask in zip(blobs, layouts, masks, strict=True)]
     if not parts:
         return []
     sids = np.concatenate([p[0] for p in parts])
@@ -119,23 +212,27 @@ def fold(blobs: list[bytes], masks: list[int] | None = None,
     floats = np.concatenate([p[4] for p in parts])[order]
     starts = np.flatnonzero(np.concatenate(([True], sids[1:] != sids[:-1])))
     ends = np.append(starts[1:], len(sids))
-    n_float = np.add.reduceat(kinds == _K_FLOAT, starts)
-    n_int = np.add.reduceat(kinds == _K_INT, starts)
-    lows = np.minimum.reduceat(times, starts)
-    highs = np.maximum.reduceat(times, starts)
+    counts = ends - starts
+    every_float = (np.add.reduceat(kinds == _K_FLOAT, starts) == counts).tolist()
+    every_int = (np.add.reduceat(kinds == _K_INT, starts) == counts).tolist()
+    lows = np.minimum.reduceat(times, starts).tolist()
+    highs = np.maximum.reduceat(times, starts).tolist()
+    # Per series, only list items and bytes slices (a numpy scalar or a small
+    # array per series cost more than the rest of a part's fold).
+    time_bytes, int_bytes, float_bytes = times.tobytes(), ints.tobytes(), floats.tobytes()
     rows = []
-    for i, (a, b) in enumerate(zip(starts.tolist(), ends.tolist(), strict=True)):
-        count = b - a
-        if n_float[i] == count:
-            vblob = b"d" + floats[a:b].tobytes()
-        elif n_int[i] == count:
-            vblob = b"q" + ints[a:b].tobytes()
+    for a, b, sid, low, high, all_float, all_int in zip(
+            starts.tolist(), ends.tolist(), sids[starts].tolist(), lows, highs,
+            every_float, every_int, strict=True):
+        if all_float:
+            vblob = b"d" + float_bytes[8 * a:8 * b]
+        elif all_int:
+            vblob = b"q" + int_bytes[8 * a:8 * b]
         else:
             k = kinds[a:b]
             vblob = b"".join((b"m", k.tobytes(), ints[a:b][k == _K_INT].tobytes(),
                               floats[a:b][k == _K_FLOAT].tobytes()))
-        rows.append((int(sids[a]), int(lows[i]), int(highs[i]), count,
-                     times[a:b].tobytes(), vblob, None))
+        rows.append((sid, low, high, b - a, time_bytes[8 * a:8 * b], vblob, None))
     return rows
 
 
@@ -179,10 +276,28 @@ def decode_json(
 # -- helpers ------------------------------------------------------------------------
 
 
-def _count(blob: bytes) -> int:
-    if blob[:4] != MAGIC:
+def _layout(row: Sliceable) -> _Layout:
+    """A row's `_Layout`, from its header alone (so from an `sqlite3.Blob`
+    too)."""
+    head = row[0:_HEAD]
+    n = int.from_bytes(head[4:12], "little", signed=True)
+    if head[:4] == MAGIC:
+        entries = int.from_bytes(head[12:20], "little", signed=True)
+        at = _HEAD + _ENTRY.size * entries
+        index = list(_ENTRY.iter_unpack(row[_HEAD:at]))
+        v = at + 16 * n
+        tag = row[v:v + 1]
+        end = v + 1 + (8 * n if tag in (b"q", b"d") else n + 8 * sum(e[2] + e[3] for e in index))
+    elif head[:4] == MAGIC_V2:
+        at, index = 12, None
+        v = at + 16 * n
+        tag = row[v:v + 1]
+        end = v + _values_length(row[v:v + 1 + n], n)
+    else:
         raise ValueError("unknown pending-log row format")
-    return int.from_bytes(blob[4:12], "little", signed=True)
+    if tag not in (b"q", b"d", b"m"):
+        raise ValueError(f"unknown value encoding {tag!r}")
+    return _Layout(n, at, tag, end, index)
 
 
 def _values_length(blob: bytes | memoryview, n: int) -> int:
@@ -193,37 +308,79 @@ def _values_length(blob: bytes | memoryview, n: int) -> int:
     return 1 + n + 8 * (n - bytes(blob[1:1 + n]).count(0))
 
 
-def _has_texts(blob: bytes) -> bool:
-    n = _count(blob)
-    return len(blob) > 12 + 16 * n + _values_length(memoryview(blob)[12 + 16 * n:], n)
+def _span(index: list[tuple[int, int, int, int]], part: int) -> _Span:
+    """(points, ints, floats) before ``part``'s slices of a TSP3 row, and in
+    them (the entries are in part order; a part without points has none)."""
+    start = i0 = f0 = 0
+    for p, count, n_int, n_float in index:
+        if p == part:
+            return start, i0, f0, count, n_int, n_float
+        if p > part:
+            break
+        start, i0, f0 = start + count, i0 + n_int, f0 + n_float
+    return _NOTHING
 
 
-def _arrays(blob: bytes) -> tuple[Any, Any, Any, Any, Any]:
-    """(series ids, times, kinds, ints, floats) of a row without texts, as arrays
-    of one entry per point; a point's int or float slot is 0 when it is not of
-    that kind (kind 0: no value)."""
-    n = _count(blob)
-    sids = np.frombuffer(blob, _I64, n, 12)
-    times = np.frombuffer(blob, _I64, n, 12 + 8 * n)
-    v = 12 + 16 * n
-    tag = blob[v:v + 1]
+def _points(blob: bytes, lay: _Layout, mask: int, part: int | None) -> tuple:
+    """`_arrays` of the points of a row still to fold (not in ``mask``; in
+    ``part``, when given): a TSP3 row's part is its slices alone."""
+    if part is None or lay.index is None:
+        return _only(_arrays(blob, lay), mask, part)
+    return _arrays(blob, lay, _NOTHING if mask >> part & 1 else _span(lay.index, part))
+
+
+def _arrays(blob: bytes, lay: _Layout, span: _Span | None = None
+            ) -> tuple[Any, Any, Any, Any, Any]:
+    """(series ids, times, kinds, ints, floats) of a row without texts (of its
+    ``span``, when given), as arrays of one entry per point; a point's int or
+    float slot is 0 when it is not of that kind (kind 0: no value)."""
+    n, at = lay.n, lay.at
+    v = at + 16 * n + 1
+    if span is None:
+        return (np.frombuffer(blob, _I64, n, at), np.frombuffer(blob, _I64, n, at + 8 * n),
+                *_value_arrays(blob, lay.tag, n, v))
+    start, i0, f0, count = span[:4]
+    sids = np.frombuffer(blob, _I64, count, at + 8 * start)
+    times = np.frombuffer(blob, _I64, count, at + 8 * (n + start))
+    if lay.tag != b"m":
+        return sids, times, *_value_arrays(blob, lay.tag, count, v + 8 * start)
+    floats_at = v + n + 8 * sum(e[2] for e in lay.index or ())
+    return sids, times, *_value_arrays(blob, lay.tag, count, v + start,
+                                       v + n + 8 * i0, floats_at + 8 * f0)
+
+
+def _value_arrays(blob: bytes, tag: bytes, n: int, at: int, ints_at: int | None = None,
+                  floats_at: int | None = None) -> tuple[Any, Any, Any]:
+    """(kinds, ints, floats) of ``n`` values packed as `chunks.encode_values`
+    does from ``at`` (past the type byte ``tag``), one entry per value; a mixed
+    packing's ints and floats are at ``ints_at`` and ``floats_at`` (default:
+    where one packing of ``n`` values has them)."""
     if tag == b"q":
-        ints = np.frombuffer(blob, _I64, n, v + 1)
-        return sids, times, np.full(n, _K_INT, np.uint8), ints, np.zeros(n, _F64)
+        return np.full(n, _K_INT, np.uint8), np.frombuffer(blob, _I64, n, at), np.zeros(n, _F64)
     if tag == b"d":
-        floats = np.frombuffer(blob, _F64, n, v + 1)
-        return sids, times, np.full(n, _K_FLOAT, np.uint8), np.zeros(n, _I64), floats
-    if tag != b"m":
-        raise ValueError(f"unknown value encoding {tag!r}")
-    kinds = np.frombuffer(blob, np.uint8, n, v + 1)
+        return np.full(n, _K_FLOAT, np.uint8), np.zeros(n, _I64), np.frombuffer(blob, _F64, n, at)
+    kinds = np.frombuffer(blob, np.uint8, n, at)
     is_int = kinds == _K_INT
     is_float = kinds == _K_FLOAT
     n_int = int(is_int.sum())
+    ints_at = at + n if ints_at is None else ints_at
+    floats_at = ints_at + 8 * n_int if floats_at is None else floats_at
     ints = np.zeros(n, _I64)
     floats = np.zeros(n, _F64)
-    ints[is_int] = np.frombuffer(blob, _I64, n_int, v + 1 + n)
-    floats[is_float] = np.frombuffer(blob, _F64, int(is_float.sum()), v + 1 + n + 8 * n_int)
-    return sids, times, kinds, ints, floats
+    ints[is_int] = np.frombuffer(blob, _I64, n_int, ints_at)
+    floats[is_float] = np.frombuffer(blob, _F64, int(is_float.sum()), floats_at)
+    return kinds, ints, floats
+
+
+def _reorder_values(blob: bytes, n: int, order: Any) -> bytes:
+    """`chunks.encode_values`' packing ``blob`` of ``n`` values, reordered by
+    ``order`` (an index array) without a Python object per value."""
+    tag = blob[:1]
+    if tag in (b"q", b"d"):  # (as int64 bits: a float's bits, NaN's, are kept)
+        return tag + np.frombuffer(blob, _I64, n, 1)[order].tobytes()
+    kinds, ints, floats = (a[order] for a in _value_arrays(blob, tag, n, 1))
+    return b"".join((tag, kinds.tobytes(), ints[kinds == _K_INT].tobytes(),
+                     floats[kinds == _K_FLOAT].tobytes()))
 
 
 def in_part(sid: int, mask: int, part: int | None) -> bool:

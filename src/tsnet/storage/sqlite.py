@@ -244,6 +244,18 @@ _PENDING_ROWS = ("SELECT p.batch, COALESCE(f.folded, 0) FROM pending p"
                  " LEFT JOIN pending_folded f ON f.id = p.id ORDER BY p.id")
 
 
+def _pending_part(db: sqlite3.Connection, rid: int, part: int) -> bytes:
+    """Pending row ``rid``'s points of ``part`` (`pending_log.read_part`).  With
+    `sqlite3.Connection.blobopen` (Python 3.11) only the row's header and the
+    part's slices are read from the file: a part's fold of a 900,000-point log
+    reads 1.4 MB, not 22 MB.  Without it (Python 3.10), the whole row."""
+    blobopen = getattr(db, "blobopen", None)
+    if blobopen is None:
+        return db.execute("SELECT batch FROM pending WHERE id = ?", (rid,)).fetchone()[0]
+    with blobopen("pending", "batch", rid, readonly=True) as blob:
+        return pending_log.read_part(blob, part)
+
+
 def _dumps(obj: Any) -> str:
     return json.dumps(obj, separators=(",", ":"), sort_keys=True)
 
@@ -675,20 +687,19 @@ class SqliteEngine:
         self._next_part = (part + 1) % pending_log.PARTS
         bit = 1 << part
         left = self._pending_points(db)  # (counted before this fold changes the rows)
-        ids, blobs, masks = [], [], []
-        for rid, row, mask in db.execute(
-                "SELECT p.id, p.batch, COALESCE(f.folded, 0) FROM pending p"
+        ids, masks = [], []
+        for rid, kind, mask in db.execute(
+                "SELECT p.id, typeof(p.batch), COALESCE(f.folded, 0) FROM pending p"
                 " LEFT JOIN pending_folded f ON f.id = p.id"
-                " WHERE COALESCE(f.folded, 0) & ? = 0 ORDER BY p.id", (bit,)):
-            if isinstance(row, str):
+                " WHERE COALESCE(f.folded, 0) & ? = 0 ORDER BY p.id", (bit,)).fetchall():
+            if kind == "text":  # a row of the first form
                 self._fold(db)
                 return
             ids.append(rid)
-            blobs.append(row)
             masks.append(mask)
         if not ids:
             return
-        rows = pending_log.fold(blobs, masks, part)
+        rows = pending_log.fold([_pending_part(db, rid, part) for rid in ids], masks, part)
         self._insert_chunks(db, rows)
         now = [(rid, mask | bit) for rid, mask in zip(ids, masks, strict=True)]
         done = [(rid,) for rid, mask in now if mask == pending_log.ALL_PARTS]
