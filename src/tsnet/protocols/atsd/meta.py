@@ -20,10 +20,22 @@ from tsnet.model import Meta
 from tsnet.storage.rules import merge_meta_fields
 
 RELOAD_SECONDS = 10.0
+#: the only fields a discard depends on; every other field is left out
+RULE_FIELDS = ("enabled", "invalid_action", "min_value", "max_value")
+
+
+def _rule_fields(fields: dict) -> dict:
+    return {k: fields[k] for k in RULE_FIELDS if k in fields}
 
 
 class MetaRules:
-    """The metric and entity fields of one solution that decide discards."""
+    """The metric and entity fields of one solution that decide discards.
+
+    Only `RULE_FIELDS` are kept, and only for the names that have one: every
+    entity a series names has a meta record (empty, as a rule), and a fleet
+    of a million devices would otherwise cost a dict each here.  Merging an
+    update into the kept fields gives the rule fields merging into the whole
+    record would (`merge_meta_fields` works field by field)."""
 
     def __init__(self) -> None:
         self.metrics: dict[str, dict] = {}
@@ -34,8 +46,8 @@ class MetaRules:
 
     def load(self, metrics: list[Meta], entities: list[Meta], now: float) -> None:
         """Replace the rules with the stored records."""
-        self.metrics = {m.name: dict(m.fields) for m in metrics}
-        self.entities = {m.name: dict(m.fields) for m in entities}
+        self.metrics = {m.name: f for m in metrics if (f := _rule_fields(m.fields))}
+        self.entities = {m.name: f for m in entities if (f := _rule_fields(m.fields))}
         self.loaded_at = now
         self._recompute()
 
@@ -45,7 +57,11 @@ class MetaRules:
     def update(self, meta: Meta) -> None:
         """A meta command was accepted: merge it as storage will."""
         table = self.metrics if meta.kind == "metric" else self.entities
-        table[meta.name] = merge_meta_fields(table.get(meta.name, {}), meta.fields)
+        fields = _rule_fields(merge_meta_fields(table.get(meta.name, {}), meta.fields))
+        if fields:
+            table[meta.name] = fields
+        else:
+            table.pop(meta.name, None)
         self._recompute()
 
     def _recompute(self) -> None:

@@ -919,7 +919,7 @@ class SeriesFastPath:
     0 disables it.
     """
 
-    __slots__ = ("_cache", "_limit", "_split")
+    __slots__ = ("_cache", "_cols", "_lent", "_limit", "_split")
 
     def __init__(self, limit: int = 10_000) -> None:
         self._limit = limit
@@ -927,6 +927,11 @@ class SeriesFastPath:
         # the same series, for `take`: text before the value's ``=`` -> text
         # between the value and `` ms:`` -> series
         self._split: dict[str, dict[str, _Known]] = {}
+        # the columns `take` last filled, and the series that point into them:
+        # when a new batch comes, those let go of the old one (else each cached
+        # series would keep alive the whole batch it last went to, written long ago)
+        self._cols: dict | None = None
+        self._lent: list[_Known] = []
 
     def parse(self, text: str) -> tuple[bool, Command]:
         """Exactly `parse_command` (tests prove it), faster on repeated series."""
@@ -983,6 +988,12 @@ class SeriesFastPath:
         cache = self._cache
         split = self._split
         cols = samples.columns
+        lent = self._lent
+        if cols is not self._cols:
+            for known in lent:
+                known.cols = known.col = None
+            lent.clear()
+            self._cols = cols
         last_ts, last_ns = " ", 0  # never equal to digits
         start = i
         n = len(commands)
@@ -1044,6 +1055,7 @@ class SeriesFastPath:
                     col = cols[hit.key] = Column()
                 hit.cols = cols
                 hit.col = col
+                lent.append(hit)
             col.times.append(t)
             col.values.append(v)
             if col.texts is not None:
