@@ -15,11 +15,14 @@ the queries.  Only processes it started are signalled, by PID.
 ``series=...|...`` filter that selects K of them (grouped by it, so the reply
 must hold K series), ``/api/suggest?type=tagv&q=s99`` and
 ``/api/suggest?type=metrics&q=bench``: each cold once, then ``--repeats``
-times, and the medians printed.
+times, and the medians printed.  ``--export`` then stops the server and
+checks that ``tsnet export`` gives every point once and every series; the
+server's peak RSS is given after the load and after the reads.
 
     python bench/query.py                     # 1,000,000 points, avg:1m-avg
     python bench/query.py --downsample 1h-max --aggregator sum
     python bench/query.py --filter-select 100 # 100 of 100,000 series
+    python bench/query.py --filter-select 100 --series 1000000 --export --timeout 1800
 """
 
 from __future__ import annotations
@@ -43,9 +46,13 @@ from run import (  # bench/ is not a package: run.py is found on sys.path
     LOOPBACK,
     BenchError,
     Server,
+    count_export,
     http,
     metric_sum,
+    mib,
     proc_cpu,
+    proc_status,
+    tsnet_cmd,
     write_config,
 )
 
@@ -149,6 +156,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--repeats", type=int, default=5)
     p.add_argument("--loadgen", default=DEFAULT_LOADGEN)
     p.add_argument("--timeout", type=float, default=300.0, help="s to load and commit")
+    p.add_argument("--export", action="store_true",
+                   help="after the reads, stop the server and check `tsnet export`")
     p.add_argument("--keep", action="store_true", help="keep the temporary directory")
     a = p.parse_args(argv)
     wide = a.filter_select is not None
@@ -158,13 +167,29 @@ def main(argv: list[str] | None = None) -> int:
         a.series = WIDE_SERIES if wide else 100
 
     workdir = tempfile.mkdtemp(prefix="tsnet-query-")
-    server = Server(workdir, write_config(workdir, "opentsdb-http"))
+    cfg = write_config(workdir, "opentsdb-http")
+    server = Server(workdir, cfg)
     try:
         server.start(30.0)
+        t0 = time.perf_counter()
         base = load(server, a)
+        load_s = time.perf_counter() - t0
+        rss_load = mib(proc_status(server.pid, "VmHWM"))
         cpu0 = proc_cpu(server.pid)
         result = filter_select(a, base) if wide else whole_metric(a, base)
         result["server_cpu_s"] = round(proc_cpu(server.pid) - cpu0, 2)
+        result["load_points_per_sec"] = round(a.points / load_s)
+        result["peak_rss_mib_load"] = rss_load
+        result["peak_rss_mib"] = mib(proc_status(server.pid, "VmHWM"))
+        if a.export:
+            server.stop(120.0)
+            got = count_export([*tsnet_cmd(), "--config", cfg, "export"], workdir, a.timeout)
+            result.update(got)
+            if (got["export_series_lines"], got["export_distinct_series"]) != (
+                    a.points, a.series):
+                raise BenchError(f"export gave {got['export_series_lines']} points of "
+                                 f"{got['export_distinct_series']} series, not {a.points} "
+                                 f"of {a.series}")
         print(json.dumps(result))
         return 0
     except BenchError as e:

@@ -671,8 +671,9 @@ class SqliteEngine:
                 masks.append(mask)
         for solution, cols in by_solution.items():  # older than any binary row
             self._write_samples(db, solution, cols)
-        if blobs:
-            self._insert_chunks(db, pending_log.fold(blobs, masks))
+        for part in range(pending_log.PARTS) if blobs else ():
+            # (a part's chunk rows at a time: a million series' at once held 400 MB)
+            self._insert_chunks(db, pending_log.fold(blobs, masks, part))
         db.execute("DELETE FROM pending")
         db.execute("DELETE FROM pending_folded")
         self._pending = 0
