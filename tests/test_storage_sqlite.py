@@ -577,3 +577,38 @@ def test_compaction_takes_the_series_that_filled_up_first(tmp_path: Path) -> Non
     rows = dict(e.db.execute("SELECT series_id, count(*) FROM chunks GROUP BY series_id"))
     assert rows == {ids[late]: 1, ids[early]: 9}
     e.close()
+
+
+_texts = st.text(alphabet=st.sampled_from(["a", "b", "\x00", "\x01", "\x7f", "é", "\ud800",
+                                           "\U0001f600", "\uffff"]), max_size=4)
+_tag_tuples = st.dictionaries(_texts, _texts, max_size=3).map(lambda d: tuple(sorted(d.items())))
+
+
+@given(st.lists(_tag_tuples, min_size=2, max_size=8))
+def test_the_tags_sort_bytes_sort_as_the_tags_do(tag_sets: list) -> None:
+    """NUL, a prefix, an empty text, a lone surrogate, past the BMP: the bytes
+    SQLite sorts the export's series by give `rules.series_sort_key`'s order."""
+    from tsnet.storage.sqlite import _dumps, _tags_order
+
+    by_bytes = sorted(tag_sets, key=lambda tags: _tags_order(_dumps(dict(tags))))
+    assert by_bytes == sorted(tag_sets)
+
+
+def test_the_export_lists_series_in_key_order_from_the_file(tmp_path: Path) -> None:
+    """The export's series come sorted by SQLite (not a list of every key in
+    memory), in `rules.series_sort_key` order: metric, no entity first, entity,
+    tags; from a file and in memory."""
+    from tsnet.storage.rules import series_sort_key
+
+    keys = [("m", None, (("a", "b"),)), ("m", None, (("a", "b"), ("c", ""))),
+            ("m", "", ()), ("m", None, ()), ("l", "z", (("a", "\x00"),)),
+            ("m", "e", (("a", "b\x00"),)), ("m", "e", (("a", "b"),)),
+            ("m", "e", (("ab", ""),)), ("m\x00", None, ()), ("é", None, (("k", "é"),))]
+    for path in (str(tmp_path / "x.db"), ":memory:"):
+        e = SqliteEngine(path)
+        e.open()
+        _write_keys(e, keys, T0)
+        got = [(r["metric"], r.get("entity"), tuple(sorted(r["tags"].items())))
+               for r in e.iter_export() if r["kind"] == "series"]
+        assert got == sorted(keys, key=series_sort_key)
+        e.close()
