@@ -401,7 +401,7 @@ class SeriesCache:
     A fleet repeats the same series in every request; their names are checked
     once, not once per point.  Bounded: when full it starts over."""
 
-    def __init__(self, limit: int = 50_000) -> None:
+    def __init__(self, limit: int = 100_000) -> None:
         self.limit = limit
         #: (metric, *tags.items()) -> series key, for the pairs already checked
         self.known: dict[tuple, SeriesKey] = {}
