@@ -306,16 +306,19 @@ async def test_a_wide_batch_is_logged_whole_and_folded_many_at_once(
         await storage.write(make_batch(samples=[(k, T0 + round_, round_) for k in keys]))
     assert _raw(db_path, "SELECT count(*), sum(points) FROM pending") == [(2, 2 * n)]
     assert _raw(db_path, "SELECT count(*) FROM chunks") == [(0,)]
-    # a third would pass the fold threshold: part 0 of the log becomes chunks
+    # a third takes the log past the fold mark: once it is committed, part 0
+    # of the log becomes chunks, in a transaction of its own
     await storage.write(make_batch(samples=[(k, T0 + 2, 2) for k in keys]))
+    await storage._run(lambda: None)  # (the fold queued behind the write)
     in_part0 = len(range(0, n + 1, pending.PARTS)) - 1  # ids 1..n: 16, 32, ...
-    assert _raw(db_path, FOLDED) == [(1, n), (1, n), (0, n)]
+    assert _raw(db_path, FOLDED) == [(1, n), (1, n), (1, n)]
     engine = storage._engine  # what is left to fold: the points not folded out
-    assert engine._pending_points(engine.db) == 3 * n - 2 * in_part0
+    assert engine._pending_points(engine.db) == 3 * n - 3 * in_part0
     engine._pending = None  # and counted again from the rows, about the same
-    assert engine._pending_points(engine.db) == 3 * n - 2 * (n // pending.PARTS)
+    assert engine._pending_points(engine.db) == 3 * n - 3 * (n // pending.PARTS)
     assert _raw(db_path, "SELECT count(*), min(count), max(count), min(series_id % 16),"
-                         " max(series_id % 16) FROM chunks") == [(in_part0, 2, 2, 0, 0)]
+                         " max(series_id % 16) FROM chunks") == [(in_part0, 3, 3, 0, 0)]
+    assert engine.fold_due  # (still past the mark: the next write's commit folds part 1)
     rows = await storage.read_series(S, "fleet", None, None)  # (a read folds the rest)
     assert len(rows) == n
     assert all(r[1] == [T0, T0 + 1, T0 + 2] and r[2] == [0, 1, 2] for r in rows)
@@ -329,6 +332,28 @@ async def test_a_wide_batch_is_logged_whole_and_folded_many_at_once(
     assert rows[0][1] == [T0 + t for t in range(3004)]
     assert rows[0][2] == [0, 1, 2, 3, *range(4, 3004)]
     assert all(r[1] == [T0, T0 + 1, T0 + 2, T0 + 3] and r[2] == [0, 1, 2, 3] for r in rows[1:])
+
+
+def test_a_write_far_past_the_fold_mark_folds_a_part_first(
+        db_path: str, monkeypatch: Any) -> None:
+    """An engine alone (no storage folding after its writes, as ``tsnet
+    import`` runs it) still bounds the log: a write that would take it past
+    twice the mark folds a part first, in its own transaction."""
+    from tsnet.storage import sqlite as sqlite_storage
+
+    monkeypatch.setattr(sqlite_storage, "PENDING_FOLD_POINTS", 2 * PENDING_MAX_POINTS)
+    n = PENDING_MAX_POINTS + 500
+    keys = [series_key("fleet", {"device": f"d{i:05}"}) for i in range(n)]
+    engine = sqlite_storage.SqliteEngine(db_path)
+    engine.open()
+    for t in range(3):
+        engine.write(make_batch(samples=[(k, T0 + t, t) for k in keys]))
+    assert engine.fold_due and _raw(db_path, FOLDED) == [(0, n), (0, n), (0, n)]
+    engine.write(make_batch(samples=[(k, T0 + 3, 3) for k in keys]))
+    assert _raw(db_path, FOLDED) == [(1, n), (1, n), (1, n), (0, n)]
+    engine.fold_due_part()
+    assert _raw(db_path, FOLDED) == [(3, n), (3, n), (3, n), (2, n)]
+    engine.close()
 
 
 @pytest_twisted.ensureDeferred
