@@ -1852,19 +1852,22 @@ class SqliteStorage:
                 return
         except OSError:
             return
-        self._checkpointing = True
-        d = self._run(self._engine.checkpoint)
-        d.addCallbacks(lambda _: self._faults.worked("checkpoint"), self._background_failed,
-                       errbackArgs=("checkpoint",))
-        d.addErrback(lambda f: log.failure("checkpoint of {path} failed", f, path=self.path))
+        self._background("checkpoint", self._engine.checkpoint, "_checkpointing")
 
-        def done(_: Any) -> None:
-            self._checkpointing = False
-
-        d.addBoth(done)
+    def _background(self, what: str, f: Callable[[], Any], flag: str) -> None:
+        """Run ``f`` on the writer thread as background work ``what``, the
+        attribute ``flag`` true until it ends (one at a time): a full disk or a
+        lock is logged once (`_background_failed`), anything else as a failure."""
+        setattr(self, flag, True)
+        d = self._run(f)
+        d.addCallbacks(lambda _: self._faults.worked(what), self._background_failed,
+                       errbackArgs=(what,))
+        d.addErrback(lambda fail: log.failure("{what} of {path} failed", fail, what=what,
+                                              path=self.path))
+        d.addBoth(lambda _: setattr(self, flag, False))
 
     def _background_failed(self, f: Any, what: str) -> int:
-        """A checkpoint or a compaction step failed: a full disk or a lock is
+        """A checkpoint, a fold or a compaction step failed: a full disk or a lock is
         logged once (see `_Faults`) and tried again later; anything else is a
         bug, passed on."""
         f.trap(sqlite3.OperationalError)
@@ -1936,16 +1939,7 @@ class SqliteStorage:
         if self._folding or not self._engine.fold_due or self._pool is None \
                 or self._closing is not None:
             return result
-        self._folding = True
-        d = self._run(self._engine.fold_due_part)
-        d.addCallbacks(lambda _: self._faults.worked("fold"), self._background_failed,
-                       errbackArgs=("fold",))
-        d.addErrback(lambda f: log.failure("fold of {path} failed", f, path=self.path))
-
-        def done(_: Any) -> None:
-            self._folding = False
-
-        d.addBoth(done)
+        self._background("fold", self._engine.fold_due_part, "_folding")
         return result
 
     def read_series(
