@@ -87,6 +87,16 @@ class _Layout(NamedTuple):
     end: int
     index: list[tuple[int, int, int, int]] | None
 
+    @property
+    def values_at(self) -> int:
+        """Where the values begin, past their type byte."""
+        return self.at + 16 * self.n + 1
+
+    @property
+    def floats_at(self) -> int:
+        """Where a mixed packing's floats begin: after the kinds and every int."""
+        return self.values_at + self.n + 8 * sum(e[2] for e in self.index or ())
+
 
 class Points:
     """Points tagged with series ids, gathered part by part into the parallel
@@ -171,14 +181,13 @@ def read_part(row: Sliceable, part: int) -> bytes:
     if lay.index is None or lay.end < len(row):
         return row if isinstance(row, bytes) else row[0:len(row)]
     start, i0, f0, count, n_int, n_float = _span(lay.index, part)
-    n, at = lay.n, lay.at
-    v = at + 16 * n + 1
+    n, at, v = lay.n, lay.at, lay.values_at
     pieces = [MAGIC, chunks.encode_times([count, 1 if count else 0]),
               _ENTRY.pack(part, count, n_int, n_float) if count else b"",
               row[at + 8 * start:at + 8 * (start + count)],
               row[at + 8 * (n + start):at + 8 * (n + start + count)], lay.tag]
     if lay.tag == b"m":
-        floats_at = v + n + 8 * sum(e[2] for e in lay.index)
+        floats_at = lay.floats_at
         pieces += (row[v + start:v + start + count],
                    row[v + n + 8 * i0:v + n + 8 * (i0 + n_int)],
                    row[floats_at + 8 * f0:floats_at + 8 * (f0 + n_float)])
@@ -334,8 +343,7 @@ def _arrays(blob: bytes, lay: _Layout, span: _Span | None = None
     """(series ids, times, kinds, ints, floats) of a row without texts (of its
     ``span``, when given), as arrays of one entry per point; a point's int or
     float slot is 0 when it is not of that kind (kind 0: no value)."""
-    n, at = lay.n, lay.at
-    v = at + 16 * n + 1
+    n, at, v = lay.n, lay.at, lay.values_at
     if span is None:
         return (np.frombuffer(blob, _I64, n, at), np.frombuffer(blob, _I64, n, at + 8 * n),
                 *_value_arrays(blob, lay.tag, n, v))
@@ -344,9 +352,8 @@ def _arrays(blob: bytes, lay: _Layout, span: _Span | None = None
     times = np.frombuffer(blob, _I64, count, at + 8 * (n + start))
     if lay.tag != b"m":
         return sids, times, *_value_arrays(blob, lay.tag, count, v + 8 * start)
-    floats_at = v + n + 8 * sum(e[2] for e in lay.index or ())
     return sids, times, *_value_arrays(blob, lay.tag, count, v + start,
-                                       v + n + 8 * i0, floats_at + 8 * f0)
+                                       v + n + 8 * i0, lay.floats_at + 8 * f0)
 
 
 def _value_arrays(blob: bytes, tag: bytes, n: int, at: int, ints_at: int | None = None,
