@@ -95,13 +95,21 @@ async def stored(server: Any, skip_entity: str | None = None) -> dict[tuple, lis
     return {k: sorted(v) for k, v in got.items()}
 
 
-def recording(cls: Any, made: list, **limit: int) -> Any:
-    """``cls`` with a small limit, its instances kept in ``made``."""
+async def serve_recording(make_server: Any, monkeypatch: Any, modules: tuple, cls: Any,
+                          listener: str, **limit: int) -> tuple[Any, list, Any]:
+    """A server whose ``modules`` make ``cls`` with a small limit, and a line
+    client on its ``listener``: (server, the instances made, client)."""
+    made: list = []
+
     def make(*args: Any, **kw: Any) -> Any:
         obj = cls(*args, **{**kw, **limit})
         made.append(obj)
         return obj
-    return make
+
+    for module in modules:
+        monkeypatch.setattr(module, cls.__name__, make)
+    server = await make_server(CONFIG)
+    return server, made, await connect_line(server.port(listener))
 
 
 def storage_ids(server: Any) -> int:
@@ -121,11 +129,9 @@ def small_storage_caches(monkeypatch: Any) -> None:
 @pytest_twisted.ensureDeferred
 async def test_telnet_parser_cache_and_series_ids_evict_and_stay_right(
         make_server: Any, monkeypatch: Any, small_storage_caches: None) -> None:
-    made: list = []
-    monkeypatch.setattr(telnet, "PutParser",
-                        recording(telnet.PutParser, made, cache_limit=PARSER_LIMIT))
-    server = await make_server(CONFIG)
-    c = await connect_line(server.port("opentsdb"))
+    server, made, c = await serve_recording(make_server, monkeypatch, (telnet,),
+                                            telnet.PutParser, "opentsdb",
+                                            cache_limit=PARSER_LIMIT)
     most = 0
     for n, batch in enumerate(rounds(), 1):
         c.send("".join(
@@ -152,11 +158,9 @@ def put_request(points: list[dict]) -> bytes:
 @pytest_twisted.ensureDeferred
 async def test_http_put_series_cache_and_series_ids_evict_and_stay_right(
         make_server: Any, monkeypatch: Any, small_storage_caches: None) -> None:
-    made: list = []
-    monkeypatch.setattr(http_put, "SeriesCache",
-                        recording(http_put.SeriesCache, made, limit=PARSER_LIMIT))
-    server = await make_server(CONFIG)
-    c = await connect_line(server.port("opentsdb"))
+    server, made, c = await serve_recording(make_server, monkeypatch, (http_put,),
+                                            http_put.SeriesCache, "opentsdb",
+                                            limit=PARSER_LIMIT)
     sent = 0
     for batch in rounds():
         points = [{"metric": names(i)[0], "timestamp": t, "value": v,
@@ -180,12 +184,8 @@ def device(i: int) -> str:
 @pytest_twisted.ensureDeferred
 async def test_atsd_series_cache_and_series_ids_evict_and_stay_right(
         make_server: Any, monkeypatch: Any, small_storage_caches: None) -> None:
-    made: list = []
-    for module in (atsd_tcp, atsd_http):
-        monkeypatch.setattr(module, "SeriesFastPath",
-                            recording(SeriesFastPath, made, limit=PARSER_LIMIT))
-    server = await make_server(CONFIG)
-    c = await connect_line(server.port("atsd"))
+    server, made, c = await serve_recording(make_server, monkeypatch, (atsd_tcp, atsd_http),
+                                            SeriesFastPath, "atsd", limit=PARSER_LIMIT)
     for n, batch in enumerate(rounds(), 1):
         c.send("".join(
             f"series e:{device(i)} m:{names(i)[0]}={v} "
