@@ -537,6 +537,33 @@ def test_the_tag_index_holds_each_new_series_names_as_given(tagsets: list) -> No
         e.close()
 
 
+def test_the_ids_by_key_object_go_with_the_series_they_name(tmp_path: Path) -> None:
+    """The write path finds a point's series by its key object (`SeriesRefs`);
+    when the series are deleted, here or by another process, those ids are
+    gone, and the same key objects make new series that hold the new points."""
+    path = str(tmp_path / "x.db")
+    e = SqliteEngine(path)
+    e.open()
+    keys = [series_key("m", {"host": f"h{i}"}) for i in range(20)]
+    _write_keys(e, keys, T0)
+    assert len(e._refs[S]) == 20
+    e.delete_solution_data(S)
+    _write_keys(e, keys, T0 + 1)
+    other = SqliteEngine(path)
+    other.open()
+    try:
+        assert [len(t) for _, t, _, _ in other.read_series(S, "m")] == [1] * 20
+        other.delete_solution_data(S)
+    finally:
+        other.close()
+    _write_keys(e, keys, T0 + 2)
+    read = e.read_series(S, "m")
+    assert sorted(key for key, _, _, _ in read) == sorted(keys)
+    assert {(tuple(t), tuple(v)) for _, t, v, _ in read} == {
+        ((T0 + 2,), (i,)) for i in range(20)}
+    e.close()
+
+
 def test_a_cache_that_holds_every_series_skips_lookups_and_stays_right(
         tmp_path: Path) -> None:
     """From an empty file every series is made here, so an uncached key is new

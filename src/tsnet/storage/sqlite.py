@@ -72,6 +72,7 @@ from tsnet.model import (
 from tsnet.records import Credential, SolutionRecord, TokenRecord
 from tsnet.storage import chunks, rules, sqlite_tags
 from tsnet.storage import pending as pending_log
+from tsnet.storage.series_refs import SeriesRefs
 
 log = Logger(namespace="tsnet.storage.sqlite")
 
@@ -375,6 +376,9 @@ class SqliteEngine:
         self._db: sqlite3.Connection | None = None
         # solution -> SeriesKey -> series id; dropped when data_generation moves.
         self._ids: dict[str, dict[SeriesKey, int]] = {}
+        # solution -> the same ids by key object (the parsers' cached keys),
+        # dropped with `_ids`
+        self._refs: dict[str, SeriesRefs] = {}
         # the series table's largest id while `_ids` holds every series (each
         # under its canonical key too), so a key not in it is new; None when it
         # may not (see `_many_series_ids`)
@@ -586,6 +590,7 @@ class SqliteEngine:
     def _drop_ids(self) -> None:
         """Forget every cached series id (the series table is the truth)."""
         self._ids.clear()
+        self._refs.clear()
         self._top = None
 
     def _forget(self) -> None:
@@ -946,11 +951,16 @@ class SqliteEngine:
                 for key, col in live.items():
                     points.add([ids[key]] * len(col.times), col.times, col.values, col.texts)
             if samples.keys:
-                # one point per series: look the ids up in C, loop only for new ones
-                found = list(map(self._ids.setdefault(solution, {}).get, samples.keys))
+                # one point per series: the ids by key object, in C; the keys
+                # hashed only when one is new to the refs
+                refs = self._refs.get(solution)
+                if refs is None:
+                    refs = self._refs[solution] = SeriesRefs(SERIES_ID_CACHE)
+                found = refs.lookup(samples.keys)
                 if None in found:
                     ids = self._series_ids(db, solution, samples.keys)
                     found = list(map(ids.__getitem__, samples.keys))
+                    refs.learn(samples.keys, found)
                 points.add(found, samples.times, samples.values)
         return pending_log.encode(points.sids, points.times, points.values, points.texts)
 
@@ -1221,6 +1231,7 @@ class SqliteEngine:
             sqlite_tags.delete_solution(db, solution)
             self._bump(db, "data_generation")
         self._ids.pop(solution, None)
+        self._refs.pop(solution, None)
         self._top = None
 
     def compact(

@@ -6,9 +6,10 @@ One table, ``series_tags``: a row per tag of each series (solution, tag key,
 tag value, metric, series id), that order its primary key, ``WITHOUT ROWID``
 (the key is the row).  It is filled in the transaction that creates a
 series (`index_ids`, or `index_many` when a name has an escape, from
-`SqliteEngine._many_series_ids`, for a batch's new series at once) and emptied with the solution's data
-(`delete_solution`).  A file of schema 1 gets it from the ``series``
-table's ``tags`` JSON when it is opened (`migrate`, in one transaction).
+`SqliteEngine._many_series_ids`, for a batch's new series at once) and
+emptied with the solution's data (`delete_solution`).  A file of schema 1
+gets it from the ``series`` table's ``tags`` JSON when it is opened
+(`migrate`, in one transaction).
 
 What it answers, each by seeks of that key, never a scan of the solution:
 
