@@ -288,6 +288,11 @@ def test_put_line(line, expected):
     _check(_outcome(PutParser(cache_limit=0), line, slow=True), expected)
     parser = PutParser()
     _check(_outcome(parser, line), expected)
+    try:  # (the telnet protocol's call for a line take_puts stopped at)
+        got = PutParser().parse_new(line)
+    except PutError as e:
+        got = str(e)
+    _check(got, expected)
     # Again once the line's series is known good, so that the fast path judges it.
     parts = line.split(" ", 4)
     if len(parts) == 5:
@@ -350,10 +355,11 @@ def test_helpers():
     assert issubclass(PutError, ValueError)
 
 
-def test_fast_path_is_taken(monkeypatch):
+@pytest.mark.parametrize("first", ["parse", "parse_new"])
+def test_fast_path_is_taken(monkeypatch, first):
     """Once a series is validated, plain timestamps and values skip the slow path."""
     parser = PutParser()
-    parser.parse("put m 1356998400 1 h=a t=b")
+    getattr(parser, first)("put m 1356998400 1 h=a t=b")
 
     def boom(*args):
         raise AssertionError("slow path used")

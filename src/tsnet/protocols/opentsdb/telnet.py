@@ -269,8 +269,9 @@ class TelnetProtocol(LineDeadline, FlowControlled, Protocol, TimeoutMixin):
                 sink = self._sink = core.ingest.sink(session, PROTOCOL)
             samples = sink.samples()
         direct = _Direct(sink)
-        parse = f.parser.parse
         take = f.parser.take_puts
+        # (a line take() stopped at; a line of a session without one, parse in full)
+        parse_new, parse = f.parser.parse_new, f.parser.parse
         close = False
 
         while i < n:
@@ -284,7 +285,8 @@ class TelnetProtocol(LineDeadline, FlowControlled, Protocol, TimeoutMixin):
             i += 1
             if line[:4] == "put " or line == "put":
                 try:
-                    key, t, v, tok = parse(line, allow_no_tags)
+                    key, t, v, tok = (parse_new if samples is not None else parse)(
+                        line, allow_no_tags)
                 except PutError as e:
                     out.append(str(e))
                     rejected += 1

@@ -306,6 +306,15 @@ class PutParser:
                 return one.keys[0], one.times[0], one.values[0], None
             ((key, col),) = one.columns.items()
             return key, col.times[0], col.values[0], None
+        return self.parse_new(line, allow_no_tags)
+
+    def parse_new(
+        self, line: str, allow_no_tags: bool = False
+    ) -> tuple[SeriesKey, int, int | float, str | None]:
+        """`parse` of a line `take_puts` has just stopped at (a new series,
+        mostly): the fast path would stop there again, so it goes straight to
+        `parse_slow`, and its series is remembered.  A fleet's first lines
+        are all new series; the retry cost a tenth of their parse."""
         result = self.parse_slow(line, allow_no_tags)
         if self._cache_limit > 0:
             self._remember(line, result)
