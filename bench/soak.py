@@ -194,6 +194,9 @@ def stalls(samples: list[tuple[float, float]], t_start: float) -> dict:
     return {"longest_stall_s": round(longest, 3) if longest is not None else None,
             "longest_stall_at_s": round(at, 3) if at is not None else None,
             "stalls_over_bar": sum(1 for g, _a in gaps if g > STALL_BAR_S),
+            #: the first few of them, as [seconds, at seconds from the first byte]
+            "stalls_over_bar_first": [[round(g, 3), round(a, 3)] for g, a in gaps
+                                      if g > STALL_BAR_S][:10],
             "commits_seen": len(advances) - 1,
             "poll_gap_max_s": round(max(spacing), 3) if spacing else None}
 

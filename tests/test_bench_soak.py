@@ -58,6 +58,8 @@ def test_a_pause_is_the_longest_stall_where_it_happened() -> None:
     assert st["longest_stall_s"] == pytest.approx(1.2, abs=0.011)
     assert st["longest_stall_at_s"] == pytest.approx(2.0, abs=0.011)
     assert st["stalls_over_bar"] == 1
+    ((gap, at),) = st["stalls_over_bar_first"]
+    assert gap == pytest.approx(1.2, abs=0.011) and at == pytest.approx(2.0, abs=0.011)
     secs = soak.per_second(samples, 1000.0, 1004.0)
     assert secs[2] == 0 and secs[0] == secs[1] == 1000
 
