@@ -6,8 +6,12 @@ flight per backend (so batches grow by themselves under load, as in carbon's
 cache).  A batch is written at once when a client waits for its ack and the
 writer is idle (group commit), when it reaches ``batch_size`` items, when the
 flush interval passes, or as soon as the previous write finishes if items
-queued behind it.  The Deferred that `submit` returns fires only after the write that
-holds its items has committed: that is what every ack waits for.
+queued behind it.  A queue longer than the last writes' cost per item lets one
+write take in `PART_SECONDS` is written in parts, one commit each, so that the
+committed count keeps moving while a fleet's first points create their series
+(a queue with an acked write in it goes whole).  The Deferred that `submit`
+returns fires only after the write that holds its items has committed: that is
+what every ack waits for.
 
 Flow control: above ``high_watermark`` queued items every registered stream
 producer is paused, and resumed below ``low_watermark``; what was read is kept.
@@ -35,6 +39,7 @@ from __future__ import annotations
 
 import math
 import re
+import statistics
 from typing import Any
 
 from twisted.internet import defer
@@ -42,7 +47,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
-from tsnet import isolate
+from tsnet import batch_split, isolate
 from tsnet.errors import BadBatch, NotFound, Overloaded, StorageUnavailable
 from tsnet.interfaces import IIngest, IPointSink
 from tsnet.model import Batch, Column, Principal, SampleSet, SeriesKey, WriteBatch
@@ -60,6 +65,18 @@ GROUP_TURNS = 3
 #: synchronous client saves a reactor turn a round trip (about a tenth of a Unix
 #: socket round trip), concurrent clients keep sharing commits
 LONE_PROBE = 8
+
+#: seconds a write should take at most: when more is queued than the last
+#: writes' cost per item fits in that, the queue is written in parts
+#: (`tsnet.batch_split`), so the committed count advances every few tenths of a
+#: second even while each point creates a series (a fleet's first 100 k series
+#: made one 1.5 s write, 16 us an item, against 1-2 us once they exist)
+PART_SECONDS = 0.1
+#: items a part holds at least, and a write must hold to measure the cost per
+#: item (a small write's cost is mostly the commit's own)
+PART_MIN = 2_000
+#: writes whose cost per item is remembered
+PART_COSTS = 5
 
 #: item kinds counted in tsnet_items_written_total
 ITEM_KINDS = ("properties", "messages", "meta", "records")
@@ -127,6 +144,32 @@ class _Unit:
         self.kinds = isolate.kinds(batch)
 
 
+def _part_items(q: _Queue) -> int | None:
+    """The most items one write of ``q`` should take (None: no limit), by the
+    median cost of the last writes (one slow write, a checkpoint's, must not
+    shrink them all).  Until a write has been measured, `PART_MIN`: a fleet's
+    first write, all new series, would otherwise take everything queued while
+    the server started."""
+    if not q.costs:
+        return PART_MIN
+    cost = statistics.median(q.costs)
+    if not cost:  # (a clock that did not move: a test's)
+        return None
+    return max(PART_MIN, int(PART_SECONDS / cost))
+
+
+def _next_parts(q: _Queue) -> WriteBatch:
+    """The next of ``q.parts``, with those after it while they fit the most
+    one write takes now (it grows once the series exist)."""
+    most = _part_items(q)
+    take = [q.parts.pop()]
+    n = take[0].item_count()
+    while q.parts and (most is None or n + q.parts[-1].item_count() <= most):
+        n += q.parts[-1].item_count()
+        take.append(q.parts.pop())
+    return isolate.merged(take)
+
+
 def apply_token_tags(batch: Batch, tags: tuple[tuple[str, str], ...]) -> Batch:
     """Merge a WRITE token's tags into series and message tags, the token winning,
     so a device cannot write on behalf of another.  Properties and meta are kept
@@ -157,9 +200,10 @@ class _Queue:
     retry after a fault)."""
 
     __slots__ = ("abandoned", "attempts", "batch", "batch_counts", "batch_waiters",
-                 "by_protocol", "count", "delay", "down", "expiry", "group", "grouping",
-                 "groups", "inflight", "lent", "lone", "pending", "postponed", "reason",
-                 "rest_counts", "retry", "seen", "soon", "timer", "turns", "waiters", "writing")
+                 "by_protocol", "costs", "count", "delay", "down", "expiry", "group",
+                 "grouping", "groups", "inflight", "lent", "lone", "parts", "pending", "postponed",
+                 "reason", "rest_counts", "retry", "seen", "sent", "soon", "timer", "turns",
+                 "waiters", "writing")
 
     def __init__(self) -> None:
         self.pending = WriteBatch()
@@ -178,6 +222,13 @@ class _Queue:
         self.groups: list[list[_Unit]] = []
         self.rest_counts: dict[str, list[int]] = {}
         self.writing = False  # a storage.write of ``batch`` has not answered yet
+        self.sent = 0.0  # reactor time of the last attempt at writing ``batch``
+        #: a long queue cut into parts (`tsnet.batch_split`), last one first: each
+        #: is written before ``pending``; ``count`` and ``by_protocol`` include them
+        self.parts: list[WriteBatch] = []
+        #: seconds an item cost in each of the last `PART_COSTS` writes of at
+        #: least `PART_MIN` items, for the most one write takes (`_part_items`)
+        self.costs: list[float] = []
         self.retry: Any = None  # the DelayedCall of the next attempt
         self.delay = RETRY_FIRST  # seconds before that attempt
         self.down: float | None = None  # reactor time of the first failure of an outage
@@ -436,14 +487,28 @@ class Ingest:
             q.soon = False
         if q.waiters:
             q.grouping = len(q.waiters) > 1
-        q.batch, q.batch_waiters, q.batch_counts, q.inflight = (
-            q.pending, q.waiters, q.by_protocol, q.count)
-        q.pending, q.waiters, q.by_protocol, q.count = WriteBatch(), [], {}, 0
+        if not q.parts and not q.waiters:  # (an acked write is answered whole)
+            most = _part_items(q)
+            if most is not None and q.count > most:
+                q.parts = batch_split.cut(q.pending, most)
+                q.pending = WriteBatch()
+                q.parts.reverse()  # (popped from the end)
+        if q.parts:  # (they came before what is pending)
+            part = _next_parts(q)
+            kinds = isolate.kinds(part)
+            q.batch, q.batch_waiters, q.inflight = part, [], sum(kinds)
+            q.batch_counts = batch_split.take(q.by_protocol, kinds)
+            q.count -= q.inflight
+        else:
+            q.batch, q.batch_waiters, q.batch_counts, q.inflight = (
+                q.pending, q.waiters, q.by_protocol, q.count)
+            q.pending, q.waiters, q.by_protocol, q.count = WriteBatch(), [], {}, 0
         self._send(q, name)
 
     def _send(self, q: _Queue, name: str) -> None:
         """One attempt at writing ``q.batch``."""
         q.writing = True
+        q.sent = self._reactor.seconds()
         d = defer.maybeDeferred(self._storages.backend(name).write, q.batch)
         d.addCallbacks(self._written, self._failed, callbackArgs=(q, name),
                        errbackArgs=(q, name))
@@ -470,6 +535,9 @@ class Ingest:
                 if u.waiter is not None and not u.waiter[1].called:
                     u.waiter[1].callback(None)
             return
+        if q.inflight >= PART_MIN:
+            q.costs.append((self._reactor.seconds() - q.sent) / q.inflight)
+            del q.costs[:-PART_COSTS]
         waiters, counts = q.batch_waiters, q.batch_counts
         for protocol, c in counts.items():
             self._metrics.written(protocol, c[0], dict(zip(ITEM_KINDS, c[1:], strict=True)))
@@ -553,18 +621,10 @@ class Ingest:
         rest's from what is left of its counts.  (It stays in ``inflight`` until
         the whole batch is done, so no other write starts meanwhile.)"""
         if unit.protocol is not None:
-            shares = [(unit.protocol, unit.kinds)]
+            shares = {unit.protocol: unit.kinds}
         else:
-            shares = []
-            want = unit.kinds.copy()
-            for protocol, c in q.rest_counts.items():
-                share = [min(w, have) for w, have in zip(want, c, strict=True)]
-                if any(share):
-                    shares.append((protocol, share))
-                    for i, n in enumerate(share):
-                        c[i] -= n
-                        want[i] -= n
-        for protocol, c in shares:
+            shares = batch_split.take(q.rest_counts, unit.kinds)
+        for protocol, c in shares.items():
             if how == "written":
                 self._metrics.written(protocol, c[0], dict(zip(ITEM_KINDS, c[1:], strict=True)))
             else:
