@@ -70,7 +70,7 @@ from tsnet.model import (
     WriteBatch,
 )
 from tsnet.records import Credential, SolutionRecord, TokenRecord
-from tsnet.storage import chunks, rules, sqlite_tags
+from tsnet.storage import chunks, rules, sqlite_bulk, sqlite_tags
 from tsnet.storage import pending as pending_log
 from tsnet.storage.series_refs import SeriesRefs
 
@@ -908,8 +908,8 @@ class SqliteEngine:
             made.append((sid, canon))
             out.update(dict.fromkeys(same, sid))
             out[canon] = sid
-        db.executemany("INSERT INTO series (id, solution, metric, entity, tags, skey)"
-                       " VALUES (?, ?, ?, ?, ?, ?)", rows)
+        sqlite_bulk.insert_rows(db, "series",
+                                ("id", "solution", "metric", "entity", "tags", "skey"), rows)
         if self._top == top:
             self._top = top + len(rows)
         if "\\" in "".join([row[4] for row in rows]):  # (an escaped name: json_each may differ)
@@ -933,11 +933,7 @@ class SqliteEngine:
             for row in rows:
                 if row[3] < COMPACT_SMALL:
                     add(row[0])
-        db.executemany(
-            "INSERT INTO chunks (series_id, min_time, max_time, count, times, vals, texts)"
-            " VALUES (?, ?, ?, ?, ?, ?, ?)",
-            rows,
-        )
+        sqlite_bulk.insert_chunks(db, rows)
 
     def _encode_pending(self, db: sqlite3.Connection, batch: WriteBatch) -> bytes:
         """A batch's samples as one pending-log row (`encode_pending`), its series

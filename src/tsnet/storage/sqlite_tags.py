@@ -40,7 +40,7 @@ from collections.abc import Iterable, Mapping
 from twisted.logger import Logger
 
 from tsnet.model import INT64_MAX, INT64_MIN, SeriesKey, series_tags
-from tsnet.storage import chunks, rules
+from tsnet.storage import chunks, rules, sqlite_bulk
 
 log = Logger(namespace="tsnet.storage.sqlite")
 
@@ -55,9 +55,6 @@ SCHEMA = """CREATE TABLE IF NOT EXISTS series_tags (
     series_id INTEGER NOT NULL,
     PRIMARY KEY (solution, tagk, tagv, metric, series_id)
 ) WITHOUT ROWID"""
-
-_INSERT = ("INSERT INTO series_tags (solution, tagk, tagv, metric, series_id)"
-           " VALUES (?, ?, ?, ?, ?)")
 
 #: the index rows of series, made by SQLite from their ``tags`` column
 _ROWS_OF_SERIES = ("SELECT s.solution, j.key, j.value, s.metric, s.id"
@@ -101,7 +98,8 @@ def index_many(db: sqlite3.Connection, solution: str,
     rows = [(solution, k, v, metric, sid) for sid, (metric, _, tags) in made for k, v in tags]
     if rows:
         rows.sort()
-        db.executemany(_INSERT, rows)
+        sqlite_bulk.insert_rows(db, "series_tags",
+                                ("solution", "tagk", "tagv", "metric", "series_id"), rows)
 
 
 def index_ids(db: sqlite3.Connection, first: int, last: int) -> None:
