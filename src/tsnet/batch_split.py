@@ -50,6 +50,7 @@ def cut(batch: WriteBatch, items: int) -> list[WriteBatch]:
             part.by_solution[solution] = b
             budget -= size
             continue
+        start = len(parts) - 1  # (this solution's parts: from here on)
         first = part.for_solution(solution)
         first.properties, first.messages, first.meta, first.records = (
             b.properties, b.messages, b.meta, b.records)
@@ -65,10 +66,8 @@ def cut(batch: WriteBatch, items: int) -> list[WriteBatch]:
             target.keys, target.times, target.values = s.keys[i:j], s.times[i:j], s.values[i:j]
             budget -= j - i
             i = j
-        for part in parts:
-            t = part.by_solution.get(solution)
-            if t is not None:
-                t.samples.recount()
+        for part in parts[start:]:
+            part.by_solution[solution].samples.recount()
     return [p for p in parts if p.by_solution]
 
 

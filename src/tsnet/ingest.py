@@ -164,8 +164,11 @@ def _next_parts(q: _Queue) -> WriteBatch:
     most = _part_items(q)
     take = [q.parts.pop()]
     n = take[0].item_count()
-    while q.parts and (most is None or n + q.parts[-1].item_count() <= most):
-        n += q.parts[-1].item_count()
+    while q.parts:
+        more = q.parts[-1].item_count()
+        if most is not None and n + more > most:
+            break
+        n += more
         take.append(q.parts.pop())
     return isolate.merged(take)
 
