@@ -468,13 +468,13 @@ def numbered(path: str, run: int, runs: int) -> str:
 class PySpy:
     """``py-spy record --pid`` attached to the server from before the load to the commit."""
 
-    def __init__(self, out: str, pid: int, rate: int, workdir: str) -> None:
+    def __init__(self, out: str, pid: int, rate: int, workdir: str, gil: bool = False) -> None:
         self.out = out
         fmt = {".json": "speedscope", ".svg": "flamegraph"}.get(
             os.path.splitext(out)[1].lower(), "raw")
         exe = shutil.which("py-spy") or os.path.join(BIN, "py-spy")
         cmd = [exe, "record", "--pid", str(pid), "--output", out, "--format", fmt,
-               "--rate", str(rate), "--threads"]
+               "--rate", str(rate), "--threads"] + (["--gil"] if gil else [])
         self.logf = os.path.join(workdir, "py-spy.log")
         with open(self.logf, "wb") as lf:
             self.proc = subprocess.Popen(cmd, stdout=lf, stderr=subprocess.STDOUT,
@@ -632,7 +632,8 @@ def one_run(a: argparse.Namespace, run: int) -> dict:
         rec["rss_before_mib"] = mib(proc_status(pid, "VmRSS"))
 
         if a.py_spy:
-            spy = PySpy(numbered(a.py_spy, run, a.runs), pid, a.py_spy_rate, workdir)
+            spy = PySpy(numbered(a.py_spy, run, a.runs), pid, a.py_spy_rate, workdir,
+                        a.py_spy_gil)
             rec["py_spy_output"] = spy.out
         if cprof:
             rec["cprofile_output"] = cprof
@@ -969,6 +970,9 @@ def main(argv: list[str] | None = None) -> int:
                         "OUT.txt: raw collapsed stacks, .json: speedscope, .svg: flamegraph "
                         "(several runs: .runN before the extension)")
     p.add_argument("--py-spy-rate", type=int, default=100, help="py-spy samples per second")
+    p.add_argument("--py-spy-gil", action="store_true",
+                   help="py-spy samples only the thread holding the GIL (--gil): where the "
+                        "interpreter's one core goes, not the time threads spend in C")
     p.add_argument("--cprofile", metavar="OUT", default=None,
                    help="run twistd --profiler=cprofile --savestats --profile=OUT (reactor "
                         "thread only; slows the server a lot)")
