@@ -620,7 +620,7 @@ def test_compaction_takes_the_series_that_filled_up_first(tmp_path: Path) -> Non
     late, early = series_key("m", {"h": "late"}), series_key("m", {"h": "early"})
     for i in range(8):
         e.write(make_batch(S, [(early, T0 + i * SEC, i)]))
-    e.compact(None, max_series=1)  # counts are made from the table once, here
+    assert e.compact(None, max_series=1) == 1  # early: counted as it was written
     for i in range(8):
         e.write(make_batch(S, [(late, T0 + i * SEC, i)]))
         e.write(make_batch(S, [(early, T0 + (20 + i) * SEC, i)]))
@@ -629,6 +629,36 @@ def test_compaction_takes_the_series_that_filled_up_first(tmp_path: Path) -> Non
     assert e.compact(None, max_series=1) == 1
     rows = dict(e.db.execute("SELECT series_id, count(*) FROM chunks GROUP BY series_id"))
     assert rows == {ids[late]: 1, ids[early]: 9}
+    e.close()
+
+
+def test_small_chunks_of_an_existing_file_are_counted_a_step_at_a_time(tmp_path: Path) -> None:
+    """The series a file held when it was opened are counted from the table a
+    step of ``max_series`` ids a call (each such step reports the ids it
+    counted and compacts nothing); a chunk written before the count reached
+    its series is counted once, not twice."""
+    SEC = 10**9
+    path = str(tmp_path / "x.db")
+    keys = [series_key("m", {"h": str(i)}) for i in range(5)]
+    e = SqliteEngine(path, pending_max_points=0)
+    e.open()
+    for i in range(7):  # 7 small chunks each: one short of compaction
+        e.write(make_batch(S, [(k, T0 + i * SEC, i) for k in keys]))
+    ids = dict(e._ids[S])
+    e.close()
+
+    e = SqliteEngine(path, pending_max_points=0)
+    e.open()
+    assert e._small is not None and not e._small.scanned
+    e.write(make_batch(S, [(keys[4], T0 + 7 * SEC, 7)]))  # 8th chunk, before its count
+    assert e.compact(None, max_series=2) == 2  # ids 1-2 counted, nothing compacted
+    assert e.compact(None, max_series=2) == 2  # ids 3-4
+    assert e.compact(None, max_series=2) == 1  # id 5, the last made before open
+    assert e._small.scanned and e._small.take(None) == [ids[keys[4]]]
+    assert e._small.count(ids[keys[4]]) == 8 and e._small.count(ids[keys[0]]) == 7
+    assert e.compact(None, max_series=2) == 1  # the scan done, compaction goes on
+    rows = dict(e.db.execute("SELECT series_id, count(*) FROM chunks GROUP BY series_id"))
+    assert rows[ids[keys[4]]] == 1 and rows[ids[keys[0]]] == 7
     e.close()
 
 
