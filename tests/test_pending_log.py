@@ -1,5 +1,5 @@
-"""The SQLite pending log: its row codec (TSP3, and TSP2 rows as users' files
-hold them), the numpy fold against the plain one and against the points
+"""The SQLite pending log: its row codec (TSP4, and TSP3 and TSP2 rows as
+users' files hold them), the numpy fold against the plain one and against the points
 themselves, a part's fold reading only its part (from the file too), rows from
 the first (JSON) form, row-form samples, and small writes committed on the
 reactor thread."""
@@ -37,8 +37,12 @@ def rows_st(draw: Any) -> list[tuple[list[int], list[int], list, list | None]]:
     out = []
     for _ in range(draw(st.integers(1, 5))):
         n = draw(st.integers(1, 25))
-        top = draw(st.sampled_from([6, 40]))  # (40: several series a part, every part)
-        sids = draw(st.lists(st.integers(1, top), min_size=n, max_size=n))
+        # (40: several series a part, every part of the modulo; the blocks of
+        # 64 ids: 1100 spans every part, the list holds neighbours and edges)
+        ids = draw(st.sampled_from([st.integers(1, 6), st.integers(1, 40),
+                                    st.integers(1, 1100),
+                                    st.sampled_from([1, 2, 63, 64, 65, 127, 128, 1023, 1024])]))
+        sids = draw(st.lists(ids, min_size=n, max_size=n))
         times = draw(st.lists(st.integers(-10, 10).map(lambda t: T0 + t), min_size=n, max_size=n))
         kind = draw(st.sampled_from(["int", "float", "any"]))
         one = {"int": st.integers(INT64_MIN, INT64_MAX), "float": st.floats(), "any": values_st}
@@ -59,34 +63,49 @@ def encode_v2(sids: list[int], times: list[int], values: list,
     return blob if text_blob is None else blob + b"\n" + text_blob
 
 
-def by_part(row: tuple) -> tuple:
-    """A row's columns stably reordered by part: the order TSP3 keeps."""
-    order = sorted(range(len(row[0])), key=lambda i: row[0][i] % pending.PARTS)
+def encode_v3(sids: list[int], times: list[int], values: list,
+              texts: list | None = None) -> bytes:
+    """A row of the form before TSP4 (users' files hold them): a series'
+    part is its id modulo 16."""
+    return pending._encode(sids, times, values, texts, pending.MAGIC_V3)
+
+
+def bits_of(blob: bytes) -> int:
+    """`pending.part_of`'s block bits for a row's form."""
+    return 6 if blob[:4] == b"TSP4" else 0
+
+
+def by_part(row: tuple, bits: int = 6) -> tuple:
+    """A row's columns stably reordered by part: the order TSP4 (TSP3: 0
+    bits) keeps."""
+    order = sorted(range(len(row[0])), key=lambda i: pending.part_of(row[0][i], bits))
     return tuple(None if col is None else [col[i] for i in order] for col in row)
 
 
 @settings(max_examples=150, deadline=None)
 @given(rows_st())
 def test_codec_round_trip(rows: list) -> None:
-    """TSP3 keeps the points in part order, each series' in log order, with
-    an index entry (part, points, ints, floats) per part; TSP2 rows decode in
-    log order."""
+    """TSP4 keeps the points in part order (a series' part: its block of 64
+    ids, modulo 16), each series' in log order, with an index entry (part,
+    points, ints, floats) per part; TSP3 rows are the same with the id
+    modulo 16 for the part, and TSP2 rows decode in log order."""
     for sids, times, values, texts in rows:
-        blob = pending.encode(sids, times, values, texts)
-        assert blob[:4] == b"TSP3"
-        s, t, v, x = pending.decode(blob)
-        ws, wt, wv, wx = by_part((sids, times, values, texts))
-        assert (s, t, typed(v)) == (ws, wt, typed(wv))
-        assert x == (wx if wx is not None and wx.count(None) != len(wx) else None)
-        parts = sorted({sid % pending.PARTS for sid in sids})
-        entries = [(p, sum(1 for i in range(len(s)) if s[i] % pending.PARTS == p),
-                    sum(1 for i in range(len(s)) if s[i] % pending.PARTS == p
-                        and type(v[i]) is int),
-                    sum(1 for i in range(len(s)) if s[i] % pending.PARTS == p
-                        and type(v[i]) is float)) for p in parts]
-        assert blob[12:20] == len(parts).to_bytes(8, "little")
-        assert blob[20:20 + 32 * len(parts)] == b"".join(
-            chunks.encode_times(list(e)) for e in entries)
+        for blob, bits in ((pending.encode(sids, times, values, texts), 6),
+                           (encode_v3(sids, times, values, texts), 0)):
+            assert blob[:4] == (b"TSP4" if bits else b"TSP3")
+            s, t, v, x = pending.decode(blob)
+            ws, wt, wv, wx = by_part((sids, times, values, texts), bits)
+            assert (s, t, typed(v)) == (ws, wt, typed(wv))
+            assert x == (wx if wx is not None and wx.count(None) != len(wx) else None)
+            part = [pending.part_of(sid, bits) for sid in s]
+            parts = sorted(set(part))
+            entries = [(p, part.count(p),
+                        sum(1 for i in range(len(s)) if part[i] == p and type(v[i]) is int),
+                        sum(1 for i in range(len(s)) if part[i] == p and type(v[i]) is float))
+                       for p in parts]
+            assert blob[12:20] == len(parts).to_bytes(8, "little")
+            assert blob[20:20 + 32 * len(parts)] == b"".join(
+                chunks.encode_times(list(e)) for e in entries)
         s, t, v, x = pending.decode(encode_v2(sids, times, values, texts))
         assert (s, t, typed(v)) == (sids, times, typed(values))
 
@@ -97,8 +116,9 @@ def test_numpy_fold_equals_the_plain_fold(rows: list) -> None:
     """Byte for byte: the same chunks (NaN bits, -0.0, None, ints past 2**53),
     one per series, points in log order."""
     blobs = [pending.encode(s, t, v) for s, t, v, _ in rows]  # numpy takes rows without texts
-    blobs += [encode_v2(s, t, v) for s, t, v, _ in rows]  # (and TSP2 rows beside)
-    rows = rows + rows
+    blobs += [encode_v2(s, t, v) for s, t, v, _ in rows]  # (and TSP2 and TSP3 rows beside)
+    blobs += [encode_v3(s, t, v) for s, t, v, _ in rows]
+    rows = rows + rows + rows
     fast = sorted(pending.fold(blobs))
     plain = sorted(pending._fold_lists(blobs))
     assert fast == plain
@@ -121,17 +141,18 @@ def test_folding_part_by_part_gives_the_whole_fold(rows: list, data: Any) -> Non
     by_part = sorted(r for p in range(pending.PARTS) for r in pending.fold(blobs, masks, p))
     assert by_part == want
     for p in range(pending.PARTS):
-        assert all(r[0] % pending.PARTS == p for r in pending._fold_lists(blobs, masks, p))
+        assert all(pending.part_of(r[0]) == p for r in pending._fold_lists(blobs, masks, p))
 
 
-def expected(rows: list, masks: list[int], part: int | None = None) -> list[tuple]:
+def expected(rows: list, masks: list[int], bits: list[int],
+             part: int | None = None) -> list[tuple]:
     """The chunk rows a fold must give, straight from the points: per series
-    (left out: parts in a row's mask, and other parts than ``part``), its
-    points in log order as one chunk."""
+    (left out: parts in a row's mask, and other parts than ``part``, as the
+    row's form parts series: ``bits``), its points in log order as one chunk."""
     out: dict[int, tuple[list, list, list]] = {}
-    for (sids, times, values, texts), mask in zip(rows, masks, strict=True):
+    for (sids, times, values, texts), mask, b in zip(rows, masks, bits, strict=True):
         for i, sid in enumerate(sids):
-            p = sid % pending.PARTS
+            p = pending.part_of(sid, b)
             if not mask >> p & 1 and part in (None, p):
                 col = out.setdefault(sid, ([], [], []))
                 col[0].append(times[i])
@@ -143,18 +164,24 @@ def expected(rows: list, masks: list[int], part: int | None = None) -> list[tupl
 @settings(max_examples=200, deadline=None)
 @given(rows_st(), st.data())
 def test_a_parts_fold_is_its_share_of_the_whole_fold(rows: list, data: Any) -> None:
-    """TSP3 and TSP2 rows side by side, every value kind, with texts or not,
-    parts already folded out or not: the whole fold is the points' own
+    """TSP4, TSP3 and TSP2 rows side by side, every value kind, with texts or
+    not, parts already folded out or not: the whole fold is the points' own
     chunks, and part p's fold (of whole rows, or of what `read_part` read of
-    them) is exactly the whole fold's series of part p."""
+    them) is exactly the points of part p, as each row's form parts series;
+    in a log of one form, that is the whole fold's series of part p."""
     if not data.draw(st.booleans()):
         rows = [(s, t, v, None) for s, t, v, _ in rows]  # (the numpy path)
-    blobs = [data.draw(st.sampled_from([pending.encode, encode_v2]))(*row) for row in rows]
+    forms = data.draw(st.sampled_from([[pending.encode], [encode_v3],
+                                       [pending.encode, encode_v3, encode_v2]]))
+    blobs = [data.draw(st.sampled_from(forms))(*row) for row in rows]
+    bits = [bits_of(b) for b in blobs]
     masks = [data.draw(st.integers(0, pending.ALL_PARTS)) for _ in blobs]
     whole = sorted(pending.fold(blobs, masks))
-    assert whole == expected(rows, masks)
+    assert whole == expected(rows, masks, bits)
     for p in range(pending.PARTS):
-        share = [r for r in whole if r[0] % pending.PARTS == p]
+        share = expected(rows, masks, bits, p)
+        if len(set(bits)) == 1:
+            assert share == [r for r in whole if pending.part_of(r[0], bits[0]) == p]
         assert sorted(pending.fold(blobs, masks, p)) == share
         read = [pending.read_part(b, p) for b in blobs]
         assert sorted(pending.fold(read, masks, p)) == share
@@ -180,8 +207,9 @@ class CountingReads:
 def test_a_part_is_read_from_the_file_alone(tmp_path: Path) -> None:
     """From a row in an SQLite file (`sqlite3.Blob`), `read_part` reads the
     header and the part's slices: with every part about as big, about a
-    sixteenth of the row; and what it read is what the bytes give.  A TSP2 row has no
-    index: it is read whole."""
+    sixteenth of the row; and what it read is what the bytes give, in the
+    row's form (a TSP3 row's part stays TSP3).  A TSP2 row has no index: it is
+    read whole."""
     sids = [1 + i % 1000 for i in range(8000)]
     times = [T0 + i for i in range(8000)]
     for values in ([i / 2 for i in range(8000)], [i if i % 3 else None for i in range(8000)]):
@@ -199,9 +227,12 @@ def test_a_part_is_read_from_the_file_alone(tmp_path: Path) -> None:
             # (the header, index and type byte, then just what the part's row holds)
             assert counted.read <= 20 + 32 * pending.PARTS + 1 + len(got) - 20 - 32
             assert len(got) < len(row) / (pending.PARTS - 1)
-            assert pending.decode(got)[0] == [s for s in sids if s % pending.PARTS == p]
+            assert pending.decode(got)[0] == [s for s in sids if pending.part_of(s) == p]
             with db.blobopen("pending", "batch", 2, readonly=True) as blob:
                 assert pending.read_part(blob, p) == old
+            v3 = pending.read_part(encode_v3(sids, times, values), p)
+            assert v3[:4] == b"TSP3"
+            assert pending.decode(v3)[0] == [s for s in sids if s % pending.PARTS == p]
         db.close()
 
 
@@ -295,7 +326,7 @@ async def test_a_wide_batch_is_logged_whole_and_folded_many_at_once(
     """A batch of few points per series (a fleet) would be a chunk row per
     point: it goes to the pending log however big it is, and when a batch
     would take the log past PENDING_FOLD_POINTS one part of the log is folded
-    first (the series whose id is a multiple of PARTS away), so a fold holds
+    first (the series of the blocks of ids `part_of` puts in part 0), so a fold holds
     the writer a part's time; reads see every point either way."""
     from tsnet.storage import sqlite as sqlite_storage
 
@@ -310,14 +341,14 @@ async def test_a_wide_batch_is_logged_whole_and_folded_many_at_once(
     # of the log becomes chunks, in a transaction of its own
     await storage.write(make_batch(samples=[(k, T0 + 2, 2) for k in keys]))
     await storage._run(lambda: None)  # (the fold queued behind the write)
-    in_part0 = len(range(0, n + 1, pending.PARTS)) - 1  # ids 1..n: 16, 32, ...
+    in_part0 = sum(1 for sid in range(1, n + 1) if pending.part_of(sid) == 0)  # 1-63, 1024-...
     assert _raw(db_path, FOLDED) == [(1, n), (1, n), (1, n)]
     engine = storage._engine  # what is left to fold: the points not folded out
     assert engine._pending_points(engine.db) == 3 * n - 3 * in_part0
     engine._pending = None  # and counted again from the rows, about the same
     assert engine._pending_points(engine.db) == 3 * n - 3 * (n // pending.PARTS)
-    assert _raw(db_path, "SELECT count(*), min(count), max(count), min(series_id % 16),"
-                         " max(series_id % 16) FROM chunks") == [(in_part0, 3, 3, 0, 0)]
+    assert _raw(db_path, "SELECT count(*), min(count), max(count), min((series_id >> 6) % 16),"
+                         " max((series_id >> 6) % 16) FROM chunks") == [(in_part0, 3, 3, 0, 0)]
     assert engine.fold_due  # (still past the mark: the next write's commit folds part 1)
     rows = await storage.read_series(S, "fleet", None, None)  # (a read folds the rest)
     assert len(rows) == n
@@ -617,7 +648,54 @@ def test_a_log_from_before_parts_folds_by_parts(db_path: str) -> None:
     assert _raw(db_path, FOLDED) == [(0, 3000)]
     e._fold_part(e.db)  # (the log not counted yet: it is, before the fold)
     assert _raw(db_path, FOLDED) == [(1, 3000)]
-    assert e._pending_points(e.db) == 3000 - len(range(16, 3001, 16))
+    assert e._pending_points(e.db) == 3000 - sum(1 for sid in range(1, 3001)
+                                                 if pending.part_of(sid) == 0)
     assert len(e.read_series(S, "fleet")) == 3000
     assert e.count_points(S) == 3000
+    e.close()
+
+
+def test_a_log_with_rows_of_the_form_before_folds_whole_in_log_order(db_path: str) -> None:
+    """A file written before TSP4 holds rows that part series by id modulo
+    16 (TSP3), partly folded; the rows written after it part them by blocks
+    of ids.  A series' points then sit in two parts, so the log folds whole,
+    its TSP3 rows first, and the later write wins for every series."""
+    from pathlib import Path
+
+    from tsnet.storage.sqlite import SqliteEngine
+
+    Path(db_path).parent.mkdir(parents=True, exist_ok=True)
+    e = SqliteEngine(db_path)
+    e.open()
+    keys = [series_key("fleet", {"device": f"d{i:03}"}) for i in range(100)]
+    e.write(make_batch(samples=[(k, T0, 0) for k in keys]))  # (a small batch: logged)
+    e.write(make_batch(samples=[(k, T0 + 1, 0) for k in keys]))
+    # the two rows as tsnet wrote them before: TSP3, the first with part 5
+    # folded out already (its points in chunks)
+    db = sqlite3.connect(db_path)
+    for rid, batch in db.execute("SELECT id, batch FROM pending").fetchall():
+        db.execute("UPDATE pending SET batch = ? WHERE id = ?",
+                   (encode_v3(*pending.decode(batch)[:3]), rid))
+    (first,) = db.execute("SELECT min(id) FROM pending").fetchone()
+    db.execute("INSERT INTO pending_folded (id, folded) VALUES (?, ?)", (first, 1 << 5))
+    sids = [sid for (sid,) in db.execute("SELECT id FROM series ORDER BY id")]
+    db.executemany("INSERT INTO chunks (series_id, min_time, max_time, count, times, vals)"
+                   " VALUES (?, ?, ?, 1, ?, ?)",
+                   [(sid, T0, T0, chunks.encode_times([T0]), chunks.encode_values([0]))
+                    for sid in sids if sid % 16 == 5])
+    db.commit()
+    db.close()
+    e.close()
+    e = SqliteEngine(db_path)
+    e.open()
+    e.write(make_batch(samples=[(k, t, 1) for k in keys for t in (T0, T0 + 1)]))  # TSP4
+    assert [m for (m,) in _raw(db_path, "SELECT substr(batch, 1, 4) FROM pending")] == [
+        b"TSP3", b"TSP3", b"TSP4"]
+    with e._transaction() as db:
+        e._fold_part(db)
+    assert _raw(db_path, "SELECT count(*) FROM pending") == [(0,)]
+    series = e.read_series(S, "fleet")
+    assert len(series) == 100
+    assert all(t == [T0, T0 + 1] and v == [1, 1] for _, t, v, _ in series)
+    assert e.count_points(S) == 200
     e.close()

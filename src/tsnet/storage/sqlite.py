@@ -731,9 +731,10 @@ class SqliteEngine:
                 masks.append(mask)
         for solution, cols in by_solution.items():  # older than any binary row
             self._write_samples(db, solution, cols)
-        for part in range(pending_log.PARTS) if blobs else ():
-            # (a part's chunk rows at a time: a million series' at once held 400 MB)
-            self._insert_chunks(db, pending_log.fold(blobs, masks, part))
+        for run, run_masks in pending_log.runs_by_form(blobs, masks):
+            for part in range(pending_log.PARTS):
+                # (a part's chunk rows at a time: a million series' at once held 400 MB)
+                self._insert_chunks(db, pending_log.fold(run, run_masks, part))
         db.execute("DELETE FROM pending")
         db.execute("DELETE FROM pending_folded")
         self._pending = 0
@@ -742,18 +743,18 @@ class SqliteEngine:
         """Fold the next part of the pending log (`pending_log.PARTS`, in turn)
         inside ``db``'s transaction: every pending point of the part's series,
         oldest first, as chunks; the rows remember the part is out, and a row
-        with every part out goes.  (A log with rows of the first form folds
-        whole.)"""
+        with every part out goes.  (A log with rows of a form before folds
+        whole: their series are parted otherwise.)"""
         part = self._next_part
         self._next_part = (part + 1) % pending_log.PARTS
         bit = 1 << part
         left = self._pending_points(db)  # (counted before this fold changes the rows)
         ids, masks = [], []
-        for rid, kind, mask in db.execute(
-                "SELECT p.id, typeof(p.batch), COALESCE(f.folded, 0) FROM pending p"
-                " LEFT JOIN pending_folded f ON f.id = p.id"
+        for rid, kind, magic, mask in db.execute(
+                "SELECT p.id, typeof(p.batch), substr(p.batch, 1, 4), COALESCE(f.folded, 0)"
+                " FROM pending p LEFT JOIN pending_folded f ON f.id = p.id"
                 " WHERE COALESCE(f.folded, 0) & ? = 0 ORDER BY p.id", (bit,)).fetchall():
-            if kind == "text":  # a row of the first form
+            if kind == "text" or magic != pending_log.MAGIC:  # a row of a form before
                 self._fold(db)
                 return
             ids.append(rid)
