@@ -699,3 +699,49 @@ def test_a_log_with_rows_of_the_form_before_folds_whole_in_log_order(db_path: st
     assert all(t == [T0, T0 + 1] and v == [1, 1] for _, t, v, _ in series)
     assert e.count_points(S) == 200
     e.close()
+
+
+def test_a_part_fold_slices_the_rows_it_wrote_in_memory_until_another_connection_writes(
+        db_path: str, monkeypatch: Any) -> None:
+    """The writer keeps the rows it logged (up to ROW_CACHE_BYTES), and a
+    part's fold slices those; once another connection committed (the
+    ``tsnet`` command folding the log and logging a row of its own, which
+    takes a folded row's id), the kept rows are dropped and the file's are
+    folded: the later write wins."""
+    from pathlib import Path
+
+    from tsnet.storage import sqlite as sqlite_storage
+
+    Path(db_path).parent.mkdir(parents=True, exist_ok=True)
+    keys = [series_key("fleet", {"device": f"d{i:04}"}) for i in range(1500)]
+    a = sqlite_storage.SqliteEngine(db_path)
+    a.open()
+    monkeypatch.setattr(sqlite_storage, "ROW_CACHE_BYTES", 80_000)  # (two rows, not three)
+    for t in range(3):
+        a.write(make_batch(samples=[(k, T0 + t, 0) for k in keys]))
+    ids = [rid for (rid,) in _raw(db_path, "SELECT id FROM pending ORDER BY id")]
+    assert sorted(a._rows) == ids[:2] and a._rows_bytes <= 80_000
+    for rid in ids[:2]:
+        assert a._rows[rid] == _raw(db_path, f"SELECT batch FROM pending WHERE id = {rid}")[0][0]
+    for _ in range(pending.PARTS):  # every part out: the rows go, from the file and memory
+        with a._transaction() as db:
+            a._fold_part(db)
+    assert _raw(db_path, "SELECT count(*) FROM pending") == [(0,)]
+    assert a._rows == {} and a._rows_bytes == 0
+    a.write(make_batch(samples=[(k, T0 + 5, 0) for k in keys]))
+    assert list(a._rows) == [ids[0]]  # (an empty table gives the first id again)
+
+    b = sqlite_storage.SqliteEngine(db_path)  # another process
+    b.open()
+    b.fold_pending()
+    b.write(make_batch(samples=[(k, T0 + 5, 1) for k in keys]))  # the same id, later
+    assert [rid for (rid,) in _raw(db_path, "SELECT id FROM pending")] == [ids[0]]
+    b.close()
+    with a._transaction() as db:
+        a._fold_part(db)
+    assert a._rows == {}  # (dropped: not the row in the file any more)
+    a.fold_pending()
+    series = a.read_series(S, "fleet")
+    assert len(series) == 1500
+    assert all(t == [T0, T0 + 1, T0 + 2, T0 + 5] and v == [0, 0, 0, 1] for _, t, v, _ in series)
+    a.close()

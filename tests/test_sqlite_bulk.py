@@ -69,6 +69,27 @@ def test_many_small_rows_are_one_statement(tmp_path: Path) -> None:
     assert db.execute("SELECT count(*), sum(length(times)) FROM chunks").fetchone() == (500, 4500)
 
 
+@settings(max_examples=100, deadline=None)
+@given(st.lists(st.tuples(st.integers(1, 30), _int), max_size=20),
+       st.lists(st.integers(0, 40), max_size=20))
+def test_replacing_and_deleting_by_id_do_as_executemany(tmp_path_factory, rows, gone) -> None:
+    """``replace``: a later row of an id wins, as ``INSERT OR REPLACE`` row by
+    row; `delete_ids` deletes just those ids (absent ones, repeats: nothing)."""
+    schema = "CREATE TABLE f (id INTEGER PRIMARY KEY, folded INTEGER NOT NULL)"
+    bulk, plain = (sqlite3.connect(tmp_path_factory.mktemp("r") / "x.sqlite") for _ in range(2))
+    for db in (bulk, plain):
+        db.execute(schema)
+    seen = _statements(bulk)
+    sqlite_bulk.insert_rows(bulk, "f", ("id", "folded"), rows, replace=True)
+    plain.executemany("INSERT OR REPLACE INTO f (id, folded) VALUES (?, ?)", rows)
+    sqlite_bulk.delete_ids(bulk, "f", gone)
+    plain.executemany("DELETE FROM f WHERE id = ?", [(i,) for i in gone])
+    query = "SELECT id, folded FROM f ORDER BY id"
+    assert bulk.execute(query).fetchall() == plain.execute(query).fetchall()
+    writes = [s for s in seen if s.startswith(("INSERT", "DELETE"))]
+    assert len(writes) == min(len(rows), 1) + min(len(gone), 1)  # (one statement each)
+
+
 def test_large_chunks_and_texts_json_cannot_carry_go_row_by_row(tmp_path: Path) -> None:
     db = _db(tmp_path / "x.sqlite")
     seen = _statements(db)

@@ -219,6 +219,13 @@ SERIES_ID_CACHE = 200_000
 WIDE_POINTS = 8
 #: pending points that are folded into chunks at once, without waiting for a read
 PENDING_FOLD_POINTS = 500_000
+#: bytes of pending-log rows the writer keeps as it wrote them (`_log_pending`),
+#: so that a part's fold slices them in memory: read from the file, a row's
+#: part is five reads, each letting go of the GIL, and beside a busy reactor
+#: each took the GIL back only at its switch interval (a fold 34 -> 560 ms
+#: beside a spinning thread, reads 1 -> 260 ms of it).  A wide log at its fold
+#: mark is about 23 MB.
+ROW_CACHE_BYTES = 48 * 1024 * 1024
 #: series keys one query looks up when a batch brings many unknown ones (under
 #: SQLite's default limit of 32766 parameters, and its older one of 999)
 LOOKUP_KEYS = 900
@@ -255,6 +262,23 @@ def _pending_part(db: sqlite3.Connection, rid: int, part: int) -> bytes:
         return db.execute("SELECT batch FROM pending WHERE id = ?", (rid,)).fetchone()[0]
     with blobopen("pending", "batch", rid, readonly=True) as blob:
         return pending_log.read_part(blob, part)
+
+
+def _unfolded_rows(db: sqlite3.Connection, bit: int) -> list[tuple[int, bool, int]]:
+    """(id, of a form before `pending_log.MAGIC`, folded parts) of each pending
+    row with part ``bit`` still in it, oldest first: as one JSON text (one
+    step, where a row a step let go of the GIL once a row)."""
+    where = (" FROM pending p LEFT JOIN pending_folded f ON f.id = p.id"
+             " WHERE COALESCE(f.folded, 0) & ? = 0")
+    before = "typeof(p.batch) != 'blob' OR substr(p.batch, 1, 4) != ?"
+    if not sqlite_bulk.HAS_JSON_ARROW:
+        return [(rid, bool(b), mask) for rid, b, mask in db.execute(
+            f"SELECT p.id, {before}, COALESCE(f.folded, 0){where} ORDER BY p.id",
+            (pending_log.MAGIC, bit))]
+    (listing,) = db.execute(
+        f"SELECT json_group_array(json_array(p.id, {before}, COALESCE(f.folded, 0))){where}",
+        (pending_log.MAGIC, bit)).fetchone()
+    return sorted((rid, bool(b), mask) for rid, b, mask in orjson.loads(listing))
 
 
 def _dumps(obj: Any) -> str:
@@ -404,6 +428,12 @@ class SqliteEngine:
         self._small: _SmallChunks | None = None  # (made at open, and anew by compaction)
         self._pending: int | None = None  # points in the pending log; None: not read yet
         self._next_part = 0  # the part of the log `_fold_part` folds next
+        # pending-log rows as this engine wrote them (id -> row), while no
+        # other connection changed the file (`PRAGMA data_version` as it was
+        # then: another process's fold may give a new row a folded row's id)
+        self._rows: dict[int, bytes] = {}
+        self._rows_bytes = 0
+        self._data_version: int | None = None
         self._pending_at_compact = -1  # the log's size when compact() last ran
         self._last_log = 0.0  # monotonic time of the last write to the pending log
         self._fold_again = 0.0  # monotonic time before which reads do not try to fold
@@ -516,6 +546,10 @@ class SqliteEngine:
     def _transaction(self) -> Iterator[sqlite3.Connection]:
         db = self.db
         db.execute("BEGIN IMMEDIATE")
+        if self._rows:
+            (version,) = db.execute("PRAGMA data_version").fetchone()
+            if version != self._data_version:
+                self._drop_rows()  # (another connection committed since)
         try:
             yield db
             db.execute("COMMIT")
@@ -612,7 +646,12 @@ class SqliteEngine:
         """After a rolled-back write: series rows created in it are gone, and
         the pending log is as it was, whatever the cache says."""
         self._drop_ids()
+        self._drop_rows()
         self._pending = None
+
+    def _drop_rows(self) -> None:
+        self._rows.clear()
+        self._rows_bytes = 0
 
     def write_small_now(self, batch: WriteBatch) -> bool:
         """Commit a small batch of samples to the pending log on the caller's
@@ -689,8 +728,15 @@ class SqliteEngine:
         return True
 
     def _log_pending(self, db: sqlite3.Connection, batch: WriteBatch, points: int) -> None:
-        db.execute("INSERT INTO pending (points, batch) VALUES (?, ?)",
-                   (points, self._encode_pending(db, batch)))
+        row = self._encode_pending(db, batch)
+        rid = db.execute("INSERT INTO pending (points, batch) VALUES (?, ?)",
+                         (points, row)).lastrowid
+        if db is self._db and rid is not None \
+                and self._rows_bytes + len(row) <= ROW_CACHE_BYTES:
+            if not self._rows:
+                (self._data_version,) = db.execute("PRAGMA data_version").fetchone()
+            self._rows[rid] = row
+            self._rows_bytes += len(row)
         self._last_log = time.monotonic()
         self._pending = self._pending_points(db) + points
 
@@ -737,6 +783,7 @@ class SqliteEngine:
                 self._insert_chunks(db, pending_log.fold(run, run_masks, part))
         db.execute("DELETE FROM pending")
         db.execute("DELETE FROM pending_folded")
+        self._drop_rows()
         self._pending = 0
 
     def _fold_part(self, db: sqlite3.Connection) -> None:
@@ -750,25 +797,29 @@ class SqliteEngine:
         bit = 1 << part
         left = self._pending_points(db)  # (counted before this fold changes the rows)
         ids, masks = [], []
-        for rid, kind, magic, mask in db.execute(
-                "SELECT p.id, typeof(p.batch), substr(p.batch, 1, 4), COALESCE(f.folded, 0)"
-                " FROM pending p LEFT JOIN pending_folded f ON f.id = p.id"
-                " WHERE COALESCE(f.folded, 0) & ? = 0 ORDER BY p.id", (bit,)).fetchall():
-            if kind == "text" or magic != pending_log.MAGIC:  # a row of a form before
+        for rid, before, mask in _unfolded_rows(db, bit):
+            if before:  # a row of a form before
                 self._fold(db)
                 return
             ids.append(rid)
             masks.append(mask)
         if not ids:
             return
-        rows = pending_log.fold([_pending_part(db, rid, part) for rid in ids], masks, part)
+        cached = self._rows
+        rows = pending_log.fold([pending_log.read_part(cached[rid], part) if rid in cached
+                                 else _pending_part(db, rid, part) for rid in ids], masks, part)
         self._insert_chunks(db, rows)
         now = [(rid, mask | bit) for rid, mask in zip(ids, masks, strict=True)]
-        done = [(rid,) for rid, mask in now if mask == pending_log.ALL_PARTS]
-        db.executemany("DELETE FROM pending WHERE id = ?", done)
-        db.executemany("DELETE FROM pending_folded WHERE id = ?", done)
-        db.executemany("INSERT OR REPLACE INTO pending_folded (id, folded) VALUES (?, ?)",
-                       [(rid, mask) for rid, mask in now if mask != pending_log.ALL_PARTS])
+        done = [rid for rid, mask in now if mask == pending_log.ALL_PARTS]
+        sqlite_bulk.delete_ids(db, "pending", done)
+        sqlite_bulk.delete_ids(db, "pending_folded", done)
+        sqlite_bulk.insert_rows(db, "pending_folded", ("id", "folded"),
+                                [(rid, mask) for rid, mask in now
+                                 if mask != pending_log.ALL_PARTS], replace=True)
+        for rid in done:
+            row = cached.pop(rid, None)
+            if row is not None:
+                self._rows_bytes -= len(row)
         # What is left to fold: a part's fold takes a sixteenth of the log, so
         # the next write folds again only once the log grew back past the bound
         # (folding at every write made chunks of a point or two per series).

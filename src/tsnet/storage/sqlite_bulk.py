@@ -38,18 +38,29 @@ def _json_rows(rows: Sequence[Sequence[object]]) -> bytes | None:
 
 
 def insert_rows(db: sqlite3.Connection, table: str, columns: Sequence[str],
-                rows: Sequence[Sequence[int | str | None]]) -> None:
+                rows: Sequence[Sequence[int | str | None]], replace: bool = False) -> None:
     """``INSERT INTO table (columns) VALUES`` each of ``rows`` (ints, texts and
-    NULLs only: floats and blobs would not come back exactly)."""
+    NULLs only: floats and blobs would not come back exactly); ``INSERT OR
+    REPLACE`` with ``replace``."""
     names = ", ".join(columns)
+    verb = "INSERT OR REPLACE" if replace else "INSERT"
     text = _json_rows(rows) if len(rows) > 1 else None
     if text is None:
-        db.executemany(f"INSERT INTO {table} ({names}) VALUES"
+        db.executemany(f"{verb} INTO {table} ({names}) VALUES"
                        f" ({', '.join('?' * len(columns))})", rows)
         return
     values = ", ".join(f"value->>{i}" for i in range(len(columns)))
-    db.execute(f"INSERT INTO {table} ({names}) SELECT {values} FROM json_each(?)"
+    db.execute(f"{verb} INTO {table} ({names}) SELECT {values} FROM json_each(?)"
                " ORDER BY key", (text.decode(),))
+
+
+def delete_ids(db: sqlite3.Connection, table: str, ids: Sequence[int]) -> None:
+    """``DELETE FROM table WHERE id = ?`` for each of ``ids``, in one statement."""
+    if len(ids) > 1 and HAS_JSON_ARROW:
+        db.execute(f"DELETE FROM {table} WHERE id IN (SELECT value FROM json_each(?))",
+                   (orjson.dumps(list(ids)).decode(),))
+    else:
+        db.executemany(f"DELETE FROM {table} WHERE id = ?", [(i,) for i in ids])
 
 
 #: the chunk rows `insert_chunks` writes: (series id, min time, max time,
