@@ -85,6 +85,12 @@ async def test_wal_mode_and_tables(storage: SqliteStorage, db_path: str) -> None
     assert {"series", "chunks", "properties", "messages", "meta", "records"} <= tables
     assert {"solutions", "tokens", "credentials", "info"} <= tables
     assert storage.path == db_path
+    # the writer keeps 64 MiB of pages (the chunks' index, for folds and
+    # compaction), the reader SQLite's default
+    from tsnet.storage.sqlite import WRITER_CACHE_KIB
+
+    cache = await storage._run(lambda: storage._engine.db.execute("PRAGMA cache_size").fetchone())
+    assert cache == (-WRITER_CACHE_KIB,) and WRITER_CACHE_KIB == 64 * 1024
 
 
 @pytest_twisted.ensureDeferred

@@ -202,6 +202,12 @@ INLINE_RECORDS = 512
 WAL_CHECKPOINT_PAGES = 8192
 #: the WAL file is truncated to this after a checkpoint
 WAL_SIZE_LIMIT = 64 * 1024 * 1024
+#: KiB of pages the writer's connection keeps (SQLite's default: 2 MiB).  A
+#: part's fold and compaction update pages all over the chunks' series index:
+#: in the 10-minute wide soak a part's fold took 95 ms (median) with the
+#: default and 74 ms with this, the server's CPU 401 -> 360 s, its peak RSS
+#: 245 -> 283 MiB
+WRITER_CACHE_KIB = 64 * 1024
 #: the server checkpoints in the background once the WAL file is this big
 CHECKPOINT_BYTES = 4 * 1024 * 1024
 #: seconds between two looks at the WAL's size
@@ -471,6 +477,7 @@ class SqliteEngine:
             db.execute("PRAGMA synchronous = NORMAL")
             db.execute(f"PRAGMA wal_autocheckpoint = {WAL_CHECKPOINT_PAGES}")
             db.execute(f"PRAGMA journal_size_limit = {WAL_SIZE_LIMIT}")
+            db.execute(f"PRAGMA cache_size = -{WRITER_CACHE_KIB}")
             # executescript() would commit on its own; run the statements in one transaction.
             db.execute("BEGIN IMMEDIATE")
             for statement in _SCHEMA.split(";"):
