@@ -69,8 +69,8 @@ MAGIC_V2 = b"TSP2"
 PARTS = 16
 ALL_PARTS = (1 << PARTS) - 1
 #: consecutive series ids that share a part in a TSP4 row (log2: `_BLOCK_BITS`)
-PART_BLOCK = 64
 _BLOCK_BITS = 6
+PART_BLOCK = 1 << _BLOCK_BITS
 _I64 = np.dtype("<i8")
 _F64 = np.dtype("<f8")
 _K_INT, _K_FLOAT = 1, 2  # chunks' kind bytes of a mixed value blob
@@ -147,11 +147,6 @@ def part_of(sid: Any, block_bits: int = _BLOCK_BITS) -> Any:
     ``2 ** block_bits`` consecutive ids, modulo `PARTS` (0 bits: the id
     modulo `PARTS`, the part of the forms before TSP4)."""
     return (sid >> block_bits) % PARTS
-
-
-def row_form(row: Sliceable) -> bytes:
-    """The magic of a pending-log row: `MAGIC`, or that of a form before."""
-    return bytes(row[0:4])
 
 
 def encode(sids: list[int], times: list[int], values: list[Value],

@@ -428,10 +428,10 @@ class SqliteEngine:
         # may not (see `_many_series_ids`)
         self._top: int | None = None
         self._data_generation: int | None = None
-        # series id -> small chunks written since it was last compacted; None
-        # until seeded by one scan, so compaction never scans the chunks table
-        # again (a scan per step made it quadratic in the number of chunks)
-        self._small: _SmallChunks | None = None  # (made at open, and anew by compaction)
+        # series id -> small chunks written since it was last compacted, so
+        # compaction never scans the chunks table for candidates (a scan per
+        # step made it quadratic in the number of chunks); made at open
+        self._small: _SmallChunks | None = None
         self._pending: int | None = None  # points in the pending log; None: not read yet
         self._next_part = 0  # the part of the log `_fold_part` folds next
         # pending-log rows as this engine wrote them (id -> row), while no
