@@ -106,7 +106,7 @@ class _Layout(NamedTuple):
     @property
     def block_bits(self) -> int:
         """`part_of`'s ``block_bits`` for the row's form."""
-        return _BLOCK_BITS if self.magic == MAGIC else 0
+        return _block_bits(self.magic)
 
     @property
     def values_at(self) -> int:
@@ -142,6 +142,11 @@ class Points:
         self.values += values
 
 
+def _block_bits(magic: bytes) -> int:
+    """`part_of`'s ``block_bits`` for rows of the form ``magic`` (0 before TSP4)."""
+    return _BLOCK_BITS if magic == MAGIC else 0
+
+
 def part_of(sid: Any, block_bits: int = _BLOCK_BITS) -> Any:
     """The part of a series id (or of an array of them): its block of
     ``2 ** block_bits`` consecutive ids, modulo `PARTS` (0 bits: the id
@@ -166,7 +171,7 @@ def _encode(sids: list[int], times: list[int], values: list[Value], texts: list 
     sid_blob, time_blob = chunks.encode_times(sids), chunks.encode_times(times)
     value_blob = chunks.encode_values(values)  # (packed first: they check the values)
     ids = np.frombuffer(sid_blob, _I64)
-    parts = part_of(ids, _BLOCK_BITS if magic == MAGIC else 0).astype(np.uint8)
+    parts = part_of(ids, _block_bits(magic)).astype(np.uint8)
     counts = np.bincount(parts, minlength=PARTS)
     present = np.flatnonzero(counts)
     if len(present) > 1:  # points in part order (uint8 keys: a stable radix sort)

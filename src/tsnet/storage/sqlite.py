@@ -1334,18 +1334,21 @@ class SqliteEngine:
             # wide load, and held the writer for a whole fold every few seconds.
             self.fold_pending()
         self._pending_at_compact = self._pending_points(self.db)
+        # the background's call (every solution, the default sizes): its series
+        # come from the counts, which first count the series made before them,
+        # a step at a time; an explicit call scans the table
         if solution is None and target == COMPACT_TARGET and small == COMPACT_SMALL:
-            # the background's: its series come from the counts, which first
-            # count the series made before them, a step at a time
             if self._small is None or self._small.ready_at != min_chunks:
                 self._small = self._new_small(min_chunks)
             if not self._small.scanned:
                 counted = self._count_small(max_series)
                 if max_series is not None:
                     return counted
+            sids = self._small.take(max_series)
+        else:
+            small = min(small, target)
+            sids = self._compaction_candidates(solution, small, min_chunks, max_series)
         done = 0
-        small = min(small, target)
-        sids = self._compaction_candidates(solution, target, small, min_chunks, max_series)
         if not sids:
             return 0
         with self._transaction() as db:  # one commit per call, not per series
@@ -1404,14 +1407,10 @@ class SqliteEngine:
         return hi - lo
 
     def _compaction_candidates(
-        self, solution: str | None, target: int, small: int, min_chunks: int,
-        max_series: int | None,
+        self, solution: str | None, small: int, min_chunks: int, max_series: int | None,
     ) -> list[int]:
-        """Series worth compacting.  The background (all solutions, default
-        target) asks the in-memory counts; an explicit call scans."""
-        if solution is None and target == COMPACT_TARGET and small == COMPACT_SMALL:
-            assert self._small is not None  # (made by `compact`)
-            return self._small.take(max_series)
+        """Series worth compacting, found by a scan of the chunks (an explicit
+        call; the background's come from `_SmallChunks`)."""
         sql = "SELECT c.series_id FROM chunks c"
         args: list[Any] = []
         if solution is not None:

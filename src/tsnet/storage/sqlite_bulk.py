@@ -56,11 +56,12 @@ def insert_rows(db: sqlite3.Connection, table: str, columns: Sequence[str],
 
 def delete_ids(db: sqlite3.Connection, table: str, ids: Sequence[int]) -> None:
     """``DELETE FROM table WHERE id = ?`` for each of ``ids``, in one statement."""
-    if len(ids) > 1 and HAS_JSON_ARROW:
-        db.execute(f"DELETE FROM {table} WHERE id IN (SELECT value FROM json_each(?))",
-                   (orjson.dumps(list(ids)).decode(),))
-    else:
+    text = _json_rows(list(ids)) if len(ids) > 1 else None
+    if text is None:
         db.executemany(f"DELETE FROM {table} WHERE id = ?", [(i,) for i in ids])
+        return
+    db.execute(f"DELETE FROM {table} WHERE id IN (SELECT value FROM json_each(?))",
+               (text.decode(),))
 
 
 #: the chunk rows `insert_chunks` writes: (series id, min time, max time,
