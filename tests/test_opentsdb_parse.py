@@ -388,11 +388,45 @@ def test_fresh_parser_fast_path_rejects_empty_timestamp():
         parser.parse("put m  5 h=a")
 
 
+def test_a_new_plain_series_skips_the_slow_path(monkeypatch):
+    """A line of a series never seen, with plain names, is taken by the fast
+    path whole: its key is parse_slow's, with no call to it."""
+    want = PutParser(cache_limit=0).parse_slow("put m 1356998400 1 t=b h=a")
+    parser = PutParser()
+    monkeypatch.setattr(PutParser, "parse_slow", lambda *a: pytest.fail("slow path used"))
+    assert parser.parse("put m 1356998400 1 t=b h=a") == want
+
+
+@pytest.mark.parametrize(("tags", "max_tags"), [
+    ("a=1 b=2 c=3", 2),  # more than max_tags: parse_slow's error
+    ("h=a h=a", 8),  # a key twice, same value: parse_slow accepts it once
+    ("h=a h=b", 8),  # a key twice: parse_slow's duplicate error
+    ("ovh.auth=i:k h=a", 8),  # a token (and a colon)
+    ("ovh.auth=ik h=a", 8),  # a token of plain characters
+    ("h=a  t=b", 8),  # two spaces: an empty word, skipped by parse_slow
+    ("h=\u00e9", 8),  # a letter outside ASCII
+])
+def test_a_new_series_learn_refuses_goes_to_parse_slow(monkeypatch, tags, max_tags):
+    """What `_learn` refuses is judged by parse_slow: same result, same text."""
+    line = f"put m 1356998400 1 {tags}"
+    want = _outcome(PutParser(max_tags, cache_limit=0), line, False, slow=True)
+    calls = []
+    slow = PutParser.parse_slow
+
+    def counted(self, *args):
+        calls.append(args)
+        return slow(self, *args)
+
+    monkeypatch.setattr(PutParser, "parse_slow", counted)
+    assert _outcome(PutParser(max_tags), line, False) == want
+    assert calls
+
+
 def test_cache_is_bounded():
     parser = PutParser(cache_limit=3)
     for i in range(10):
         assert parser.parse(f"put m{i} 1 2 h=a")[0][0] == f"m{i}"
-        assert parser._cached <= 3
+        assert len(parser._cache) <= 3
     assert parser.parse("put m9 2 3 h=a") == ok("m9", H, 2 * S, 3)
 
 
@@ -575,19 +609,22 @@ def test_a_wide_batch_is_taken_as_rows_and_a_narrow_one_as_columns() -> None:
     assert sorted(map(len, fourth.columns.values())) == [len(narrow) // 10] * 10
 
 
-def test_a_batch_of_new_series_is_judged_too() -> None:
-    """A fleet's first batch is all new series: every line takes the slow path
-    (`add`), and the batch must still be judged, so the next one goes in as
+@pytest.mark.parametrize("host", ["h", "\u00e9"], ids=["plain", "letter"])
+def test_a_batch_of_new_series_is_judged_too(host: str) -> None:
+    """A fleet's first batch is all new series, taken by the fast path when
+    their names are plain (`_learn`), else every line by the slow path
+    (`add`); the batch must be judged either way, so the next one goes in as
     rows; a slow-path batch of one series, many points, turns it back."""
     from tsnet.protocols.opentsdb.telnet_parse import WIDE_JUDGED
 
     p = PutParser(cache_limit=10 * WIDE_JUDGED)
-    wide = _wide_lines(2 * WIDE_JUDGED, 1)
+    wide = [line.replace("host=h", f"host={host}") for line in _wide_lines(2 * WIDE_JUDGED, 1)]
     first = SampleSet()
     for line in wide:  # as the protocol does: the fast path first, then the slow one
-        assert p.take_puts([line], 0, first) == 0
-        key, t, v, _ = p.parse(line)
-        p.add(first, key, t, v)
+        if p.take_puts([line], 0, first) == 0:
+            assert host != "h"
+            key, t, v, _ = p.parse(line)
+            p.add(first, key, t, v)
     assert len(first.columns) == len(wide) and not first.keys
     second = SampleSet()
     assert p.take_puts(wide, 0, second) == len(wide)

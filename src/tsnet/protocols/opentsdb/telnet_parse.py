@@ -6,7 +6,8 @@ first failing check wins.  Nothing here touches Twisted; the protocol calls
 `PutParser.parse` once per line and writes ``str(err) + "\\n"`` for a `PutError`.
 
 Speed: `PutParser.parse` is the ingest hot path.  It splits the line once,
-looks the (metric, tag text) pair up in a cache of already validated series and
+looks the (metric, tag text) pair up in a cache of already validated series (a
+new series with plain names is validated there too, `PutParser._learn`) and
 only checks the timestamp and value itself; anything unusual falls back to
 `PutParser.parse_slow`, the single source of truth for what is accepted and for
 every error text.  The fast path only accepts what the slow path accepts, with the
@@ -52,6 +53,9 @@ WIDE_JUDGED = 1000
 
 _NAME_ASCII = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_./")
 _ASCII_NAME = re.compile(r"[A-Za-z0-9._/-]+")
+# A tag text of ASCII names, ``k=v`` words one space apart (`PutParser._learn`).
+_PLAIN_TAG = r"[A-Za-z0-9._/-]+=[A-Za-z0-9._/-]+"
+_PLAIN_TAGS = re.compile(f"{_PLAIN_TAG}(?: {_PLAIN_TAG})*")
 # What Java's Double.parseDouble accepts in decimal form, minus its oddities
 # (surrounding whitespace, trailing f/F/d/D, hex floats) which tsnet rejects.
 _DECIMAL = re.compile(r"[+-]?(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][+-]?[0-9]+)?")
@@ -262,7 +266,6 @@ class PutParser:
     __slots__ = (
         "_cache",
         "_cache_limit",
-        "_cached",
         "_g",
         "_gens",
         "_last_ns",
@@ -273,10 +276,10 @@ class PutParser:
     def __init__(self, max_tags: int = 8, cache_limit: int = 100_000) -> None:
         self.max_tags = max_tags
         self._cache_limit = cache_limit
-        # tag text -> metric -> the series, for lines with client tags and no
-        # token (the fast path's); nested, which is faster than a tuple key.
-        self._cache: dict[str, dict[str, _Known]] = {}
-        self._cached = 0
+        # "METRIC TAGTEXT" -> the series, for lines with client tags and no
+        # token (the fast path's).  One flat dict: at 100 k series every level
+        # of a nested one (tag text, then metric) cost its own cache misses.
+        self._cache: dict[str, _Known] = {}
         # the last timestamp text the fast path accepted, and its nanoseconds
         self._last_ts = " "  # never equal to a word, which has no space
         self._last_ns = 0
@@ -311,10 +314,10 @@ class PutParser:
     def parse_new(
         self, line: str, allow_no_tags: bool = False
     ) -> tuple[SeriesKey, int, int | float, str | None]:
-        """`parse` of a line `take_puts` has just stopped at (a new series,
-        mostly): the fast path would stop there again, so it goes straight to
-        `parse_slow`, and its series is remembered.  A fleet's first lines
-        are all new series; the retry cost a tenth of their parse."""
+        """`parse` of a line `take_puts` has just stopped at (an error, or a
+        new series whose names are not plain): the fast path would stop there
+        again, so it goes straight to `parse_slow`, and its series is
+        remembered."""
         result = self.parse_slow(line, allow_no_tags)
         if self._cache_limit > 0:
             self._remember(line, result)
@@ -349,12 +352,11 @@ class PutParser:
             if len(parts) != 5 or parts[0] != "put":
                 break
             _, metric, ts, value, tagtext = parts
-            by_metric = cache.get(tagtext)
-            if by_metric is None:
-                break
-            hit = by_metric.get(metric)
+            hit = cache.get(f"{metric} {tagtext}")
             if hit is None:
-                break
+                hit = self._learn(metric, tagtext)
+                if hit is None:
+                    break
             if ts == last_ts:  # many series share one timestamp
                 t = last_ns
             elif len(ts) < 14 and ts.isdigit() and ts.isascii():
@@ -440,15 +442,36 @@ class PutParser:
         key, token = result[0], result[3]
         if not key[2] or token is not None:
             return  # without client tags or with a token: not the fast path's
-        if self._cached >= self._cache_limit:
-            self._cache.clear()
-            self._cached = 0
-        by_metric = self._cache.get(tagtext)
-        if by_metric is None:
-            by_metric = self._cache[tagtext] = {}
-        if metric not in by_metric:
-            self._cached += 1
-            by_metric[metric] = _Known(key)
+        self._keep(f"{metric} {tagtext}", key)
+
+    def _keep(self, text: str, key: SeriesKey) -> _Known:
+        cache = self._cache
+        known = cache.get(text)
+        if known is None:
+            if len(cache) >= self._cache_limit:
+                cache.clear()
+            known = cache[text] = _Known(key)
+        return known
+
+    def _learn(self, metric: str, tagtext: str) -> _Known | None:
+        """The series of a line the fast path has not seen, when its metric and
+        tags are plain: ASCII names, single spaces, at most ``max_tags``, no
+        key twice, no token.  parse_slow accepts exactly such a series part
+        whatever else the line holds, with this key, so the fast path goes on
+        to judge the timestamp and value (and leaves what it does not take to
+        parse_slow, as for a known series).  A fleet's first lines are all new
+        series; parse_slow cost them five times a known line.  None: anything
+        else, for parse_slow to judge and word."""
+        if (self._cache_limit <= 0 or not _PLAIN_TAGS.fullmatch(tagtext)
+                or not _ASCII_NAME.fullmatch(metric)):
+            return None
+        pairs = [tuple(word.split("=")) for word in tagtext.split(" ")]
+        if len(pairs) > self.max_tags:
+            return None
+        tags = dict(pairs)
+        if len(tags) != len(pairs) or AUTH_TAG in tags:
+            return None  # (a key twice, or the token: parse_slow's to judge)
+        return self._keep(f"{metric} {tagtext}", series_key(metric, tags))
 
     def parse_slow(
         self, line: str, allow_no_tags: bool = False
