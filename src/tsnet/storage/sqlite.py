@@ -664,9 +664,10 @@ class SqliteEngine:
         """Commit a small batch of samples to the pending log on the caller's
         thread, if that can be done at once; False (nothing done) if not.
 
-        At once means: the batch is only samples and fits the pending log
-        without a fold (or it is only a few records, written as they are), no
-        thread holds the engine, and no process holds the database's write lock.
+        At once means: the batch is only samples of series the id caches hold
+        and fits the pending log without a fold (or it is only a few records,
+        written as they are), no thread holds the engine, and no process holds
+        the database's write lock.
         The commit is then a WAL append with no fsync and no checkpoint, tens
         of microseconds, so a server may run it on its reactor rather than pay
         two thread switches per HTTP request."""
@@ -689,7 +690,11 @@ class SqliteEngine:
                 return False
             try:
                 self._check_data_generation(db)
-                self._log_pending(db, batch, points)
+                # (a batch that creates series is no commit of tens of
+                # microseconds: 2000 new series held the reactor 30-60 ms)
+                if not self._log_pending(db, batch, points, create=False):
+                    db.execute("ROLLBACK")
+                    return False
                 db.execute("COMMIT")
             except BaseException:
                 if db.in_transaction:
@@ -734,8 +739,13 @@ class SqliteEngine:
             raise
         return True
 
-    def _log_pending(self, db: sqlite3.Connection, batch: WriteBatch, points: int) -> None:
-        row = self._encode_pending(db, batch)
+    def _log_pending(self, db: sqlite3.Connection, batch: WriteBatch, points: int,
+                     create: bool = True) -> bool:
+        """Log ``batch`` as one row; without ``create``, False (nothing done) if
+        a series would have to be created (`_encode_pending`)."""
+        row = self._encode_pending(db, batch, create)
+        if row is None:
+            return False
         rid = db.execute("INSERT INTO pending (points, batch) VALUES (?, ?)",
                          (points, row)).lastrowid
         if db is self._db and rid is not None \
@@ -746,6 +756,7 @@ class SqliteEngine:
             self._rows_bytes += len(row)
         self._last_log = time.monotonic()
         self._pending = self._pending_points(db) + points
+        return True
 
     # -- the pending log ---------------------------------------------------------
 
@@ -1009,14 +1020,18 @@ class SqliteEngine:
                     add(row[0])
         sqlite_bulk.insert_chunks(db, rows)
 
-    def _encode_pending(self, db: sqlite3.Connection, batch: WriteBatch) -> bytes:
+    def _encode_pending(self, db: sqlite3.Connection, batch: WriteBatch,
+                        create: bool = True) -> bytes | None:
         """A batch's samples as one pending-log row (`encode_pending`), its series
-        created now so that the row can name them by id."""
+        created now so that the row can name them by id; without ``create``,
+        None (nothing done) if the batch has a series not in the id caches."""
         points = pending_log.Points()
         for solution, b in batch.by_solution.items():
             samples = b.samples
             if samples.columns:
                 live = {key: col for key, col in samples.columns.items() if col.times}
+                if not create and not self._ids.get(solution, {}).keys() >= live.keys():
+                    return None
                 ids = self._series_ids(db, solution, live)
                 for key, col in live.items():
                     points.add([ids[key]] * len(col.times), col.times, col.values, col.texts)
@@ -1028,6 +1043,8 @@ class SqliteEngine:
                     refs = self._refs[solution] = SeriesRefs(SERIES_ID_CACHE)
                 found = refs.lookup(samples.keys)
                 if None in found:
+                    if not create:
+                        return None
                     ids = self._series_ids(db, solution, samples.keys)
                     found = list(map(ids.__getitem__, samples.keys))
                     refs.learn(samples.keys, found)
