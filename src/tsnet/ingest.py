@@ -73,8 +73,11 @@ LONE_PROBE = 8
 #: made one 1.5 s write, 16 us an item, against 1-2 us once they exist)
 PART_SECONDS = 0.1
 #: items a part holds at least, and a write must hold to measure the cost per
-#: item (a small write's cost is mostly the commit's own)
-PART_MIN = 2_000
+#: item (a small write's cost is mostly the commit's own).  A fleet's first
+#: write creates a series an item, beside a reactor parsing new lines at full
+#: tilt: with 2000 it took 60-105 ms and the first commit came 0.17-0.22 s
+#: after the first byte (a 0.1 s flush interval), with 1000 24-80 ms
+PART_MIN = 1_000
 #: writes whose cost per item is remembered
 PART_COSTS = 5
 
