@@ -21,7 +21,7 @@ from twisted.internet import defer
 
 from tsnet.model import INT64_MAX, INT64_MIN, Column, WriteBatch, series_key
 from tsnet.storage import chunks, pending
-from tsnet.storage.sqlite import PENDING_MAX_POINTS, SqliteStorage
+from tsnet.storage.sqlite import INLINE_NEW_SERIES, PENDING_MAX_POINTS, SqliteStorage
 from tsnet.testing.conformance import CPU, T0, S, make_batch, typed
 
 values_st = st.one_of(
@@ -469,32 +469,42 @@ async def test_small_writes_commit_at_once_when_the_thread_is_idle(storage: Sqli
 
 
 @pytest_twisted.ensureDeferred
-async def test_a_small_write_that_creates_series_goes_to_the_thread(
+async def test_a_small_write_that_creates_many_series_goes_to_the_thread(
         storage: SqliteStorage) -> None:
-    """Creating series is no commit of tens of microseconds (2000 of them held
-    the reactor 30-60 ms): a small write with a series new to the id caches
-    is the writer thread's, in columns or in rows; once the series exist, the
-    same writes commit at once."""
+    """Creating many series is no commit of tens of microseconds (2000 of them
+    held the reactor 30-60 ms): a small write with more than
+    `INLINE_NEW_SERIES` series new to the id caches is the writer thread's,
+    in columns or in rows; an HTTP request's few new ones commit at once, and
+    so do the many once they exist."""
     await storage.write(make_batch(samples=[(CPU, T0, 1)]))  # learns the log's size
-    new, other = series_key("cpu", {"host": "new"}), series_key("cpu", {"host": "rows"})
+    many = [series_key("cpu", {"host": f"c{i}"}) for i in range(INLINE_NEW_SERIES + 1)]
+    rows_keys = [series_key("cpu", {"host": f"r{i}"}) for i in range(INLINE_NEW_SERIES + 1)]
 
     def rows(t: int) -> WriteBatch:
         batch = make_batch()
         samples = batch.for_solution(S).samples
-        samples.keys, samples.times, samples.values = [CPU, other], [t, t], [t, t]
+        samples.keys = [CPU, *rows_keys]
+        samples.times = [t] * len(samples.keys)
+        samples.values = [t] * len(samples.keys)
         samples.recount()
         return batch
 
-    for make in (lambda t: make_batch(samples=[(new, t, t)]), rows):
+    for make in (lambda t: make_batch(samples=[(k, t, t) for k in many]), rows):
         d = storage.write(make(T0 + 1))
         assert not d.called  # (the new series: the thread's)
         await d
         d = storage.write(make(T0 + 2))
         assert d.called  # (known now: at once)
         await d
-    series = await storage.read_series(S, "cpu", None, None)
-    assert sorted((dict(k[2])["host"], t) for k, t, _, _ in series) == [
-        ("a", [T0, T0 + 1, T0 + 2]), ("new", [T0 + 1, T0 + 2]), ("rows", [T0 + 1, T0 + 2])]
+    few = [series_key("cpu", {"host": f"f{i}"}) for i in range(INLINE_NEW_SERIES)]
+    d = storage.write(make_batch(samples=[(k, T0 + 3, 3) for k in few]))
+    assert d.called
+    await d
+    series = {dict(k[2])["host"]: t for k, t, _, _ in await storage.read_series(S, "cpu")}
+    assert series["a"] == [T0, T0 + 1, T0 + 2]
+    assert all(series[dict(k[2])["host"]] == [T0 + 1, T0 + 2] for k in many + rows_keys)
+    assert all(series[dict(k[2])["host"]] == [T0 + 3] for k in few)
+    assert len(series) == 1 + len(many) + len(rows_keys) + len(few)
 
 
 @pytest_twisted.ensureDeferred

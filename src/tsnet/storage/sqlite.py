@@ -197,6 +197,10 @@ _DATA_TABLES = ("series", "properties", "messages", "meta", "records")
 
 #: records a batch may have to commit on the reactor (`write_small_now`)
 INLINE_RECORDS = 512
+#: new series a batch may create there: an HTTP request's few (a fleet's
+#: requests each bring some), not a stream's 2000, which held the reactor
+#: 30-60 ms a batch at a fleet's start
+INLINE_NEW_SERIES = 100
 
 #: WAL pages between automatic checkpoints (32 MiB of 4 KiB pages)
 WAL_CHECKPOINT_PAGES = 8192
@@ -664,10 +668,11 @@ class SqliteEngine:
         """Commit a small batch of samples to the pending log on the caller's
         thread, if that can be done at once; False (nothing done) if not.
 
-        At once means: the batch is only samples of series the id caches hold
-        and fits the pending log without a fold (or it is only a few records,
-        written as they are), no thread holds the engine, and no process holds
-        the database's write lock.
+        At once means: the batch is only samples, of which at most
+        `INLINE_NEW_SERIES` series are new to the id caches, and fits the
+        pending log without a fold (or it is only a few records, written as
+        they are), no thread holds the engine, and no process holds the
+        database's write lock.
         The commit is then a WAL append with no fsync and no checkpoint, tens
         of microseconds, so a server may run it on its reactor rather than pay
         two thread switches per HTTP request."""
@@ -690,9 +695,7 @@ class SqliteEngine:
                 return False
             try:
                 self._check_data_generation(db)
-                # (a batch that creates series is no commit of tens of
-                # microseconds: 2000 new series held the reactor 30-60 ms)
-                if not self._log_pending(db, batch, points, create=False):
+                if not self._log_pending(db, batch, points, INLINE_NEW_SERIES):
                     db.execute("ROLLBACK")
                     return False
                 db.execute("COMMIT")
@@ -740,9 +743,9 @@ class SqliteEngine:
         return True
 
     def _log_pending(self, db: sqlite3.Connection, batch: WriteBatch, points: int,
-                     create: bool = True) -> bool:
-        """Log ``batch`` as one row; without ``create``, False (nothing done) if
-        a series would have to be created (`_encode_pending`)."""
+                     create: int | None = None) -> bool:
+        """Log ``batch`` as one row; False (nothing done) if it would create
+        more than ``create`` series (`_encode_pending`)."""
         row = self._encode_pending(db, batch, create)
         if row is None:
             return False
@@ -1021,17 +1024,20 @@ class SqliteEngine:
         sqlite_bulk.insert_chunks(db, rows)
 
     def _encode_pending(self, db: sqlite3.Connection, batch: WriteBatch,
-                        create: bool = True) -> bytes | None:
+                        create: int | None = None) -> bytes | None:
         """A batch's samples as one pending-log row (`encode_pending`), its series
-        created now so that the row can name them by id; without ``create``,
-        None (nothing done) if the batch has a series not in the id caches."""
+        created now so that the row can name them by id; None (nothing done)
+        if a solution's part of it has more than ``create`` series that are not
+        in the id caches (None: no limit)."""
         points = pending_log.Points()
         for solution, b in batch.by_solution.items():
             samples = b.samples
             if samples.columns:
                 live = {key: col for key, col in samples.columns.items() if col.times}
-                if not create and not self._ids.get(solution, {}).keys() >= live.keys():
-                    return None
+                if create is not None:
+                    known = self._ids.get(solution, {})
+                    if sum(key not in known for key in live) > create:
+                        return None
                 ids = self._series_ids(db, solution, live)
                 for key, col in live.items():
                     points.add([ids[key]] * len(col.times), col.times, col.values, col.texts)
@@ -1043,7 +1049,7 @@ class SqliteEngine:
                     refs = self._refs[solution] = SeriesRefs(SERIES_ID_CACHE)
                 found = refs.lookup(samples.keys)
                 if None in found:
-                    if not create:
+                    if create is not None and found.count(None) > create:
                         return None
                     ids = self._series_ids(db, solution, samples.keys)
                     found = list(map(ids.__getitem__, samples.keys))
