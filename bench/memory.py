@@ -226,7 +226,7 @@ def _none(n: int) -> None:
 CACHES = [
     Cache("telnet-parser", "OpenTSDB telnet PutParser._cache (one per listener): validated "
           "(tag text, metric) pairs", PutParser()._cache_limit,
-          "clears whole", telnet_lines, telnet_fill, lambda p: p._cached),
+          "clears whole", telnet_lines, telnet_fill, lambda p: len(p._cache)),
     Cache("http-put", "OpenTSDB /api/put SeriesCache.known (one per HTTP site): validated "
           "(metric, tags)", SeriesCache().limit, "clears whole", http_bodies, http_fill,
           lambda c: len(c.known)),
