@@ -508,6 +508,26 @@ async def test_a_small_write_that_creates_many_series_goes_to_the_thread(
 
 
 @pytest_twisted.ensureDeferred
+async def test_a_small_write_is_judged_whole_before_it_creates_series(
+        storage: SqliteStorage) -> None:
+    """The new series of every solution of a batch are counted before any is
+    created: a solution's few new ones, made before another's many sent the
+    batch to the thread, were rolled back with their ids still cached, and
+    the thread's write logged their point under another series' id."""
+    await storage.write(make_batch(samples=[(CPU, T0, 1)]))  # learns the log's size
+    one = series_key("cpu", {"host": "one"})
+    batch = make_batch(samples=[(one, T0, 1)])
+    for i in range(INLINE_NEW_SERIES + 1):
+        batch.for_solution("other").samples.add(series_key("cpu", {"host": f"o{i}"}), T0, i)
+    d = storage.write(batch)
+    assert not d.called
+    await d
+    series = {dict(k[2])["host"]: t for k, t, _, _ in await storage.read_series(S, "cpu")}
+    assert series == {"a": [T0], "one": [T0]}
+    assert len(await storage.read_series("other", "cpu")) == INLINE_NEW_SERIES + 1
+
+
+@pytest_twisted.ensureDeferred
 async def test_small_writes_queue_behind_the_thread(storage: SqliteStorage) -> None:
     from twisted.internet import reactor
 

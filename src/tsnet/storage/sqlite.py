@@ -1030,14 +1030,15 @@ class SqliteEngine:
         if a solution's part of it has more than ``create`` series that are not
         in the id caches (None: no limit)."""
         points = pending_log.Points()
+        # (counted before anything is created: a rolled-back creation would
+        # leave its ids in the caches)
+        found_by = self._refs_found(batch) if create is not None else {}
+        if create is not None and self._unknown(batch, found_by) > create:
+            return None
         for solution, b in batch.by_solution.items():
             samples = b.samples
             if samples.columns:
                 live = {key: col for key, col in samples.columns.items() if col.times}
-                if create is not None:
-                    known = self._ids.get(solution, {})
-                    if sum(key not in known for key in live) > create:
-                        return None
                 ids = self._series_ids(db, solution, live)
                 for key, col in live.items():
                     points.add([ids[key]] * len(col.times), col.times, col.values, col.texts)
@@ -1047,15 +1048,37 @@ class SqliteEngine:
                 refs = self._refs.get(solution)
                 if refs is None:
                     refs = self._refs[solution] = SeriesRefs(SERIES_ID_CACHE)
-                found = refs.lookup(samples.keys)
+                found = found_by.get(solution) or refs.lookup(samples.keys)
                 if None in found:
-                    if create is not None and found.count(None) > create:
-                        return None
                     ids = self._series_ids(db, solution, samples.keys)
                     found = list(map(ids.__getitem__, samples.keys))
                     refs.learn(samples.keys, found)
                 points.add(found, samples.times, samples.values)
         return pending_log.encode(points.sids, points.times, points.values, points.texts)
+
+    def _refs_found(self, batch: WriteBatch) -> dict[str, list[int | None]]:
+        """Each solution's row ids by key object (`SeriesRefs.lookup`), for
+        the solutions with rows and refs."""
+        found: dict[str, list[int | None]] = {}
+        for solution, b in batch.by_solution.items():
+            refs = self._refs.get(solution)
+            if b.samples.keys and refs is not None:
+                found[solution] = refs.lookup(b.samples.keys)
+        return found
+
+    def _unknown(self, batch: WriteBatch, found_by: dict[str, list[int | None]]) -> int:
+        """Series of ``batch`` not in the id caches (a row's key object new to
+        the refs counts, though its series may exist)."""
+        n = 0
+        for solution, b in batch.by_solution.items():
+            samples = b.samples
+            if samples.columns:
+                known = self._ids.get(solution, {})
+                n += sum(key not in known for key, col in samples.columns.items() if col.times)
+            if samples.keys:
+                found = found_by.get(solution)
+                n += found.count(None) if found is not None else len(samples.keys)
+        return n
 
     def _register(self, db: sqlite3.Connection, solution: str, kind: str, name: str) -> None:
         db.execute(
