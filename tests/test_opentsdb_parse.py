@@ -621,8 +621,9 @@ def test_a_batch_of_new_series_is_judged_too(host: str) -> None:
     wide = [line.replace("host=h", f"host={host}") for line in _wide_lines(2 * WIDE_JUDGED, 1)]
     first = SampleSet()
     for line in wide:  # as the protocol does: the fast path first, then the slow one
-        if p.take_puts([line], 0, first) == 0:
-            assert host != "h"
+        taken = p.take_puts([line], 0, first)
+        assert taken == (host == "h")
+        if not taken:
             key, t, v, _ = p.parse(line)
             p.add(first, key, t, v)
     assert len(first.columns) == len(wide) and not first.keys
