@@ -1027,8 +1027,8 @@ class SqliteEngine:
                         create: int | None = None) -> bytes | None:
         """A batch's samples as one pending-log row (`encode_pending`), its series
         created now so that the row can name them by id; None (nothing done)
-        if a solution's part of it has more than ``create`` series that are not
-        in the id caches (None: no limit)."""
+        if the batch, all its solutions counted, has more than ``create``
+        series that are not in the id caches (None: no limit)."""
         points = pending_log.Points()
         # (counted before anything is created: a rolled-back creation would
         # leave its ids in the caches)
