@@ -331,6 +331,7 @@ async def test_a_wide_batch_is_logged_whole_and_folded_many_at_once(
     from tsnet.storage import sqlite as sqlite_storage
 
     monkeypatch.setattr(sqlite_storage, "PENDING_FOLD_POINTS", 3 * PENDING_MAX_POINTS)
+    monkeypatch.setattr(sqlite_storage, "FOLD_POINTS_PER_SERIES", 0)  # (the mark: that alone)
     n = PENDING_MAX_POINTS + 500
     keys = [series_key("fleet", {"device": f"d{i:05}"}) for i in range(n)]
     for round_ in range(2):
@@ -373,6 +374,7 @@ def test_a_write_far_past_the_fold_mark_folds_a_part_first(
     from tsnet.storage import sqlite as sqlite_storage
 
     monkeypatch.setattr(sqlite_storage, "PENDING_FOLD_POINTS", 2 * PENDING_MAX_POINTS)
+    monkeypatch.setattr(sqlite_storage, "FOLD_POINTS_PER_SERIES", 0)  # (the mark: that alone)
     n = PENDING_MAX_POINTS + 500
     keys = [series_key("fleet", {"device": f"d{i:05}"}) for i in range(n)]
     engine = sqlite_storage.SqliteEngine(db_path)
@@ -387,6 +389,40 @@ def test_a_write_far_past_the_fold_mark_folds_a_part_first(
     engine.close()
 
 
+def test_the_fold_mark_grows_with_the_series_up_to_its_most(
+        db_path: str, monkeypatch: Any) -> None:
+    """A file of many series folds its log later: FOLD_POINTS_PER_SERIES
+    points a series (so a part's fold writes chunks of that many points, not
+    one or two), never under PENDING_FOLD_POINTS nor over PENDING_FOLD_MAX;
+    the series are counted again when the file is opened."""
+    from tsnet.storage import sqlite as sqlite_storage
+
+    monkeypatch.setattr(sqlite_storage, "PENDING_FOLD_POINTS", 2 * PENDING_MAX_POINTS)
+    monkeypatch.setattr(sqlite_storage, "FOLD_POINTS_PER_SERIES", 4)
+    n = PENDING_MAX_POINTS + 500
+    keys = [series_key("fleet", {"device": f"d{i:05}"}) for i in range(n)]
+    engine = sqlite_storage.SqliteEngine(db_path)
+    engine.open()
+    assert engine.fold_mark == 2 * PENDING_MAX_POINTS  # (no series yet)
+    for t in range(3):
+        engine.write(make_batch(samples=[(k, T0 + t, t) for k in keys]))
+    assert engine.fold_mark == 4 * n
+    assert not engine.fold_due  # 3 n points: under 4 a series
+    engine.fold_due_part()
+    assert _raw(db_path, FOLDED) == [(0, n), (0, n), (0, n)]
+    engine.write(make_batch(samples=[(k, T0 + 3, 3) for k in keys[:10]]))
+    engine.write(make_batch(samples=[(k, T0 + 4, 4) for k in keys]))
+    assert engine.fold_due  # (4 n + 10)
+    engine.fold_due_part()
+    assert [m for m, _ in _raw(db_path, FOLDED)] == [1] * 5
+    engine.close()
+    monkeypatch.setattr(sqlite_storage, "PENDING_FOLD_MAX", 3 * PENDING_MAX_POINTS)
+    again = sqlite_storage.SqliteEngine(db_path)
+    again.open()
+    assert again.fold_mark == 3 * PENDING_MAX_POINTS  # (its most, from the file's series)
+    again.close()
+
+
 @pytest_twisted.ensureDeferred
 async def test_parts_folded_in_turn_keep_last_write_wins_and_go_whole(
         storage: SqliteStorage, db_path: str, monkeypatch: Any) -> None:
@@ -396,6 +432,7 @@ async def test_parts_folded_in_turn_keep_last_write_wins_and_go_whole(
     from tsnet.storage import sqlite as sqlite_storage
 
     monkeypatch.setattr(sqlite_storage, "PENDING_FOLD_POINTS", 1)  # fold a part each write
+    monkeypatch.setattr(sqlite_storage, "FOLD_POINTS_PER_SERIES", 0)  # (the mark: that alone)
     n = PENDING_MAX_POINTS + 100
     keys = [series_key("fleet", {"device": f"d{i:05}"}) for i in range(n)]
     for round_ in range(2 * pending.PARTS + 3):

@@ -228,13 +228,24 @@ SERIES_ID_CACHE = 200_000
 #: a batch with fewer points per series than this on average is logged whole too
 WIDE_POINTS = 8
 #: pending points that are folded into chunks at once, without waiting for a read
+#: (the least `SqliteEngine.fold_mark` is)
 PENDING_FOLD_POINTS = 500_000
+#: pending points a series the log may hold before it is folded, when the file
+#: has many series: a part's fold costs with the chunk rows it writes, a row
+#: per series, so a wide log folded at 500,000 points (5 a series at 100,000
+#: series) spent a third of the writer in folds and made chunks of 5 points
+#: for compaction to rewrite.  At 16 a series a part's fold of 1.6 M points
+#: took 32 ms, of 0.9 M 31 ms (`bench/fold_part.py`, 100,000 series)
+FOLD_POINTS_PER_SERIES = 16
+#: the most pending points before a fold, however many series: what the row
+#: cache holds (about 24 bytes a point)
+PENDING_FOLD_MAX = 2_000_000
 #: bytes of pending-log rows the writer keeps as it wrote them (`_log_pending`),
 #: so that a part's fold slices them in memory: read from the file, a row's
 #: part is five reads, each letting go of the GIL, and beside a busy reactor
 #: each took the GIL back only at its switch interval (a fold 34 -> 560 ms
-#: beside a spinning thread, reads 1 -> 260 ms of it).  A wide log at its fold
-#: mark is about 23 MB.
+#: beside a spinning thread, reads 1 -> 260 ms of it).  A log at its fold
+#: mark is at most about 48 MB (`PENDING_FOLD_MAX`).
 ROW_CACHE_BYTES = 48 * 1024 * 1024
 #: series keys one query looks up when a batch brings many unknown ones (under
 #: SQLite's default limit of 32766 parameters, and its older one of 999)
@@ -431,6 +442,9 @@ class SqliteEngine:
         # under its canonical key too), so a key not in it is new; None when it
         # may not (see `_many_series_ids`)
         self._top: int | None = None
+        # the series table's largest id as last seen (ids are dense: about the
+        # series it holds), for `fold_mark`
+        self._id_span = 0
         self._data_generation: int | None = None
         # series id -> small chunks written since it was last compacted, so
         # compaction never scans the chunks table for candidates (a scan per
@@ -494,6 +508,7 @@ class SqliteEngine:
             version = db.execute("SELECT value FROM info WHERE key='schema_version'").fetchone()
             if version[0] != SCHEMA_VERSION:
                 raise RuntimeError(f"{self.path}: unknown schema version {version[0]}")
+            (self._id_span,) = db.execute("SELECT COALESCE(MAX(id), 0) FROM series").fetchone()
             db.execute("COMMIT")
         except BaseException:
             if db.in_transaction:
@@ -600,7 +615,7 @@ class SqliteEngine:
                     # after this commit (`fold_due_part`), or first when the
                     # log is far behind (no storage folds after writes, or the
                     # load outruns the folds)
-                    if pending + points > 2 * PENDING_FOLD_POINTS:
+                    if pending + points > 2 * self.fold_mark:
                         self._fold_part(db)
                     self._log_pending(db, batch, points)
                     points = 0
@@ -630,13 +645,21 @@ class SqliteEngine:
             raise
 
     @property
+    def fold_mark(self) -> int:
+        """Pending points past which the log is folded, a part after each write:
+        `FOLD_POINTS_PER_SERIES` a series of the file, at least
+        `PENDING_FOLD_POINTS` and at most `PENDING_FOLD_MAX`."""
+        return max(PENDING_FOLD_POINTS, min(FOLD_POINTS_PER_SERIES * self._id_span,
+                                            PENDING_FOLD_MAX))
+
+    @property
     def fold_due(self) -> bool:
-        """The pending log is past `PENDING_FOLD_POINTS` (as last counted)."""
-        return (self._pending or 0) > PENDING_FOLD_POINTS
+        """The pending log is past `fold_mark` (as last counted)."""
+        return (self._pending or 0) > self.fold_mark
 
     def fold_due_part(self) -> None:
         """Fold the next part of the log in a transaction of its own, if it is
-        past `PENDING_FOLD_POINTS`.  `SqliteStorage` runs it after a write's
+        past `fold_mark`.  `SqliteStorage` runs it after a write's
         commit rather than in the write: a part's fold of a wide log takes
         80-110 ms in a large file, and inside a write it delayed that write's
         commit by as much (a 200 ms gap between commits at a 0.1 s flush)."""
@@ -644,7 +667,7 @@ class SqliteEngine:
             return
         with self._transaction() as db:
             self._check_data_generation(db)
-            if self._pending_points(db) > PENDING_FOLD_POINTS:
+            if self._pending_points(db) > self.fold_mark:
                 self._fold_part(db)
 
     def _drop_ids(self) -> None:
@@ -685,7 +708,7 @@ class SqliteEngine:
                 return self._write_records_now(db, batch)
             pending = self._pending
             if (pending is None or not 0 < points <= self.pending_max_points
-                    or pending + points > PENDING_FOLD_POINTS
+                    or pending + points > self.fold_mark
                     or any(b.properties or b.messages or b.meta or b.records
                            for b in batch.by_solution.values())):
                 return False
@@ -971,6 +994,7 @@ class SqliteEngine:
                 same[0].append(key)
         out: dict[SeriesKey, int] = {}
         (top,) = db.execute("SELECT COALESCE(MAX(id), 0) FROM series").fetchone()
+        self._id_span = top
         if self._top is None and not top and not any(self._ids.values()):
             self._top = 0  # (an empty table, nothing cached: every series is ours)
         if top == self._top:
@@ -1000,6 +1024,7 @@ class SqliteEngine:
                                 ("id", "solution", "metric", "entity", "tags", "skey"), rows)
         if self._top == top:
             self._top = top + len(rows)
+        self._id_span = top + len(rows)  # (a rollback leaves it high: a bound, not a count)
         if "\\" in "".join([row[4] for row in rows]):  # (an escaped name: json_each may differ)
             sqlite_tags.index_many(db, solution, made)
         else:
@@ -1374,7 +1399,7 @@ class SqliteEngine:
         if pending == self._pending_at_compact and (
                 time.monotonic() - self._last_log >= COMPACT_IDLE):
             # No write to the log for a while: idle, the log may go now.  Under
-            # load writes fold it (a part at a time, `PENDING_FOLD_POINTS`):
+            # load writes fold it (a part at a time, `fold_mark`):
             # folding it between compaction steps (20 ms apart, often with no
             # write between them) made a chunk of a point or two per series of a
             # wide load, and held the writer for a whole fold every few seconds.
