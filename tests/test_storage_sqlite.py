@@ -475,6 +475,31 @@ def test_a_series_row_is_the_same_text_whichever_encoder_wrote_it(
                                                    sort_keys=True)
 
 
+_plain = st.text(alphabet=st.characters(min_codepoint=32, max_codepoint=126), max_size=8)
+_series = st.tuples(_plain | _names, st.none() | _plain,
+                    st.dictionaries(_plain | _names, _plain | _names, max_size=3))
+
+
+@given(_plain, st.lists(_series, min_size=1, max_size=6))
+def test_new_series_rows_in_bulk_hold_the_texts_one_by_one_would(
+        solution: str, made: list[tuple[str, str | None, dict[str, str]]]) -> None:
+    """The rows of a batch's new series go in as one JSON text that SQLite
+    cuts up (`_insert_series`), and their ``tags`` and ``skey`` must be the
+    texts `_tags_text` and `_series_skey` give, escaped names or not."""
+    from tsnet.storage.sqlite import _insert_series, _series_skey, _tags_text
+
+    engine = SqliteEngine(":memory:")
+    engine.open()
+    db = engine.db
+    keys = list(dict.fromkeys(series_key(m, tags, e) for m, e, tags in made))
+    _insert_series(db, solution, list(enumerate(keys, 1)))
+    rows = db.execute("SELECT id, solution, metric, entity, tags, skey FROM series ORDER BY id")
+    assert rows.fetchall() == [(i, solution, key[0], key[1], _tags_text(key),
+                                _series_skey(solution, key)[0])
+                               for i, key in enumerate(keys, 1)]
+    engine.close()
+
+
 def test_many_new_series_in_one_batch_get_ids_rows_index_and_meta(tmp_path: Path) -> None:
     """A batch of many unknown series is created in bulk: every series once,
     with ids of its own, its tag index rows and (ATSD) implicit meta, and a
