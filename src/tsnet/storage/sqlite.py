@@ -1106,10 +1106,14 @@ class SqliteEngine:
                 if refs is None:
                     refs = self._refs[solution] = SeriesRefs(SERIES_ID_CACHE)
                 found = found_by.get(solution) or refs.lookup(samples.keys)
-                if None in found:
-                    ids = self._series_ids(db, solution, samples.keys)
-                    found = list(map(ids.__getitem__, samples.keys))
-                    refs.learn(samples.keys, found)
+                if None in found:  # (only those hashed: most of a batch is known)
+                    new = [key for key, sid in zip(samples.keys, found, strict=True)
+                           if sid is None]
+                    ids = self._series_ids(db, solution, new)
+                    sids = list(map(ids.__getitem__, new))
+                    refs.learn(new, sids)
+                    given = iter(sids)
+                    found = [next(given) if sid is None else sid for sid in found]
                 points.add(found, samples.times, samples.values)
         return pending_log.encode(points.sids, points.times, points.values, points.texts)
 
