@@ -341,7 +341,9 @@ async def test_a_wide_batch_is_logged_whole_and_folded_many_at_once(
     # a third takes the log past the fold mark: once it is committed, part 0
     # of the log becomes chunks, in a transaction of its own
     await storage.write(make_batch(samples=[(k, T0 + 2, 2) for k in keys]))
-    await storage._run(lambda: None)  # (the fold queued behind the write)
+    await storage._run(lambda: None)  # (the fold's first half, queued behind the write)
+    assert _raw(db_path, FOLDED) == [(0, n), (0, n), (0, n)]  # (made, not committed)
+    await storage._run(lambda: None)  # (and its second, queued behind the first)
     in_part0 = sum(1 for sid in range(1, n + 1) if pending.part_of(sid) == 0)  # 1-63, 1024-...
     assert _raw(db_path, FOLDED) == [(1, n), (1, n), (1, n)]
     engine = storage._engine  # what is left to fold: the points not folded out
@@ -386,6 +388,72 @@ def test_a_write_far_past_the_fold_mark_folds_a_part_first(
     assert _raw(db_path, FOLDED) == [(1, n), (1, n), (1, n), (0, n)]
     engine.fold_due_part()
     assert _raw(db_path, FOLDED) == [(3, n), (3, n), (3, n), (2, n)]
+    engine.close()
+
+
+def _wide_engine(db_path: str, monkeypatch: Any, rounds: int) -> tuple[Any, list]:
+    """An engine alone whose log is past its mark after ``rounds`` wide batches."""
+    from tsnet.storage import sqlite as sqlite_storage
+
+    monkeypatch.setattr(sqlite_storage, "PENDING_FOLD_POINTS", 2 * PENDING_MAX_POINTS)
+    monkeypatch.setattr(sqlite_storage, "FOLD_POINTS_PER_SERIES", 0)
+    keys = [series_key("fleet", {"device": f"d{i:05}"}) for i in range(PENDING_MAX_POINTS + 500)]
+    engine = sqlite_storage.SqliteEngine(db_path)
+    engine.open()
+    for t in range(rounds):
+        engine.write(make_batch(samples=[(k, T0 + t, t) for k in keys]))
+    return engine, keys
+
+
+def _stored(db_path: str) -> int:
+    """Points in chunks, and in the log's rows less the parts folded out of them."""
+    (chunked,) = _raw(db_path, "SELECT COALESCE(sum(count), 0) FROM chunks")[0]
+    db = sqlite3.connect(db_path)
+    try:
+        logged = 0
+        for blob, mask in db.execute("SELECT p.batch, COALESCE(f.folded, 0) FROM pending p"
+                                     " LEFT JOIN pending_folded f ON f.id = p.id"):
+            sids = pending.decode(blob)[0]
+            logged += sum(1 for sid in sids if pending.in_part(sid, mask, None))
+    finally:
+        db.close()
+    return chunked + logged
+
+
+def test_a_fold_made_ahead_commits_beside_the_writes_made_meanwhile(
+        db_path: str, monkeypatch: Any) -> None:
+    """A part's fold is made in one job and committed in the next, writes
+    between them: what those writes logged stays in the log, untouched."""
+    engine, keys = _wide_engine(db_path, monkeypatch, 3)
+    assert engine.prepare_fold_part()
+    assert _raw(db_path, FOLDED) == [(0, len(keys))] * 3  # (made, nothing written)
+    engine.write(make_batch(samples=[(k, T0 + 3, 3) for k in keys[:100]]))
+    engine.commit_fold_part()
+    assert _raw(db_path, FOLDED) == [(1, len(keys))] * 3 + [(0, 100)]
+    assert _stored(db_path) == 3 * len(keys) + 100
+    engine.close()
+
+
+def test_a_fold_made_ahead_is_dropped_when_the_log_changed_under_it(
+        db_path: str, monkeypatch: Any) -> None:
+    """A fold made before the log was folded here, or before another
+    connection committed, is not written: its points would be in chunks
+    twice.  The part is folded afresh if the log is still past its mark."""
+    engine, keys = _wide_engine(db_path, monkeypatch, 3)
+    assert engine.prepare_fold_part()
+    engine.fold_pending()  # (a read's fold, between the two jobs)
+    engine.commit_fold_part()
+    assert _raw(db_path, FOLDED) == [] and _stored(db_path) == 3 * len(keys)
+    for t in range(3, 6):
+        engine.write(make_batch(samples=[(k, T0 + t, t) for k in keys]))
+    assert engine.prepare_fold_part()
+    other = sqlite3.connect(db_path)  # another process's commit
+    other.execute("UPDATE info SET value = value WHERE key = 'schema_version'")
+    other.commit()
+    other.close()
+    engine.commit_fold_part()  # (folded afresh: part 1, the turn after part 0's)
+    assert _raw(db_path, FOLDED) == [(2, len(keys))] * 3
+    assert _stored(db_path) == 6 * len(keys)
     engine.close()
 
 

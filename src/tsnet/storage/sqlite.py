@@ -39,7 +39,7 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
-from typing import Any
+from typing import Any, NamedTuple
 
 import orjson
 from twisted.internet import defer, task
@@ -397,6 +397,19 @@ def _key_from_row(metric: str, entity: str | None, tags: str) -> SeriesKey:
     return (metric, entity, tuple(sorted(json.loads(tags).items())))
 
 
+class _Folded(NamedTuple):
+    """A part's fold made from the log as it was (`SqliteEngine._next_fold`):
+    the rows with points of ``part`` and their masks, the chunk rows, and
+    the engine's ``_fold_epoch`` then; ``whole``: the log must fold whole."""
+
+    part: int
+    ids: list[int]
+    masks: list[int]
+    rows: list[tuple]
+    epoch: int
+    whole: bool = False
+
+
 class _SmallChunks:
     """How many small chunks each series has, and which series have enough of
     them to be compacted, in the order they got there.
@@ -487,6 +500,10 @@ class SqliteEngine:
         self._small: _SmallChunks | None = None
         self._pending: int | None = None  # points in the pending log; None: not read yet
         self._next_part = 0  # the part of the log `_fold_part` folds next
+        # counts whatever changed the log's rows other than a new row (a fold,
+        # a rollback, a deletion), so a fold made before it is not committed
+        self._fold_epoch = 0
+        self._prepared: tuple[_Folded, int] | None = None  # (`prepare_fold_part`)
         # pending-log rows as this engine wrote them (id -> row), while no
         # other connection changed the file (`PRAGMA data_version` as it was
         # then: another process's fold may give a new row a folded row's id)
@@ -694,22 +711,63 @@ class SqliteEngine:
 
     def fold_due_part(self) -> None:
         """Fold the next part of the log in a transaction of its own, if it is
-        past `fold_mark`.  `SqliteStorage` runs it after a write's
-        commit rather than in the write: a part's fold of a wide log takes
-        80-110 ms in a large file, and inside a write it delayed that write's
-        commit by as much (a 200 ms gap between commits at a 0.1 s flush)."""
-        if not self.fold_due:
+        past `fold_mark`: `prepare_fold_part`, then `commit_fold_part`.
+        `SqliteStorage` runs it after a write's commit rather than in the
+        write: a part's fold of a wide log takes 80-110 ms in a large file,
+        and inside a write it delayed that write's commit by as much (a 200 ms
+        gap between commits at a 0.1 s flush)."""
+        if self.prepare_fold_part():
+            self.commit_fold_part()
+
+    def prepare_fold_part(self) -> bool:
+        """The first half of `fold_due_part`, in no transaction: the next
+        part's chunk rows, made from the log as it is and kept for
+        `commit_fold_part`; True if there are some to commit.
+
+        `SqliteStorage` runs the halves as two jobs of its writer thread, so
+        the writes queued during the first commit before the second: in the
+        10-minute wide soak a part's fold took 120-190 ms, reading and
+        folding about as long as inserting, and each write behind it waited
+        for all of it."""
+        self._prepared = None
+        db = self.db
+        if not self.fold_due or self._pending_points(db) <= self.fold_mark:
+            return False
+        (version,) = db.execute("PRAGMA data_version").fetchone()
+        folded = self._next_fold(db)
+        if folded is None:
+            return False
+        self._prepared = (folded, version)
+        return True
+
+    def commit_fold_part(self) -> None:
+        """The second half of `fold_due_part`: the prepared chunk rows
+        committed, if the log's rows are as they were (no fold or rollback
+        here since, no commit by another connection); else the next part is
+        folded now, if the log is still past its mark."""
+        prepared, self._prepared = self._prepared, None
+        if prepared is None:
             return
-        with self._transaction() as db:
-            self._check_data_generation(db)
-            if self._pending_points(db) > self.fold_mark:
-                self._fold_part(db)
+        folded, version = prepared
+        try:
+            with self._transaction() as db:
+                self._check_data_generation(db)
+                (now,) = db.execute("PRAGMA data_version").fetchone()
+                if now == version and folded.epoch == self._fold_epoch:
+                    self._apply_fold(db, folded)
+                elif self._pending_points(db) > self.fold_mark:
+                    self._next_part = folded.part  # (its turn, still)
+                    self._fold_part(db)
+        except BaseException:
+            self._forget()  # (the caches were changed for a commit that did not happen)
+            raise
 
     def _drop_ids(self) -> None:
         """Forget every cached series id (the series table is the truth)."""
         self._ids.clear()
         self._refs.clear()
         self._top = None
+        self._fold_epoch += 1  # (data deleted: a prepared fold may name it)
 
     def _forget(self) -> None:
         """After a rolled-back write: series rows created in it are gone, and
@@ -721,6 +779,7 @@ class SqliteEngine:
     def _drop_rows(self) -> None:
         self._rows.clear()
         self._rows_bytes = 0
+        self._fold_epoch += 1  # (the log's rows changed, or may have)
 
     def write_small_now(self, batch: WriteBatch) -> bool:
         """Commit a small batch of samples to the pending log on the caller's
@@ -871,24 +930,40 @@ class SqliteEngine:
         oldest first, as chunks; the rows remember the part is out, and a row
         with every part out goes.  (A log with rows of a form before folds
         whole: their series are parted otherwise.)"""
+        folded = self._next_fold(db)
+        if folded is not None:
+            self._apply_fold(db, folded)
+
+    def _next_fold(self, db: sqlite3.Connection) -> _Folded | None:
+        """The next part's fold, made from the log as ``db`` sees it and
+        changing nothing in it (the part's turn passes); None if no row has
+        points of the part."""
         part = self._next_part
         self._next_part = (part + 1) % pending_log.PARTS
-        bit = 1 << part
-        left = self._pending_points(db)  # (counted before this fold changes the rows)
         ids, masks = [], []
-        for rid, before, mask in _unfolded_rows(db, bit):
+        for rid, before, mask in _unfolded_rows(db, 1 << part):
             if before:  # a row of a form before
-                self._fold(db)
-                return
+                return _Folded(part, [], [], [], self._fold_epoch, whole=True)
             ids.append(rid)
             masks.append(mask)
         if not ids:
-            return
+            return None
         cached = self._rows
         rows = pending_log.fold([pending_log.read_part(cached[rid], part) if rid in cached
                                  else _pending_part(db, rid, part) for rid in ids], masks, part)
+        return _Folded(part, ids, masks, rows, self._fold_epoch)
+
+    def _apply_fold(self, db: sqlite3.Connection, folded: _Folded) -> None:
+        """Write a part's fold (`_next_fold`) in ``db``'s transaction, the log
+        being as it was when the fold was made."""
+        if folded.whole:
+            self._fold(db)
+            return
+        bit = 1 << folded.part
+        rows, cached = folded.rows, self._rows
+        left = self._pending_points(db)  # (counted before this fold changes the rows)
         self._insert_chunks(db, rows)
-        now = [(rid, mask | bit) for rid, mask in zip(ids, masks, strict=True)]
+        now = [(rid, mask | bit) for rid, mask in zip(folded.ids, folded.masks, strict=True)]
         done = [rid for rid, mask in now if mask == pending_log.ALL_PARTS]
         sqlite_bulk.delete_ids(db, "pending", done)
         sqlite_bulk.delete_ids(db, "pending_folded", done)
@@ -899,6 +974,7 @@ class SqliteEngine:
             row = cached.pop(rid, None)
             if row is not None:
                 self._rows_bytes -= len(row)
+        self._fold_epoch += 1
         # What is left to fold: a part's fold takes a sixteenth of the log, so
         # the next write folds again only once the log grew back past the bound
         # (folding at every write made chunks of a point or two per series).
@@ -2077,12 +2153,18 @@ class SqliteStorage:
             return
         self._background("checkpoint", self._engine.checkpoint, "_checkpointing")
 
-    def _background(self, what: str, f: Callable[[], Any], flag: str) -> None:
+    def _background(self, what: str, f: Callable[[], Any], flag: str,
+                    then: Callable[[], Any] | None = None) -> None:
         """Run ``f`` on the writer thread as background work ``what``, the
         attribute ``flag`` true until it ends (one at a time): a full disk or a
-        lock is logged once (`_background_failed`), anything else as a failure."""
+        lock is logged once (`_background_failed`), anything else as a failure.
+        ``then``: a second job, queued behind what was queued meanwhile, if
+        ``f`` returned true."""
         setattr(self, flag, True)
         d = self._run(f)
+        if then is not None:
+            d.addCallback(lambda more: self._run(then) if more and self._closing is None
+                          else None)
         d.addCallbacks(lambda _: self._faults.worked(what), self._background_failed,
                        errbackArgs=(what,))
         d.addErrback(lambda fail: log.failure("{what} of {path} failed", fail, what=what,
@@ -2156,13 +2238,16 @@ class SqliteStorage:
         return self._run(self._engine.write, batch).addCallback(self._fold_after)
 
     def _fold_after(self, result: Any) -> Any:
-        """After a write's commit: a part's fold when the log is past its mark
-        (`SqliteEngine.fold_due_part`), queued behind what is queued already;
-        one at a time.  A fault is logged once and the next write tries again."""
+        """After a write's commit: a part's fold when the log is past its mark,
+        queued behind what is queued already; one at a time, and in two jobs
+        (`SqliteEngine.prepare_fold_part`, then `commit_fold_part`), so that
+        the writes queued while the first runs commit before the second.  A
+        fault is logged once and the next write tries again."""
         if self._folding or not self._engine.fold_due or self._pool is None \
                 or self._closing is not None:
             return result
-        self._background("fold", self._engine.fold_due_part, "_folding")
+        engine = self._engine
+        self._background("fold", engine.prepare_fold_part, "_folding", engine.commit_fold_part)
         return result
 
     def read_series(
