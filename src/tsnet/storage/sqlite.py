@@ -725,7 +725,8 @@ class SqliteEngine:
         `commit_fold_part`; True if there are some to commit.
 
         `SqliteStorage` runs the halves as two jobs of its writer thread, so
-        the writes queued during the first commit before the second: in the
+        the writes queued while the first runs are committed before the
+        second: in the
         10-minute wide soak a part's fold took 120-190 ms, reading and
         folding about as long as inserting, and each write behind it waited
         for all of it."""
@@ -743,8 +744,8 @@ class SqliteEngine:
     def commit_fold_part(self) -> None:
         """The second half of `fold_due_part`: the prepared chunk rows
         committed, if the log's rows are as they were (no fold or rollback
-        here since, no commit by another connection); else the next part is
-        folded now, if the log is still past its mark."""
+        here since, no commit by another connection); else the same part is
+        folded afresh, if the log is still past its mark."""
         prepared, self._prepared = self._prepared, None
         if prepared is None:
             return
