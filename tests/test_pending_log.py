@@ -407,17 +407,12 @@ def _wide_engine(db_path: str, monkeypatch: Any, rounds: int) -> tuple[Any, list
 
 def _stored(db_path: str) -> int:
     """Points in chunks, and in the log's rows less the parts folded out of them."""
+    from tsnet.storage.sqlite import _PENDING_ROWS
+
     (chunked,) = _raw(db_path, "SELECT COALESCE(sum(count), 0) FROM chunks")[0]
-    db = sqlite3.connect(db_path)
-    try:
-        logged = 0
-        for blob, mask in db.execute("SELECT p.batch, COALESCE(f.folded, 0) FROM pending p"
-                                     " LEFT JOIN pending_folded f ON f.id = p.id"):
-            sids = pending.decode(blob)[0]
-            logged += sum(1 for sid in sids if pending.in_part(sid, mask, None))
-    finally:
-        db.close()
-    return chunked + logged
+    return chunked + sum(pending.in_part(sid, mask, None)
+                         for blob, mask in _raw(db_path, _PENDING_ROWS)
+                         for sid in pending.decode(blob)[0])
 
 
 def test_a_fold_made_ahead_commits_beside_the_writes_made_meanwhile(

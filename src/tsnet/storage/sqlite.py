@@ -306,11 +306,16 @@ def _dumps(obj: Any) -> str:
     return json.dumps(obj, separators=(",", ":"), sort_keys=True)
 
 
+def _canonical(key: SeriesKey) -> SeriesKey:
+    """A series key with its tags sorted: one series whatever their order."""
+    metric, entity, tags = key
+    return (metric, entity, tuple(sorted(tags)))
+
+
 def _series_skey(solution: str, key: SeriesKey) -> tuple[str, SeriesKey]:
     """The unique text key of a series, and its canonical SeriesKey (tags sorted)."""
-    metric, entity, tags = key
-    canon = (metric, entity, tuple(sorted(tags)))
-    return _dumps_fast([solution, metric, entity, canon[2]]), canon  # (tuples as arrays)
+    canon = _canonical(key)
+    return _dumps_fast([solution, *canon]), canon  # (tuples as arrays)
 
 
 def _tags_text(canon: SeriesKey) -> str:
@@ -732,7 +737,7 @@ class SqliteEngine:
         for all of it."""
         self._prepared = None
         db = self.db
-        if not self.fold_due or self._pending_points(db) <= self.fold_mark:
+        if not self.fold_due:  # (no count yet is none due)
             return False
         (version,) = db.execute("PRAGMA data_version").fetchone()
         folded = self._next_fold(db)
@@ -1098,8 +1103,7 @@ class SqliteEngine:
         no lookup at all."""
         by_canon: dict[SeriesKey, list[SeriesKey]] = {}
         for key in keys:
-            metric, entity, tags = key
-            canon = (metric, entity, tuple(sorted(tags)))
+            canon = _canonical(key)
             same = by_canon.get(canon)
             if same is None:
                 by_canon[canon] = [key]
