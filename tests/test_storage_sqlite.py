@@ -12,12 +12,12 @@ from typing import Any
 
 import pytest
 import pytest_twisted
-from hypothesis import given
+from hypothesis import assume, given
 from hypothesis import strategies as st
 
 from tsnet.model import INT64_MAX, INT64_MIN, Message, Meta, Property, Record, series_key
 from tsnet.records import SolutionRecord
-from tsnet.storage import chunks
+from tsnet.storage import chunks, sqlite_series
 from tsnet.storage.sqlite import SqliteEngine, SqliteStorage
 from tsnet.testing.conformance import CPU, T0, S, StorageConformance, collect, make_batch, typed
 
@@ -457,22 +457,17 @@ async def test_a_long_read_holds_no_commit(factory: Callable[[], SqliteStorage])
 _names = st.text(alphabet=st.characters(blacklist_categories=()), max_size=12)  # (surrogates too)
 
 
-@given(_names, _names, st.none() | _names, st.dictionaries(_names, _names, max_size=4))
-def test_a_series_row_is_the_same_text_whichever_encoder_wrote_it(
-        solution: str, metric: str, entity: str | None, tags: dict[str, str]) -> None:
-    """Series rows of plain names are written by orjson (a fleet's first batch
+@given(_names, st.none() | _names, st.dictionaries(_names, _names, max_size=4))
+def test_a_series_tags_text_is_the_same_whichever_encoder_wrote_it(
+        metric: str, entity: str | None, tags: dict[str, str]) -> None:
+    """Tags texts of plain names are written by orjson (a fleet's first batch
     creates 100 k of them), the others by json.dumps, and both must give the
-    text json.dumps always gave: the unique key finds a series by it."""
+    text json.dumps always gave: a lookup finds a series by it."""
     import json
 
-    from tsnet.storage.sqlite import _series_skey, _tags_text
-
     key = series_key(metric, tags, entity)
-    old = json.dumps([solution, metric, entity, [list(p) for p in key[2]]],
-                     separators=(",", ":"), sort_keys=True)
-    assert _series_skey(solution, key) == (old, key)
-    assert _tags_text(key) == json.dumps(dict(key[2]), separators=(",", ":"),
-                                                   sort_keys=True)
+    assert sqlite_series.tags_text(key) == json.dumps(dict(key[2]), separators=(",", ":"),
+                                                      sort_keys=True)
 
 
 _plain = st.text(alphabet=st.characters(min_codepoint=32, max_codepoint=126), max_size=8)
@@ -485,19 +480,23 @@ _series = st.tuples(_plain | _any, st.none() | _plain,  # binds no lone surrogat
 def test_new_series_rows_in_bulk_hold_the_texts_one_by_one_would(
         solution: str, made: list[tuple[str, str | None, dict[str, str]]]) -> None:
     """The rows of a batch's new series go in as one JSON text that SQLite
-    cuts up (`_insert_series`), and their ``tags`` and ``skey`` must be the
-    texts `_tags_text` and `_series_skey` give, escaped names or not."""
-    from tsnet.storage.sqlite import _insert_series, _series_skey, _tags_text
-
+    cuts up (`sqlite_series.insert`), and their ``tags`` must be the text
+    `sqlite_series.tags_text` gives, escaped names or not; the keys are
+    found again, in bulk and one by one, and a key not written is not."""
+    keys = list(dict.fromkeys(series_key(m, tags, e) for m, e, tags in made))
+    absent = (keys[0][0] + "~", keys[0][1], keys[0][2])
+    assume(absent not in keys)
     engine = SqliteEngine(":memory:")
     engine.open()
     db = engine.db
-    keys = list(dict.fromkeys(series_key(m, tags, e) for m, e, tags in made))
-    _insert_series(db, solution, list(enumerate(keys, 1)))
-    rows = db.execute("SELECT id, solution, metric, entity, tags, skey FROM series ORDER BY id")
-    assert rows.fetchall() == [(i, solution, key[0], key[1], _tags_text(key),
-                                _series_skey(solution, key)[0])
+    sqlite_series.insert(db, solution, 1, keys)
+    rows = db.execute("SELECT id, solution, metric, entity, tags FROM series ORDER BY id")
+    assert rows.fetchall() == [(i, solution, key[0], key[1], sqlite_series.tags_text(key))
                                for i, key in enumerate(keys, 1)]
+    assert sqlite_series.find_ids(db, solution, [*keys, absent]) == {
+        key: i for i, key in enumerate(keys, 1)}
+    assert [sqlite_series.find_id(db, solution, key) for key in [*keys, absent]] == [
+        *range(1, len(keys) + 1), None]
     engine.close()
 
 

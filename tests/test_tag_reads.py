@@ -32,7 +32,7 @@ from tsnet.model import Batch, Meta, Principal, series_key, series_tags
 from tsnet.records import SolutionRecord
 from tsnet.retention import DAY_NS
 from tsnet.storage import sqlite_tags
-from tsnet.storage.sqlite import SqliteEngine
+from tsnet.storage.sqlite import SCHEMA_VERSION, SqliteEngine
 from tsnet.testing.conformance import make_batch
 from tsnet.testing.fixtures import STORAGE_SECTION
 
@@ -281,7 +281,7 @@ def test_a_schema_1_file_is_indexed_when_opened(tmp_path: Path) -> None:
     try:
         version = engine.db.execute(
             "SELECT value FROM info WHERE key = 'schema_version'").fetchone()[0]
-        assert version == sqlite_tags.VERSION == 2
+        assert (version, sqlite_tags.VERSION) == (SCHEMA_VERSION, 2)
         got = engine.list_series_where("default", "m", {"host": frozenset({"h3", "x", "y"})})
         assert got == [keys[3], keys[-1], keys[-2]]
         assert engine.list_series_where("default", "m", {"entity": frozenset({"srv"})}) == [
@@ -294,16 +294,64 @@ def test_a_schema_1_file_is_indexed_when_opened(tmp_path: Path) -> None:
     assert len(index_rows(old)) == 2 * 50 + 1 + 2 + 2  # (and "other"'s two)
 
 
+def test_a_schema_2_file_drops_its_key_texts_and_keeps_every_series(tmp_path: Path) -> None:
+    """A file whose ``series`` rows still hold ``skey`` (the whole key as a
+    text, under a UNIQUE index) is rebuilt without it when opened: the same
+    ids and reads, its series found by key (written again, none is made
+    twice), and a new series gets the next id."""
+    path = tmp_path / "old.sqlite"
+    engine = SqliteEngine(str(path))
+    engine.open()
+    keys = fill(engine, 30)
+    engine.close()
+    db = sqlite3.connect(path)
+    rows = db.execute("SELECT id, solution, metric, entity, tags FROM series").fetchall()
+    db.executescript(
+        "DROP TABLE series; CREATE TABLE series (id INTEGER PRIMARY KEY, solution TEXT"
+        " NOT NULL, metric TEXT NOT NULL, entity TEXT, tags TEXT NOT NULL,"
+        " skey TEXT NOT NULL UNIQUE); CREATE INDEX series_metric ON series (solution, metric);"
+        " UPDATE info SET value = 2 WHERE key = 'schema_version';")
+    db.executemany("INSERT INTO series VALUES (?, ?, ?, ?, ?, ?)", [
+        (*row, json.dumps([row[1], row[2], row[3], sorted(json.loads(row[4]).items())],
+                          separators=(",", ":"), sort_keys=True)) for row in rows])
+    db.commit()
+    db.close()
+    engine = SqliteEngine(str(path))
+    engine.open()
+    try:
+        db = engine.db
+        assert db.execute("SELECT value FROM info WHERE key = 'schema_version'").fetchone() == (3,)
+        assert [r[1] for r in db.execute("PRAGMA table_info(series)")] == [
+            "id", "solution", "metric", "entity", "tags"]
+        assert [r[1] for r in db.execute("PRAGMA index_list(series)")] == ["series_key"]
+        assert db.execute("SELECT id, solution, metric, entity, tags FROM series"
+                          " ORDER BY id").fetchall() == sorted(rows)
+        before = engine.read_series("default", "m", None, None)
+        assert len(before) == len(keys) and all(len(times) == 10 for _, times, _, _ in before)
+        assert engine.list_series_where("default", "m", {"host": frozenset({"h3", "x"})}) == [
+            keys[3], keys[-2]]
+        new = series_key("m", {"host": "new"})
+        engine.write(make_batch(samples=[(k, T0 * S + 99, 1) for k in [*keys, new]]))
+        assert db.execute("SELECT count(*), max(id) FROM series").fetchone() == (
+            len(keys) + 1, len(keys) + 1)
+        assert engine.read_series_of("default", [new, keys[0]])[0][0] == keys[0]
+        after = {k: len(times) for k, times, _, _ in engine.read_series("default", "m", None,
+                                                                         None)}
+        assert after == {**{k: 11 for k in keys}, new: 1}
+    finally:
+        engine.close()
+
+
 def test_a_newer_schema_is_refused(tmp_path: Path) -> None:
     path = tmp_path / "db.sqlite"
     engine = SqliteEngine(str(path))
     engine.open()
     engine.close()
     db = sqlite3.connect(path)
-    db.execute("UPDATE info SET value = 3 WHERE key = 'schema_version'")
+    db.execute("UPDATE info SET value = 4 WHERE key = 'schema_version'")
     db.commit()
     db.close()
-    with pytest.raises(RuntimeError, match="unknown schema version 3"):
+    with pytest.raises(RuntimeError, match="unknown schema version 4"):
         SqliteEngine(str(path)).open()
 
 

@@ -70,14 +70,17 @@ from tsnet.model import (
     WriteBatch,
 )
 from tsnet.records import Credential, SolutionRecord, TokenRecord
-from tsnet.storage import chunks, rules, sqlite_bulk, sqlite_tags
+from tsnet.storage import chunks, rules, sqlite_bulk, sqlite_series, sqlite_tags
 from tsnet.storage import pending as pending_log
 from tsnet.storage.series_refs import SeriesRefs
+from tsnet.storage.sqlite_series import dumps as _dumps
+from tsnet.storage.sqlite_series import key_from_row as _key_from_row
 
 log = Logger(namespace="tsnet.storage.sqlite")
 
-#: 2: the tag index (`tsnet.storage.sqlite_tags`; a file of 1 is migrated)
-SCHEMA_VERSION = sqlite_tags.VERSION
+#: 2: the tag index (`tsnet.storage.sqlite_tags`); 3: series rows without their
+#: key texts (`tsnet.storage.sqlite_series`); an older file is migrated
+SCHEMA_VERSION = sqlite_series.VERSION
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS info (
@@ -86,16 +89,6 @@ CREATE TABLE IF NOT EXISTS info (
 );
 INSERT OR IGNORE INTO info (key, value) VALUES
     ('schema_version', 1), ('catalog_generation', 0), ('data_generation', 0);
-
-CREATE TABLE IF NOT EXISTS series (
-    id INTEGER PRIMARY KEY,
-    solution TEXT NOT NULL,
-    metric TEXT NOT NULL,
-    entity TEXT,
-    tags TEXT NOT NULL,
-    skey TEXT NOT NULL UNIQUE
-);
-CREATE INDEX IF NOT EXISTS series_metric ON series (solution, metric);
 
 CREATE TABLE IF NOT EXISTS chunks (
     id INTEGER PRIMARY KEY,
@@ -302,77 +295,6 @@ def _unfolded_rows(db: sqlite3.Connection, bit: int) -> list[tuple[int, bool, in
     return sorted((rid, bool(b), mask) for rid, b, mask in orjson.loads(listing))
 
 
-def _dumps(obj: Any) -> str:
-    return json.dumps(obj, separators=(",", ":"), sort_keys=True)
-
-
-def _canonical(key: SeriesKey) -> SeriesKey:
-    """A series key with its tags sorted: one series whatever their order."""
-    metric, entity, tags = key
-    return (metric, entity, tuple(sorted(tags)))
-
-
-def _series_skey(solution: str, key: SeriesKey) -> tuple[str, SeriesKey]:
-    """The unique text key of a series, and its canonical SeriesKey (tags sorted)."""
-    canon = _canonical(key)
-    return _dumps_fast([solution, *canon]), canon  # (tuples as arrays)
-
-
-def _tags_text(canon: SeriesKey) -> str:
-    """The ``tags`` column of a series: its tags as a JSON object."""
-    return _dumps_fast(dict(canon[2]))
-
-
-#: new series rows from one JSON array of [id, solution, metric, entity, tags
-#: object, skey array] (`_insert_series`): SQLite cuts out the two texts
-_INSERT_SERIES = ("INSERT INTO series (id, solution, metric, entity, tags, skey)"
-                  " SELECT value->>0, value->>1, value->>2, value->>3, value->4, value->5"
-                  " FROM json_each(?) ORDER BY key")
-
-
-def _insert_series(db: sqlite3.Connection, solution: str,
-                   made: list[tuple[int, SeriesKey]]) -> bool:
-    """Insert the rows of new series (id, canonical key); True if some name
-    needed an escape in JSON.
-
-    A fleet's first batches are mostly new series, and the ``tags`` and
-    ``skey`` texts of each, built one by one (`_tags_text`, `_series_skey`),
-    cost the writer 3 us of interpreter time a series.  One orjson text of
-    every row instead, and SQLite's ``->`` gives each element's text back
-    as orjson wrote it, which is `_dumps_fast`'s text when nothing is
-    escaped and all is ASCII (checked on the whole; else the rows go one by
-    one as before)."""
-    if len(made) > 1 and sqlite_bulk.HAS_JSON_ARROW:
-        try:
-            text = orjson.dumps([(sid, solution, m, e, dict(tags), (solution, m, e, tags))
-                                 for sid, (m, e, tags) in made], option=orjson.OPT_SORT_KEYS)
-        except orjson.JSONEncodeError:  # (a lone surrogate: json.dumps escapes it)
-            text = None
-        if text is not None and text.isascii() and b"\\" not in text and b"\x7f" not in text:
-            db.execute(_INSERT_SERIES, (text.decode(),))
-            return False
-    rows = [(sid, solution, canon[0], canon[1], _tags_text(canon),
-             _series_skey(solution, canon)[0]) for sid, canon in made]
-    sqlite_bulk.insert_rows(db, "series",
-                            ("id", "solution", "metric", "entity", "tags", "skey"), rows)
-    return "\\" in "".join([row[4] for row in rows])
-
-
-def _dumps_fast(obj: Any) -> str:
-    """`_dumps`, by orjson when that gives the same text: when it escaped
-    nothing and wrote only ASCII (json.dumps escapes DEL and every non-ASCII
-    character, orjson neither).  A fleet's first batch creates 100 k series
-    rows, and json.dumps with options costs several microseconds each; the
-    texts a row holds must not depend on which one wrote them."""
-    try:
-        out = orjson.dumps(obj, option=orjson.OPT_SORT_KEYS)
-    except orjson.JSONEncodeError:  # (a lone surrogate, which json.dumps escapes)
-        return _dumps(obj)
-    if out.isascii() and b"\\" not in out and b"\x7f" not in out:
-        return out.decode()
-    return _dumps(obj)
-
-
 def _where(*filters: tuple[str, Any]) -> tuple[str, list[Any]]:
     """``WHERE`` text and arguments from ``(condition, value)`` pairs; a pair
     whose value is None is left out (an optional filter not given)."""
@@ -396,10 +318,6 @@ def _tags_order(tags: str) -> bytes:
     shorter tuple sorts first.  UTF-8 keeps code-point order."""
     pairs = sorted(json.loads(tags).items())
     return b"".join([b"\1" + _order_text(k) + _order_text(v) for k, v in pairs] + [b"\0"])
-
-
-def _key_from_row(metric: str, entity: str | None, tags: str) -> SeriesKey:
-    return (metric, entity, tuple(sorted(json.loads(tags).items())))
 
 
 class _Folded(NamedTuple):
@@ -555,13 +473,14 @@ class SqliteEngine:
             db.execute(f"PRAGMA cache_size = -{WRITER_CACHE_KIB}")
             # executescript() would commit on its own; run the statements in one transaction.
             db.execute("BEGIN IMMEDIATE")
-            for statement in _SCHEMA.split(";"):
+            for statement in [sqlite_series.SCHEMA, *_SCHEMA.split(";")]:
                 if statement.strip():
                     db.execute(statement)
             columns = {row[1] for row in db.execute("PRAGMA table_info(records)")}
             if "block" not in columns:  # a file from before ts-store's blocks
                 db.execute("ALTER TABLE records ADD COLUMN block INTEGER NOT NULL DEFAULT 0")
             sqlite_tags.migrate(db)
+            sqlite_series.migrate(db)
             version = db.execute("SELECT value FROM info WHERE key='schema_version'").fetchone()
             if version[0] != SCHEMA_VERSION:
                 raise RuntimeError(f"{self.path}: unknown schema version {version[0]}")
@@ -1052,10 +971,9 @@ class SqliteEngine:
         for row, mask in db.execute(_PENDING_ROWS):
             if isinstance(row, str):  # a row written before the binary form: older
                 for solution, key, t, v, x in pending_log.decode_json(row):
-                    found = db.execute("SELECT id FROM series WHERE skey = ?",
-                                       (_series_skey(solution, key)[0],)).fetchone()
-                    if found is not None:  # (else its fold creates the series)
-                        out.setdefault(found[0], []).append((t, v, x))
+                    sid = sqlite_series.find_id(db, solution, sqlite_series.canonical(key))
+                    if sid is not None:  # (else its fold creates the series)
+                        out.setdefault(sid, []).append((t, v, x))
             else:
                 blobs.append(row)
                 masks.append(mask)
@@ -1101,50 +1019,36 @@ class SqliteEngine:
         series since made here, and the table's largest id is still the one
         we gave last, so no other process added one), a key not in it is new:
         no lookup at all."""
-        by_canon: dict[SeriesKey, list[SeriesKey]] = {}
-        for key in keys:
-            canon = _canonical(key)
-            same = by_canon.get(canon)
-            if same is None:
-                by_canon[canon] = [key]
-            else:  # (tags in another order: one series)
-                same.append(key)
-        out: dict[SeriesKey, int] = {}
+        canons = sqlite_series.canonicals(keys)
+        wanted = list(dict.fromkeys(canons))  # (tags in another order: one series)
         (top,) = db.execute("SELECT COALESCE(MAX(id), 0) FROM series").fetchone()
         self._id_span = top
         if self._top is None and not top and not any(self._ids.values()):
             self._top = 0  # (an empty table, nothing cached: every series is ours)
         if top == self._top:
             cached = self._ids.get(solution, {})
-            for canon in [canon for canon in by_canon if canon in cached]:
-                out.update(dict.fromkeys(by_canon.pop(canon), cached[canon]))
+            found = {canon: cached[canon] for canon in wanted if canon in cached}
         else:
             self._top = None
-            by_skey = {_series_skey(solution, canon)[0]: canon for canon in by_canon}
-            skeys = list(by_skey)
-            for i in range(0, len(skeys), LOOKUP_KEYS):
-                part = skeys[i:i + LOOKUP_KEYS]
-                for skey, sid in db.execute(
-                        f"SELECT skey, id FROM series WHERE skey IN ({','.join('?' * len(part))})",
-                        part):
-                    out.update(dict.fromkeys(by_canon.pop(by_skey[skey]), sid))
-        if not by_canon:
-            return out
-        made = list(enumerate(by_canon, top + 1))
-        escaped = _insert_series(db, solution, made)
-        for sid, canon in made:
-            out.update(dict.fromkeys(by_canon[canon], sid))
-            out[canon] = sid
-        if self._top == top:
-            self._top = top + len(made)
-        self._id_span = top + len(made)  # (a rollback leaves it high: a bound, not a count)
-        if escaped:  # (an escaped name: json_each may differ)
-            sqlite_tags.index_many(db, solution, made)
-        else:
-            sqlite_tags.index_ids(db, top + 1, top + len(made))
-        for kind, name in sorted({m for metric, entity in {(c[0], c[1]) for c in by_canon}
-                                  for m in rules.implicit_meta_of_series((metric, entity, ()))}):
-            self._register(db, solution, kind, name)  # (a few names, however many series)
+            found = sqlite_series.find_ids(db, solution, wanted)
+        made = [canon for canon in wanted if canon not in found] if found else wanted
+        if made:
+            first = top + 1
+            escaped = sqlite_series.insert(db, solution, first, made)
+            found.update(zip(made, range(first, first + len(made)), strict=True))
+            if self._top == top:
+                self._top = top + len(made)
+            self._id_span = top + len(made)  # (a rollback leaves it high: a bound, not a count)
+            if escaped:  # (an escaped name: json_each may differ)
+                sqlite_tags.index_many(db, solution, list(enumerate(made, first)))
+            else:
+                sqlite_tags.index_ids(db, first, top + len(made))
+            bare = {(c[0], c[1], ()) for c in made}
+            for kind, name in sorted({m for key in bare
+                                      for m in rules.implicit_meta_of_series(key)}):
+                self._register(db, solution, kind, name)  # (a few names, however many series)
+        out = dict(zip(keys, map(found.__getitem__, canons), strict=True))
+        out.update(found)
         return out
 
     def _write_chunks(self, db: sqlite3.Connection, by_id: dict[int, Column]) -> None:
@@ -1365,9 +1269,11 @@ class SqliteEngine:
                        max_points: int | None = None) -> list:
         """See ISeriesByKey (`sqlite_tags.read_keys`)."""
         self._fold_for_read()
-        skeys = dict(_series_skey(solution, key) for key in keys)
+        canons = sorted(set(sqlite_series.canonicals(keys)), key=rules.series_sort_key)
         with self._snapshot() as (db, unfolded):
-            return sqlite_tags.read_keys(db, unfolded, skeys, start_ns, end_ns, max_points)
+            found = [(canon, sid) for canon in canons
+                     if (sid := sqlite_series.find_id(db, solution, canon)) is not None]
+            return sqlite_tags.read_keys(db, unfolded, found, start_ns, end_ns, max_points)
 
     def count_points(self, solution: str | None = None) -> int:
         """Distinct (series, time) pairs of one solution, or of all when None."""

@@ -25,7 +25,7 @@ import orjson
 HAS_JSON_ARROW = sqlite3.sqlite_version_info >= (3, 38, 0)
 
 
-def _json_rows(rows: Sequence[Sequence[object]]) -> bytes | None:
+def json_rows(rows: Sequence[Sequence[object]]) -> bytes | None:
     """``rows`` as one JSON array, or None when JSON would not give them back
     exactly."""
     if not HAS_JSON_ARROW:
@@ -44,7 +44,7 @@ def insert_rows(db: sqlite3.Connection, table: str, columns: Sequence[str],
     REPLACE`` with ``replace``."""
     names = ", ".join(columns)
     verb = "INSERT OR REPLACE" if replace else "INSERT"
-    text = _json_rows(rows) if len(rows) > 1 else None
+    text = json_rows(rows) if len(rows) > 1 else None
     if text is None:
         db.executemany(f"{verb} INTO {table} ({names}) VALUES"
                        f" ({', '.join('?' * len(columns))})", rows)
@@ -56,7 +56,7 @@ def insert_rows(db: sqlite3.Connection, table: str, columns: Sequence[str],
 
 def delete_ids(db: sqlite3.Connection, table: str, ids: Sequence[int]) -> None:
     """``DELETE FROM table WHERE id = ?`` for each of ``ids``, in one statement."""
-    text = _json_rows(list(ids)) if len(ids) > 1 else None
+    text = json_rows(list(ids)) if len(ids) > 1 else None
     if text is None:
         db.executemany(f"DELETE FROM {table} WHERE id = ?", [(i,) for i in ids])
         return
