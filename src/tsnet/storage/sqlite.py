@@ -240,9 +240,6 @@ PENDING_FOLD_MAX = 2_000_000
 #: beside a spinning thread, reads 1 -> 260 ms of it).  A log at its fold
 #: mark is at most about 48 MB (`PENDING_FOLD_MAX`).
 ROW_CACHE_BYTES = 48 * 1024 * 1024
-#: series keys one query looks up when a batch brings many unknown ones (under
-#: SQLite's default limit of 32766 parameters, and its older one of 999)
-LOOKUP_KEYS = 900
 
 #: points per chunk that compaction aims at, and small chunks that make it worth it
 COMPACT_TARGET = 4096
@@ -1010,8 +1007,8 @@ class SqliteEngine:
     def _many_series_ids(self, db: sqlite3.Connection, solution: str,
                          keys: list[SeriesKey]) -> dict[SeriesKey, int]:
         """The ids of ``keys`` (not cached), each series created if new: looked
-        up `LOOKUP_KEYS` a query, the new ones created by one insert with ids of
-        our own (the write lock is ours: nobody else adds rows meanwhile),
+        up in bulk (`sqlite_series.find_ids`), the new ones created by one insert
+        with ids of our own (the write lock is ours: nobody else adds rows meanwhile),
         indexed and registered in bulk.  A fleet's first batch is mostly new
         series; statements per series cost several times what its point did.
 
