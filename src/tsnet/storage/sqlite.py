@@ -968,7 +968,7 @@ class SqliteEngine:
         for row, mask in db.execute(_PENDING_ROWS):
             if isinstance(row, str):  # a row written before the binary form: older
                 for solution, key, t, v, x in pending_log.decode_json(row):
-                    sid = sqlite_series.find_id(db, solution, sqlite_series.canonical(key))
+                    sid = sqlite_series.find_id(db, solution, *sqlite_series.canonicals([key]))
                     if sid is not None:  # (else its fold creates the series)
                         out.setdefault(sid, []).append((t, v, x))
             else:
@@ -1268,8 +1268,8 @@ class SqliteEngine:
         self._fold_for_read()
         canons = sorted(set(sqlite_series.canonicals(keys)), key=rules.series_sort_key)
         with self._snapshot() as (db, unfolded):
-            found = [(canon, sid) for canon in canons
-                     if (sid := sqlite_series.find_id(db, solution, canon)) is not None]
+            ids = sqlite_series.find_ids(db, solution, canons)
+            found = [(canon, ids[canon]) for canon in canons if canon in ids]
             return sqlite_tags.read_keys(db, unfolded, found, start_ns, end_ns, max_points)
 
     def count_points(self, solution: str | None = None) -> int:
