@@ -237,9 +237,12 @@ PENDING_FOLD_MAX = 2_000_000
 #: so that a part's fold slices them in memory: read from the file, a row's
 #: part is five reads, each letting go of the GIL, and beside a busy reactor
 #: each took the GIL back only at its switch interval (a fold 34 -> 560 ms
-#: beside a spinning thread, reads 1 -> 260 ms of it).  A log at its fold
-#: mark is at most about 48 MB (`PENDING_FOLD_MAX`).
-ROW_CACHE_BYTES = 48 * 1024 * 1024
+#: beside a spinning thread, reads 1 -> 260 ms of it).  The log's rows hold
+#: about twice the points still to fold (a row goes once its last part is
+#: out), 24 bytes each: at `PENDING_FOLD_MAX` about 96 MB.  With 48 MiB a
+#: third of the wide soak's 300 rows were read from the file, and a part's
+#: fold beside a spinning thread took 2.2 s, not 0.13
+ROW_CACHE_BYTES = 96 * 1024 * 1024
 
 #: points per chunk that compaction aims at, and small chunks that make it worth it
 COMPACT_TARGET = 4096
@@ -276,20 +279,21 @@ def _pending_part(db: sqlite3.Connection, rid: int, part: int) -> bytes:
 
 
 def _unfolded_rows(db: sqlite3.Connection, bit: int) -> list[tuple[int, bool, int]]:
-    """(id, of a form before `pending_log.MAGIC`, folded parts) of each pending
-    row with part ``bit`` still in it, oldest first: as one JSON text (one
-    step, where a row a step let go of the GIL once a row)."""
+    """(id, a text (the first form), folded parts) of each pending row with
+    part ``bit`` still in it, oldest first: as one JSON text (one step, where
+    a row a step let go of the GIL once a row).  A blob's form is in its
+    first bytes, which `SqliteEngine._next_fold` reads anyway: ``substr``
+    here loaded every row whole (26 ms a fold of a 300-row log)."""
     where = (" FROM pending p LEFT JOIN pending_folded f ON f.id = p.id"
              " WHERE COALESCE(f.folded, 0) & ? = 0")
-    before = "typeof(p.batch) != 'blob' OR substr(p.batch, 1, 4) != ?"
+    text = "typeof(p.batch) != 'blob'"
     if not sqlite_bulk.HAS_JSON_ARROW:
-        return [(rid, bool(b), mask) for rid, b, mask in db.execute(
-            f"SELECT p.id, {before}, COALESCE(f.folded, 0){where} ORDER BY p.id",
-            (pending_log.MAGIC, bit))]
+        return [(rid, bool(t), mask) for rid, t, mask in db.execute(
+            f"SELECT p.id, {text}, COALESCE(f.folded, 0){where} ORDER BY p.id", (bit,))]
     (listing,) = db.execute(
-        f"SELECT json_group_array(json_array(p.id, {before}, COALESCE(f.folded, 0))){where}",
-        (pending_log.MAGIC, bit)).fetchone()
-    return sorted((rid, bool(b), mask) for rid, b, mask in orjson.loads(listing))
+        f"SELECT json_group_array(json_array(p.id, {text}, COALESCE(f.folded, 0))){where}",
+        (bit,)).fetchone()
+    return sorted((rid, bool(t), mask) for rid, t, mask in orjson.loads(listing))
 
 
 def _where(*filters: tuple[str, Any]) -> tuple[str, list[Any]]:
@@ -862,17 +866,23 @@ class SqliteEngine:
         points of the part."""
         part = self._next_part
         self._next_part = (part + 1) % pending_log.PARTS
-        ids, masks = [], []
-        for rid, before, mask in _unfolded_rows(db, 1 << part):
-            if before:  # a row of a form before
-                return _Folded(part, [], [], [], self._fold_epoch, whole=True)
+        ids, masks, pieces = [], [], []
+        cached = self._rows
+        whole = _Folded(part, [], [], [], self._fold_epoch, whole=True)
+        for rid, text, mask in _unfolded_rows(db, 1 << part):
+            if text:  # a row of the first form
+                return whole
+            row = cached.get(rid)  # (a row this engine logged: of the form now)
+            piece = pending_log.read_part(row, part) if row is not None \
+                else _pending_part(db, rid, part)
+            if piece[:4] != pending_log.MAGIC:  # a row of a form before
+                return whole
             ids.append(rid)
             masks.append(mask)
+            pieces.append(piece)
         if not ids:
             return None
-        cached = self._rows
-        rows = pending_log.fold([pending_log.read_part(cached[rid], part) if rid in cached
-                                 else _pending_part(db, rid, part) for rid in ids], masks, part)
+        rows = pending_log.fold(pieces, masks, part)
         return _Folded(part, ids, masks, rows, self._fold_epoch)
 
     def _apply_fold(self, db: sqlite3.Connection, folded: _Folded) -> None:
