@@ -18,6 +18,7 @@ import pytest_twisted
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from twisted.internet import defer
+from twisted.internet.task import deferLater
 
 from tsnet.model import INT64_MAX, INT64_MIN, Column, WriteBatch, series_key
 from tsnet.storage import chunks, pending
@@ -328,6 +329,8 @@ async def test_a_wide_batch_is_logged_whole_and_folded_many_at_once(
     would take the log past PENDING_FOLD_POINTS one part of the log is folded
     first (the series of the blocks of ids `part_of` puts in part 0), so a fold holds
     the writer a part's time; reads see every point either way."""
+    from twisted.internet import reactor
+
     from tsnet.storage import sqlite as sqlite_storage
 
     monkeypatch.setattr(sqlite_storage, "PENDING_FOLD_POINTS", 3 * PENDING_MAX_POINTS)
@@ -343,7 +346,9 @@ async def test_a_wide_batch_is_logged_whole_and_folded_many_at_once(
     await storage.write(make_batch(samples=[(k, T0 + 2, 2) for k in keys]))
     await storage._run(lambda: None)  # (the fold's first half, queued behind the write)
     assert _raw(db_path, FOLDED) == [(0, n), (0, n), (0, n)]  # (made, not committed)
-    await storage._run(lambda: None)  # (and its second, queued behind the first)
+    # (and its second, at its turn: no write comes, so TURN_WAIT seconds on)
+    await deferLater(reactor, 2 * sqlite_storage.TURN_WAIT, lambda: None)
+    await storage._run(lambda: None)
     in_part0 = sum(1 for sid in range(1, n + 1) if pending.part_of(sid) == 0)  # 1-63, 1024-...
     assert _raw(db_path, FOLDED) == [(1, n), (1, n), (1, n)]
     engine = storage._engine  # what is left to fold: the points not folded out
@@ -366,6 +371,58 @@ async def test_a_wide_batch_is_logged_whole_and_folded_many_at_once(
     assert rows[0][1] == [T0 + t for t in range(3004)]
     assert rows[0][2] == [0, 1, 2, 3, *range(4, 3004)]
     assert all(r[1] == [T0, T0 + 1, T0 + 2, T0 + 3] and r[2] == [0, 1, 2, 3] for r in rows[1:])
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_folds_second_half_and_a_checkpoint_wait_for_the_next_writes_commit(
+        storage: SqliteStorage, db_path: str, monkeypatch: Any) -> None:
+    """A ready background job (a part fold's second half, a checkpoint) is
+    queued just behind the next write's commit, ahead of the write after it,
+    one job a write: the writer never runs two jobs between two commits.
+    Closing the storage ends the jobs still waiting, which then do nothing."""
+    from twisted.internet import reactor
+
+    from tsnet.storage import sqlite as sqlite_storage
+
+    monkeypatch.setattr(sqlite_storage, "PENDING_FOLD_POINTS", 3 * PENDING_MAX_POINTS)
+    monkeypatch.setattr(sqlite_storage, "FOLD_POINTS_PER_SERIES", 0)
+    monkeypatch.setattr(sqlite_storage, "TURN_WAIT", 30.0)  # (no turn by the clock here)
+    jobs: list[str] = []
+    locked = storage._locked
+
+    def recorded(f: Any, *args: Any, **kwargs: Any) -> Any:
+        jobs.append(f.__name__)
+        return locked(f, *args, **kwargs)
+
+    monkeypatch.setattr(storage, "_locked", recorded)
+    keys = [series_key("fleet", {"device": f"d{i:05}"}) for i in range(PENDING_MAX_POINTS + 500)]
+
+    def wide(t: int) -> WriteBatch:
+        return make_batch(samples=[(k, T0 + t, t) for k in keys])
+
+    for t in range(3):  # (the third takes the log past its mark: a fold is made)
+        await storage.write(wide(t))
+    await storage._run(lambda: None)
+    assert jobs[-2:] == ["prepare_fold_part", "<lambda>"] and storage._folding
+    storage._maybe_checkpoint()  # (the WAL is small: no checkpoint)
+    wal = sqlite_storage.CHECKPOINT_BYTES
+    monkeypatch.setattr(sqlite_storage, "CHECKPOINT_BYTES", 1)
+    storage._maybe_checkpoint()
+    monkeypatch.setattr(sqlite_storage, "CHECKPOINT_BYTES", wal)  # (the looping call's: none)
+    assert len(storage._turns) == 2  # the fold's second half, then the checkpoint
+    del jobs[:]
+    # each write's commit gives one waiting job its turn, ahead of the next write
+    await storage.write(wide(3)).addCallback(lambda _: storage.write(wide(4))).addCallback(
+        lambda _: storage.write(wide(5)))
+    await storage._run(lambda: None)
+    assert jobs[:6] == ["write", "commit_fold_part", "write", "checkpoint", "write",
+                        "prepare_fold_part"]
+    assert not storage._checkpointing and storage._turns  # (the next fold's second half)
+    rows = await storage.read_series(S, "fleet", None, None)
+    assert len(rows) == len(keys) and all(r[2] == [0, 1, 2, 3, 4, 5] for r in rows)
+    await storage.close()
+    assert storage._turns == [] and not storage._folding
+    assert not [c for c in reactor.getDelayedCalls() if c.getTime() > time.time() + 20]
 
 
 def test_a_write_far_past_the_fold_mark_folds_a_part_first(
@@ -491,28 +548,30 @@ async def test_parts_folded_in_turn_keep_last_write_wins_and_go_whole(
         storage: SqliteStorage, db_path: str, monkeypatch: Any) -> None:
     """A round of part folds while new batches keep coming: every row goes
     once all its parts are out, no point is folded twice, and a later write at
-    the same time wins over an earlier one wherever the two were folded."""
+    the same time wins over an earlier one wherever the two were folded.  A
+    part's fold is made after one write's commit and committed after the
+    next (its turn), so a row goes after about two writes a part."""
     from tsnet.storage import sqlite as sqlite_storage
 
     monkeypatch.setattr(sqlite_storage, "PENDING_FOLD_POINTS", 1)  # fold a part each write
     monkeypatch.setattr(sqlite_storage, "FOLD_POINTS_PER_SERIES", 0)  # (the mark: that alone)
     n = PENDING_MAX_POINTS + 100
     keys = [series_key("fleet", {"device": f"d{i:05}"}) for i in range(n)]
-    for round_ in range(2 * pending.PARTS + 3):
+    for round_ in range(4 * pending.PARTS + 3):
         # every batch rewrites time T0 (the last value must win) and adds its own time
         await storage.write(make_batch(samples=[(k, t, round_) for k in keys
                                                 for t in (T0, T0 + 1 + round_)]))
     left = _raw(db_path, FOLDED)
-    assert len(left) <= pending.PARTS and pending.ALL_PARTS not in [m for m, _ in left]
+    assert len(left) <= 2 * pending.PARTS + 2 and pending.ALL_PARTS not in [m for m, _ in left]
     # (the masks of rows that went went with them)
     assert _raw(db_path, "SELECT count(*) FROM pending_folded WHERE id NOT IN"
                          " (SELECT id FROM pending)") == [(0,)]
     (stored,) = _raw(db_path, "SELECT sum(count) FROM chunks")[0]
     (logged,) = _raw(db_path, "SELECT sum(points) FROM pending")[0]
-    assert stored <= 2 * n * (2 * pending.PARTS + 3)  # no point in a chunk twice
-    assert stored + logged >= 2 * n * (2 * pending.PARTS + 3)  # and none lost
+    assert stored <= 2 * n * (4 * pending.PARTS + 3)  # no point in a chunk twice
+    assert stored + logged >= 2 * n * (4 * pending.PARTS + 3)  # and none lost
     rows = await storage.read_series(S, "fleet", None, None)
-    last = 2 * pending.PARTS + 2
+    last = 4 * pending.PARTS + 2
     assert all(r[1][0] == T0 and r[2][0] == last and len(r[1]) == last + 2 for r in rows)
     assert await storage.count_points(S) == n * (last + 2)
 
