@@ -657,12 +657,11 @@ class SqliteEngine:
         part's chunk rows, made from the log as it is and kept for
         `commit_fold_part`; True if there are some to commit.
 
-        `SqliteStorage` runs the halves as two jobs of its writer thread, so
-        the writes queued while the first runs are committed before the
-        second: in the
-        10-minute wide soak a part's fold took 120-190 ms, reading and
-        folding about as long as inserting, and each write behind it waited
-        for all of it."""
+        `SqliteStorage` runs the halves as two jobs of its writer thread,
+        the second at its turn (just after the next write's commit), so a
+        write commits between the two: in the 10-minute wide soak a part's
+        fold took 120-190 ms, reading and folding about as long as
+        inserting, and each write behind it waited for all of it."""
         self._prepared = None
         db = self.db
         if not self.fold_due:  # (no count yet is none due)
@@ -2070,8 +2069,9 @@ class SqliteStorage:
         self._checkpoints = None
 
     def _maybe_checkpoint(self) -> None:
-        """Checkpoint in the writer thread once the WAL is big: small and
-        frequent, so the writes that queue behind one wait a few milliseconds."""
+        """Checkpoint in the writer thread once the WAL is big, at its turn
+        (`_turn`): small and frequent, so the write behind one waits a few
+        milliseconds."""
         if self._checkpointing or self._pool is None or self._closing is not None:
             return
         try:
