@@ -380,13 +380,12 @@ async def test_a_folds_second_half_and_a_checkpoint_wait_for_the_next_writes_com
     queued just behind the next write's commit, ahead of the write after it,
     one job a write: the writer never runs two jobs between two commits.
     Closing the storage ends the jobs still waiting, which then do nothing."""
-    from twisted.internet import reactor
-
     from tsnet.storage import sqlite as sqlite_storage
 
     monkeypatch.setattr(sqlite_storage, "PENDING_FOLD_POINTS", 3 * PENDING_MAX_POINTS)
     monkeypatch.setattr(sqlite_storage, "FOLD_POINTS_PER_SERIES", 0)
     monkeypatch.setattr(sqlite_storage, "TURN_WAIT", 30.0)  # (no turn by the clock here)
+    storage._stop_checkpoints()  # (the checkpoints here are the test's own)
     jobs: list[str] = []
     locked = storage._locked
 
@@ -408,7 +407,7 @@ async def test_a_folds_second_half_and_a_checkpoint_wait_for_the_next_writes_com
     wal = sqlite_storage.CHECKPOINT_BYTES
     monkeypatch.setattr(sqlite_storage, "CHECKPOINT_BYTES", 1)
     storage._maybe_checkpoint()
-    monkeypatch.setattr(sqlite_storage, "CHECKPOINT_BYTES", wal)  # (the looping call's: none)
+    monkeypatch.setattr(sqlite_storage, "CHECKPOINT_BYTES", wal)
     assert len(storage._turns) == 2  # the fold's second half, then the checkpoint
     del jobs[:]
     # each write's commit gives one waiting job its turn, ahead of the next write
@@ -420,9 +419,10 @@ async def test_a_folds_second_half_and_a_checkpoint_wait_for_the_next_writes_com
     assert not storage._checkpointing and storage._turns  # (the next fold's second half)
     rows = await storage.read_series(S, "fleet", None, None)
     assert len(rows) == len(keys) and all(r[2] == [0, 1, 2, 3, 4, 5] for r in rows)
+    timers = [timer for _d, timer in storage._turns]
     await storage.close()
     assert storage._turns == [] and not storage._folding
-    assert not [c for c in reactor.getDelayedCalls() if c.getTime() > time.time() + 20]
+    assert timers and all(t.cancelled for t in timers)  # (no TURN_WAIT timer left behind)
 
 
 def test_a_write_far_past_the_fold_mark_folds_a_part_first(
