@@ -263,9 +263,9 @@ def fold(blobs: list[bytes], masks: list[int] | None = None,
         kinds, ints, floats = (np.frombuffer(b"".join(b), t)[order] for b, t in zip(
             zip(*(p.mixed() for p in pieces), strict=True), (np.uint8, _I64, _F64),
             strict=True))
-    else:  # (as int64 bits: a float's bits are kept as they are)
-        kinds = ints = floats = np.frombuffer(b"".join([p.values for p in pieces]),
-                                              _I64)[order]
+    else:  # (as int64 bits: a float's bits are kept as they are; no kinds needed)
+        kinds = None
+        ints = floats = np.frombuffer(b"".join([p.values for p in pieces]), _I64)[order]
     starts = np.flatnonzero(np.concatenate(([True], sids[1:] != sids[:-1])))
     ends = np.append(starts[1:], len(sids))
     if tag == b"m":

@@ -879,9 +879,9 @@ class SqliteEngine:
         for rid, text, mask in _unfolded_rows(db, 1 << part):
             if text:  # a row of the first form
                 return whole
-            row = cached.get(rid)  # (a row this engine logged: of the form now)
-            piece = pending_log.read_part(row, part) if row is not None \
-                else _pending_part(db, rid, part)
+            # (a row this engine logged is of the form now, and whole: the
+            # fold slices its part; from the file, only the part is read)
+            piece = cached.get(rid) or _pending_part(db, rid, part)
             if piece[:4] != pending_log.MAGIC:  # a row of a form before
                 return whole
             ids.append(rid)
